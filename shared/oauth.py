@@ -1,0 +1,141 @@
+"""One OAuth2 token request, made with authlib, its failures sorted into transient and permanent.
+
+A refusal the provider means for good (``invalid_grant``, ``invalid_client``...)
+is permanent and must not be retried in a loop; everything else (timeouts,
+5xx, an HTML error page, a JSON without ``access_token``) is transient.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from pydantic import SecretStr
+
+from shared.logging import get_logger
+from shared.tenants import Credentials, Provider
+
+log = get_logger(__name__)
+
+# RFC 6749 §5.2 errors that no retry will cure.
+PERMANENT_ERRORS = frozenset(
+    {"invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
+)
+
+
+class TokenRequestError(Exception):
+    """A token request failed. ``reason`` is a short label safe for metrics; the message is scrubbed."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: SecretStr
+    refresh_token: SecretStr | None
+    token_type: str
+    issued_at: float
+    expires_at: float
+
+
+async def request_token(
+    provider: Provider,
+    credentials: Credentials,
+    refresh_token: SecretStr | None,
+    timeout: float,
+) -> IssuedToken:
+    """Ask the provider for a new token: by refresh token where there is one, else client credentials."""
+    secrets = credentials.secrets() + ([refresh_token.get_secret_value()] if refresh_token else [])
+    started = time.time()
+    try:
+        body = await _call(provider, credentials, refresh_token, timeout)
+    except (OAuthError, httpx2.HTTPError, ValueError) as exc:
+        raise _classify(exc, timeout, secrets) from None
+    return _issued(provider, body, refresh_token, started, secrets)
+
+
+async def _call(
+    provider: Provider, credentials: Credentials, refresh_token: SecretStr | None, timeout: float
+) -> dict[str, Any]:
+    secret = credentials.client_secret.get_secret_value() if credentials.client_secret else None
+    async with AsyncOAuth2Client(
+        client_id=credentials.client_id,
+        client_secret=secret,
+        token_endpoint_auth_method=provider.client_auth_method,
+        scope=" ".join(provider.scopes) or None,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    ) as client:
+        url = str(provider.token_url)
+        if refresh_token is not None:
+            token = await client.refresh_token(url, refresh_token=refresh_token.get_secret_value())
+        else:
+            token = await client.fetch_token(url, grant_type="client_credentials")
+    return dict(token)
+
+
+def _classify(exc: Exception, timeout: float, secrets: list[str]) -> TokenRequestError:
+    if isinstance(exc, OAuthError):
+        code = str(exc.error or "oauth_error")
+        detail = _scrub(f"token endpoint refused: {code}: {exc.description or ''}".rstrip(": "), secrets)
+        permanent = code in PERMANENT_ERRORS
+        return TokenRequestError(code if permanent else "refused", detail, permanent=permanent)
+    if isinstance(exc, httpx2.TimeoutException):
+        return TokenRequestError("timeout", f"token endpoint timed out after {timeout}s", permanent=False)
+    if isinstance(exc, httpx2.HTTPStatusError):
+        status = exc.response.status_code
+        return TokenRequestError("http_error", f"token endpoint answered HTTP {status}", permanent=False)
+    if isinstance(exc, httpx2.HTTPError):
+        return TokenRequestError("unreachable", f"token endpoint unreachable: {type(exc).__name__}", permanent=False)
+    return TokenRequestError("invalid_response", _scrub(str(exc), secrets), permanent=False)
+
+
+def _issued(
+    provider: Provider, body: dict[str, Any], old_refresh: SecretStr | None, started: float, secrets: list[str]
+) -> IssuedToken:
+    access = body.get("access_token")
+    if not isinstance(access, str) or not access:
+        keys = ", ".join(sorted(k for k in body if k != "refresh_token")) or "none"
+        raise TokenRequestError(
+            "invalid_response", f"token response has no access_token (keys: {keys})", permanent=False
+        )
+    expires_in = _expires_in(provider, body)
+    new_refresh = body.get("refresh_token")
+    return IssuedToken(
+        access_token=SecretStr(access),
+        # A refresh response without a refresh token means: keep using the old one.
+        refresh_token=SecretStr(new_refresh) if isinstance(new_refresh, str) and new_refresh else old_refresh,
+        token_type=str(body.get("token_type") or "Bearer"),
+        issued_at=started,
+        expires_at=started + expires_in,
+    )
+
+
+def _expires_in(provider: Provider, body: dict[str, Any]) -> float:
+    raw = body.get("expires_in")
+    try:
+        value = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value <= 0:
+        log.warning(
+            "token response without a usable expires_in; using the provider default",
+            default_expires_in=provider.default_expires_in,
+        )
+        return float(provider.default_expires_in)
+    return value
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """Third parties sometimes echo what they were sent; never pass a secret on."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:300]

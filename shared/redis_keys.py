@@ -1,0 +1,35 @@
+"""Every Redis key and channel Conduit uses, in one place so no two modules disagree."""
+
+from __future__ import annotations
+
+PREFIX = "conduit"
+
+# Published (message: "tenant/provider/generation") whenever a token record changes.
+TOKENS_CHANGED = f"{PREFIX}:tokens:changed"
+# Sorted set of "tenant/provider" scored by when the scheduler should next refresh it.
+TOKENS_DUE = f"{PREFIX}:tokens:due"
+
+
+def token(tenant: str, provider: str) -> str:
+    return f"{PREFIX}:token:{tenant}:{provider}"
+
+
+def token_fence(tenant: str, provider: str) -> str:
+    return f"{PREFIX}:token-fence:{tenant}:{provider}"
+
+
+def token_lock(tenant: str, provider: str) -> str:
+    return f"{PREFIX}:token-lock:{tenant}:{provider}"
+
+
+def pair_member(tenant: str, provider: str) -> str:
+    return f"{tenant}/{provider}"
+
+
+def parse_pair(member: str) -> tuple[str, str]:
+    tenant, _, provider = member.partition("/")
+    return tenant, provider
+
+
+def response_cache(tenant: str, provider: str, digest: str) -> str:
+    return f"{PREFIX}:cache:{tenant}:{provider}:{digest}"

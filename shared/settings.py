@@ -1,0 +1,34 @@
+"""Settings every Conduit process reads from the environment (prefix ``CONDUIT_``).
+
+Each service extends :class:`CommonSettings` with its own fields; constructor
+arguments override the environment, which is how the tests point a service at
+their own Redis, token endpoint and upstream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class CommonSettings(BaseSettings):
+    """What all three services share: where Redis and the tenants file are, the token key, logging."""
+
+    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    tenants_file: Path = Path("tenants.yaml")
+    # Fernet keys (urlsafe base64 of 32 bytes). The old key is only ever used to
+    # read, so a key can be rotated without downtime: deploy NEW as TOKEN_KEY and
+    # the previous one as TOKEN_KEY_OLD, then drop OLD once every record was rewritten.
+    token_key: SecretStr | None = None
+    token_key_old: SecretStr | None = None
+    log_level: LogLevel = "INFO"
+    log_json: bool = True
+    # How long a client waits for Redis before the operation counts as failed.
+    redis_timeout: float = Field(default=2.0, gt=0)

@@ -1,0 +1,217 @@
+"""The tenants file: which third-party providers exist and which tenants use them.
+
+Loaded once at start. Anything wrong in it stops the process with one message
+naming the file, the tenant (or provider) and the key, so an operator never
+has to guess which of 200 tenants has the typo. Secrets are referenced, never
+written in the file: ``{env: NAME}`` or ``{file: /run/secrets/...}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, model_validator
+
+# Tenant and provider names end up in Redis keys, job ids, metric labels and
+# headers, so they are kept to a conservative alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+GrantType = Literal["client_credentials", "refresh_token"]
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+
+class ConfigError(Exception):
+    """The tenants file cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where a secret comes from: an environment variable or a file (a mounted Kubernetes Secret)."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def resolve(self) -> SecretStr:
+        """Read the secret now; the error names the variable or file, never a value."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ValueError(f"environment variable {self.env} is not set or empty")
+            return SecretStr(value)
+        assert self.file is not None
+        try:
+            value = self.file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+        if not value:
+            raise ValueError(f"secret file {self.file} is empty")
+        return SecretStr(value)
+
+
+class Provider(_Strict):
+    """A third party: its OAuth2 token endpoint and the API base the proxy may talk to."""
+
+    token_url: HttpUrl
+    api_base_url: HttpUrl
+    grant_type: GrantType = "client_credentials"
+    scopes: list[str] = Field(default_factory=list)
+    client_auth_method: ClientAuthMethod = "client_secret_basic"
+    # Used when a token response has no expires_in (a warning is logged each time).
+    default_expires_in: int = Field(default=3600, gt=0)
+
+
+class TenantProvider(_Strict):
+    """One tenant's credentials at one provider."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretRef | None = None
+    # refresh_token grant only: the refresh token to start from when the store has none.
+    refresh_token: SecretRef | None = None
+
+
+class Tenant(_Strict):
+    """A tenant and the providers it uses; ``default_provider`` serves requests that name none."""
+
+    providers: dict[str, TenantProvider] = Field(min_length=1)
+    default_provider: str | None = None
+
+    @property
+    def default(self) -> str:
+        return self.default_provider or next(iter(self.providers))
+
+
+class TenantsFile(_Strict):
+    providers: dict[str, Provider] = Field(min_length=1)
+    tenants: dict[str, Tenant]
+
+
+class Credentials:
+    """A tenant's resolved secrets at one provider; reprs never show them."""
+
+    __slots__ = ("client_id", "client_secret", "refresh_token")
+
+    def __init__(self, client_id: str, client_secret: SecretStr | None, refresh_token: SecretStr | None) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.refresh_token = refresh_token
+
+    def __repr__(self) -> str:
+        return f"Credentials(client_id={self.client_id!r}, client_secret=***, refresh_token=***)"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so error text from third parties can be scrubbed of them."""
+        return [s.get_secret_value() for s in (self.client_secret, self.refresh_token) if s is not None]
+
+
+class TenantsConfig:
+    """The validated tenants file with every secret resolved."""
+
+    def __init__(self, path: Path, data: TenantsFile, credentials: dict[tuple[str, str], Credentials]) -> None:
+        self.path = path
+        self.providers = data.providers
+        self.tenants = data.tenants
+        self._credentials = credentials
+
+    def credentials(self, tenant: str, provider: str) -> Credentials:
+        return self._credentials[(tenant, provider)]
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """Every (tenant, provider) pair that has a token."""
+        return iter(self._credentials)
+
+    def has(self, tenant: str, provider: str) -> bool:
+        return (tenant, provider) in self._credentials
+
+
+def load_tenants(path: Path) -> TenantsConfig:
+    """Parse, validate and resolve the tenants file, or raise :class:`ConfigError` naming the place."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the tenants file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        data = TenantsFile.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+    return TenantsConfig(path, data, _resolve(path, data))
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid tenants file"]
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in err["loc"]]
+        lines.append(f"  {_where(loc)}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _where(loc: list[str]) -> str:
+    if len(loc) >= 2 and loc[0] in ("tenants", "providers"):
+        kind = "tenant" if loc[0] == "tenants" else "provider"
+        key = ".".join(loc[2:]) or "(itself)"
+        return f"{kind} {loc[1]!r}, key {key!r}"
+    return f"key {'.'.join(loc) or '(top level)'!r}"
+
+
+def _resolve(path: Path, data: TenantsFile) -> dict[tuple[str, str], Credentials]:
+    problems: list[str] = []
+    resolved: dict[tuple[str, str], Credentials] = {}
+    for name in data.providers:
+        if not re.match(NAME_PATTERN, name):
+            problems.append(f"provider {name!r}: name must match {NAME_PATTERN}")
+    for tenant_name, tenant in data.tenants.items():
+        where = f"tenant {tenant_name!r}"
+        if not re.match(NAME_PATTERN, tenant_name):
+            problems.append(f"{where}: name must match {NAME_PATTERN}")
+        if tenant.default_provider is not None and tenant.default_provider not in tenant.providers:
+            problems.append(f"{where}, key 'default_provider': {tenant.default_provider!r} is not one of its providers")
+        for provider_name, creds in tenant.providers.items():
+            problems.extend(_check_pair(data, where, provider_name, creds, resolved, tenant_name))
+    if problems:
+        raise ConfigError("\n".join([f"{path}: invalid tenants file", *(f"  {p}" for p in problems)]))
+    return resolved
+
+
+def _check_pair(
+    data: TenantsFile,
+    where: str,
+    provider_name: str,
+    creds: TenantProvider,
+    resolved: dict[tuple[str, str], Credentials],
+    tenant_name: str,
+) -> list[str]:
+    key = f"providers.{provider_name}"
+    provider = data.providers.get(provider_name)
+    if provider is None:
+        return [f"{where}, key {key!r}: unknown provider {provider_name!r} (known: {', '.join(data.providers)})"]
+    problems: list[str] = []
+    secrets: dict[str, SecretStr | None] = {}
+    for field in ("client_secret", "refresh_token"):
+        ref: SecretRef | None = getattr(creds, field)
+        try:
+            secrets[field] = ref.resolve() if ref is not None else None
+        except ValueError as exc:
+            problems.append(f"{where}, key '{key}.{field}': {exc}")
+    if provider.client_auth_method != "none" and creds.client_secret is None:
+        method = provider.client_auth_method
+        problems.append(f"{where}, key '{key}.client_secret': required by client_auth_method {method}")
+    if not problems:
+        resolved[(tenant_name, provider_name)] = Credentials(
+            creds.client_id, secrets["client_secret"], secrets["refresh_token"]
+        )
+    return problems
