@@ -46,8 +46,13 @@ class _Service:
 
 _SERVICES = (
     _Service(REDIS_ENV, "redis://127.0.0.1:6379/0", "redis", redis_reachable, throwaway.start_redis),
-    _Service(DATABASE_ENV, "postgresql://postgres@127.0.0.1:5432/test", "postgres", postgres_reachable,
-             throwaway.start_postgres),
+    _Service(
+        DATABASE_ENV,
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgres",
+        postgres_reachable,
+        throwaway.start_postgres,
+    ),
 )
 
 
@@ -88,8 +93,9 @@ def _ensure(service: _Service, state_dir: Path) -> str:
     except BaseException:
         throwaway.discard(home)
         raise
-    log.info("%s: started throwaway server %s (pid %d, %s binaries)", service.env, started.url, started.pid,
-             started.source)
+    log.info(
+        "%s: started throwaway server %s (pid %d, %s binaries)", service.env, started.url, started.pid, started.source
+    )
     return started.url
 
 
