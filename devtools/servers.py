@@ -63,6 +63,8 @@ def ensure_servers(state_dir: Path) -> dict[str, str]:
     otherwise a throwaway server already running under `state_dir` is reused, or a new one started there.
     Raises ServerError when a server is needed and cannot be started.
     """
+    # Absolute: redis-server chdirs to its data dir before opening the log and pid files.
+    state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     with _locked(state_dir):
         return {service.env: _ensure(service, state_dir) for service in _SERVICES}
@@ -70,6 +72,7 @@ def ensure_servers(state_dir: Path) -> dict[str, str]:
 
 def stop_servers(state_dir: Path) -> None:
     """Stop the throwaway servers started under `state_dir` (SIGTERM/SIGINT, then SIGKILL) and delete their data."""
+    state_dir = state_dir.resolve()
     if not state_dir.is_dir():
         return
     with _locked(state_dir):

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+import devtools
 from devtools import server_binaries, throwaway
 from devtools.servers import DATABASE_ENV, REDIS_ENV, ensure_servers, stop_servers
 
@@ -100,8 +101,13 @@ async def test_throwaway_servers_serve_real_clients_until_stopped(
 @pytest.mark.timeout(30)
 def test_cli_prints_urls_then_keeps_reachable_ones_and_stops(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def cli(*args: str) -> str:
-        command = [sys.executable, "-m", "devtools.servers", *args, "--state-dir", str(state_dir)]
-        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=25).stdout
+        # A relative --state-dir, as the Makefile passes it, from the state dir's parent.
+        command = [sys.executable, "-m", "devtools.servers", *args, "--state-dir", state_dir.name]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=25, cwd=state_dir.parent)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(devtools.__file__).parents[1]))
 
     monkeypatch.setenv("CONDUIT_FORCE_THROWAWAY", "1")
     exported = cli("ensure", "--format", "shell").splitlines()
