@@ -32,6 +32,8 @@ DATABASE_ENV = "CONDUIT_DATABASE_URL"
 FORCE_ENV = "CONDUIT_FORCE_THROWAWAY"
 DEFAULT_STATE_DIR = Path(".run/servers")
 
+__all__ = ["DATABASE_ENV", "FORCE_ENV", "REDIS_ENV", "ServerError", "ensure_servers", "main", "stop_servers"]
+
 log = logging.getLogger(__name__)
 
 
