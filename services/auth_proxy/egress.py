@@ -1,0 +1,46 @@
+"""The egress policy: a request target either maps into the provider's API base or is refused.
+
+Checked on the raw request target, before any decoding aiohttp does, so that no
+spelling of a path (absolute-form, ``//host``, ``..`` in any percent-encoding,
+backslashes, ``@``) can make the proxy send a tenant's token anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+# Control characters, space, backslash and '@' never belong in a forwarded path.
+_FORBIDDEN_RAW = re.compile(r"[\x00-\x20\x7f\\@]")
+# Encoded separators and NUL would be decoded differently by different servers.
+_FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+# Once decoded, '@' is fine (an e-mail address in a path); separators and controls are not.
+_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f\\]")
+_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
+
+
+class EgressRefused(ValueError):
+    """The target does not stay inside the provider's API base; the message says why."""
+
+
+def upstream_target(raw_target: str) -> str:
+    """The path-and-query to append to the API base, or raise :class:`EgressRefused`."""
+    path, sep, query = raw_target.partition("?")
+    if not path.startswith("/") or path.startswith("//"):
+        raise EgressRefused("request target must be a path starting with a single '/'")
+    if _FORBIDDEN_RAW.search(path):
+        raise EgressRefused("path contains a control character, space, backslash or '@'")
+    if _FORBIDDEN_ENCODED.search(path):
+        raise EgressRefused("path contains an encoded '/', '\\' or NUL")
+    decoded = path
+    # Decode until stable so double encodings (%252e) cannot hide a '..'.
+    for _ in range(3):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    if _DOT_SEGMENT.search(decoded) or _FORBIDDEN_DECODED.search(decoded):
+        raise EgressRefused("path contains a '.' or '..' segment or a forbidden character once decoded")
+    if "\r" in query or "\n" in query:
+        raise EgressRefused("query contains CR or LF")
+    return path + sep + query

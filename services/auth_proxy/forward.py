@@ -1,0 +1,276 @@
+"""Forwarding one request: pick the tenant's token, send upstream, stream the answer back.
+
+The hot path avoids middlewares and label lookups; everything that can be
+computed once (provider base URLs, the client session) is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from services.auth_proxy.egress import EgressRefused, upstream_target
+from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
+from services.auth_proxy.metrics import REFUSED, RequestCounters
+from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
+from services.auth_proxy.settings import ProxySettings
+from services.auth_proxy.token_cache import NoToken, TokenCache
+from shared.logging import get_logger
+from shared.tenants import TenantsConfig
+from shared.token_store import TokenRecord
+
+log = get_logger("conduit.proxy.access")
+
+_CHUNK = 64 << 10
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
+
+
+class ProxyError(Exception):
+    """An answer the proxy gives itself, as a JSON body naming the problem."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def response(self, req_id: str) -> web.Response:
+        headers = {"X-Request-ID": req_id}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        body = orjson.dumps({"error": self.code, "message": str(self), "request_id": req_id})
+        return web.Response(status=self.status, body=body, content_type="application/json", headers=headers)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What one request accumulates for its log line and metrics."""
+
+    req_id: str
+    tenant: str = "-"
+    provider: str = "-"
+    upstream_seconds: float | None = None
+    cache: str | None = None
+
+
+class Forwarder:
+    """The proxy's one handler for every path that is not an operations endpoint."""
+
+    def __init__(
+        self,
+        settings: ProxySettings,
+        tenants: TenantsConfig,
+        tokens: TokenCache,
+        session: aiohttp.ClientSession,
+        cache: ResponseCache | None,
+    ) -> None:
+        self._settings = settings
+        self._tenants = tenants
+        self._tokens = tokens
+        self._session = session
+        self._cache = cache
+        self._bases = {name: str(p.api_base_url).rstrip("/") for name, p in tenants.providers.items()}
+        self._counters = RequestCounters()
+        self._replay_limit = settings.proxy_replay_body_limit
+        self._buffer_limit = settings.proxy_buffer_response_limit
+        self._access_log = settings.proxy_access_log
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        ex = _Exchange(request_id(request.headers))
+        try:
+            response = await self._handle(request, ex)
+        except ProxyError as exc:
+            if exc.status < 500 or exc.code == "no_token":
+                REFUSED.labels(exc.code).inc()
+            response = exc.response(ex.req_id)
+        method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+        self._counters.count(ex.tenant, ex.provider, method, response.status)
+        if self._access_log:
+            log.info(
+                "request",
+                method=method,
+                path=request.path,
+                status=response.status,
+                tenant=ex.tenant,
+                provider=ex.provider,
+                request_id=ex.req_id,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                upstream_ms=round(ex.upstream_seconds * 1000, 2) if ex.upstream_seconds is not None else None,
+                cache=ex.cache,
+            )
+        return response
+
+    async def _handle(self, request: web.Request, ex: _Exchange) -> web.StreamResponse:
+        ex.tenant, ex.provider = self._route(request)
+        try:
+            target = upstream_target(request.raw_path)
+        except EgressRefused as exc:
+            raise ProxyError(400, "refused_target", str(exc)) from None
+        cache_key, cache_ttl = None, None
+        if self._cache is not None:
+            cache_ttl = self._cache.route_ttl(request.method, target)
+            if cache_ttl is not None and not caller_bypasses(request.headers):
+                cache_key = self._cache.key(ex.tenant, ex.provider, target, request.headers)
+                cached = await self._cache.get(cache_key)
+                ex.cache = "hit" if cached else "miss"
+                if cached is not None:
+                    headers = [*cached.headers, ("Age", str(cached.age)), ("X-Request-ID", ex.req_id)]
+                    return web.Response(status=cached.status, body=cached.body, headers=headers)
+        body, replayable = await self._request_body(request)
+        url = self._bases[ex.provider] + target
+        record = await self._token(ex)
+        upstream = await self._send(request, url, body, record, ex)
+        if upstream.status == 401 and replayable:
+            upstream = await self._retry_after_401(request, url, body, record, upstream, ex)
+        try:
+            return await self._respond(request, upstream, ex, cache_key, cache_ttl)
+        finally:
+            upstream.release()
+
+    def _route(self, request: web.Request) -> tuple[str, str]:
+        tenant_id = request.headers.get("X-Tenant-ID")
+        if not tenant_id:
+            raise ProxyError(400, "missing_tenant", "the X-Tenant-ID header is required")
+        tenant = self._tenants.tenants.get(tenant_id)
+        if tenant is None:
+            raise ProxyError(404, "unknown_tenant", f"tenant {tenant_id[:64]!r} is not configured")
+        provider = request.headers.get("X-Provider") or tenant.default
+        if provider not in tenant.providers:
+            raise ProxyError(404, "unknown_provider", f"tenant {tenant_id!r} has no provider {provider[:64]!r}")
+        return tenant_id, provider
+
+    async def _request_body(self, request: web.Request) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+        """Small bodies are read whole so they can be replayed; large or chunked ones stream."""
+        if not request.body_exists:
+            return None, True
+        length = request.content_length
+        if length is not None and length <= self._replay_limit:
+            return await request.read(), True
+        return request.content.iter_chunked(_CHUNK), False
+
+    async def _token(self, ex: _Exchange) -> TokenRecord:
+        try:
+            return await self._tokens.get(ex.tenant, ex.provider)
+        except NoToken as exc:
+            raise ProxyError(503, "no_token", str(exc), retry_after=exc.retry_after) from None
+
+    async def _send(
+        self,
+        request: web.Request,
+        url: str,
+        body: bytes | AsyncIterator[bytes] | None,
+        record: TokenRecord,
+        ex: _Exchange,
+    ) -> aiohttp.ClientResponse:
+        assert record.access_token is not None
+        headers = upstream_headers(
+            request.headers, f"{record.token_type} {record.access_token.get_secret_value()}", ex.req_id
+        )
+        sent = time.perf_counter()
+        try:
+            upstream = await self._session.request(
+                request.method,
+                aiohttp.client.URL(url, encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} did not answer in time") from None
+        except aiohttp.ClientConnectorError:
+            raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable") from None
+        except aiohttp.ClientError as exc:
+            raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
+        ex.upstream_seconds = time.perf_counter() - sent
+        self._counters.latency(ex.provider, ex.upstream_seconds)
+        return upstream
+
+    async def _retry_after_401(
+        self,
+        request: web.Request,
+        url: str,
+        body: bytes | AsyncIterator[bytes] | None,
+        record: TokenRecord,
+        first: aiohttp.ClientResponse,
+        ex: _Exchange,
+    ) -> aiohttp.ClientResponse:
+        """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
+        try:
+            newer = await self._tokens.rejected(record)
+        except NoToken:
+            return first
+        if newer.generation == record.generation:
+            return first
+        first.release()
+        return await self._send(request, url, body, newer, ex)
+
+    async def _respond(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        ex: _Exchange,
+        cache_key: str | None,
+        cache_ttl: float | None,
+    ) -> web.StreamResponse:
+        headers = downstream_headers(upstream.headers, ex.req_id)
+        length = upstream.content_length
+        no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
+        buffer_limit = self._buffer_limit
+        if cache_key is not None and self._cache is not None:
+            buffer_limit = max(buffer_limit, self._cache.max_entry_bytes)
+        if not no_body and length is not None and length <= buffer_limit:
+            try:
+                payload = await upstream.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} stopped sending") from None
+            except aiohttp.ClientError as exc:
+                raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
+            await self._maybe_store(cache_key, cache_ttl, upstream, headers, payload, ex)
+            return web.Response(status=upstream.status, headers=headers, body=payload)
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        if not no_body:
+            await self._stream(upstream, response, ex)
+        await response.write_eof()
+        return response
+
+    async def _stream(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, ex: _Exchange) -> None:
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                # write() waits for the caller to drain: backpressure keeps memory flat.
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # The status line is gone already; all that is left is to cut the response short.
+            log.warning(
+                "upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=type(exc).__name__
+            )
+            raise
+
+    async def _maybe_store(
+        self,
+        cache_key: str | None,
+        cache_ttl: float | None,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        payload: bytes,
+        ex: _Exchange,
+    ) -> None:
+        if self._cache is None or cache_key is None or cache_ttl is None:
+            return
+        ttl = storable_ttl(upstream.status, upstream.headers, cache_ttl)
+        if ttl is None or len(payload) > self._cache.max_entry_bytes:
+            return
+        kept = [(k, v) for k, v in headers.items() if k.lower() not in _NOT_CACHED_HEADERS]
+        await self._cache.put(cache_key, upstream.status, kept, payload, ttl)
+        ex.cache = "store"

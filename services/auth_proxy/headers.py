@@ -1,0 +1,65 @@
+"""Which headers cross the proxy, in each direction."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The caller's credentials and routing headers never reach the third party.
+_CALLER_ONLY = frozenset({"host", "authorization", "cookie", "x-tenant-id", "x-provider", "x-request-id"})
+_DROP_UPSTREAM = HOP_BY_HOP | _CALLER_ONLY
+# aiohttp recomputes the length of what it sends back.
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(headers: CIMultiDictProxy[str]) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new one."""
+    given = headers.get("X-Request-ID")
+    return given if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    value = headers.get("Connection")
+    if not value:
+        return frozenset()
+    return frozenset(part.strip().lower() for part in value.split(","))
+
+
+def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id: str) -> CIMultiDict[str]:
+    """The caller's headers minus hop-by-hop and caller-only ones, plus the tenant's token."""
+    drop = _DROP_UPSTREAM | _named_in_connection(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    out["Authorization"] = authorization
+    out["X-Request-ID"] = req_id
+    return out
+
+
+def downstream_headers(headers: CIMultiDictProxy[str], req_id: str) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones, tagged with the request id."""
+    drop = _DROP_DOWNSTREAM | _named_in_connection(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    out["X-Request-ID"] = req_id
+    return out

@@ -1,0 +1,63 @@
+"""Running the proxy as a process: logging, one or more worker processes, clean SIGTERM."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from services.auth_proxy.app import create_app
+from services.auth_proxy.settings import ProxySettings
+from shared.crypto import TokenKeyError
+from shared.logging import configure_logging, get_logger
+from shared.tenants import ConfigError
+
+log = get_logger(__name__)
+
+
+def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        app = create_app(settings)
+    except (ConfigError, TokenKeyError) as exc:
+        log.error("invalid configuration", error=str(exc))
+        print(f"conduit proxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
+    web.run_app(
+        app,
+        host=settings.proxy_host,
+        port=settings.proxy_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=settings.proxy_shutdown_timeout,
+        reuse_port=reuse_port,
+    )
+    log.info("proxy stopped", pid=os.getpid())
+
+
+def main(processes: int = 1, settings: ProxySettings | None = None) -> None:
+    """Run ``processes`` copies sharing the port (SO_REUSEPORT); the parent forwards SIGTERM."""
+    settings = settings or ProxySettings()
+    if processes <= 1:
+        serve(settings)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    children = [ctx.Process(target=serve, args=(settings, True)) for _ in range(processes)]
+    for child in children:
+        child.start()
+
+    def _stop(signum: int, _: object) -> None:
+        for child in children:
+            if child.pid is not None:
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    for child in children:
+        child.join()
+    raise SystemExit(max((c.exitcode or 0) for c in children))

@@ -1,0 +1,199 @@
+"""A fake third party for tests: an OAuth2 token endpoint and an API, served for real on 127.0.0.1.
+
+It records every call and can be told to fail in the ways real providers do
+(HTML error pages, timeouts, refusals, 401/429/5xx, tokens of a few seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class TokenCall:
+    grant_type: str
+    client_id: str
+    refresh_token: str | None
+    at: float
+
+
+@dataclass
+class ApiCall:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    tenant_client: str | None
+
+
+@dataclass
+class ThirdParty:
+    clients: dict[str, str] = field(default_factory=dict)
+    lifetime: float = 3600
+    # ok | html | empty | no_access_token | no_expires_in | invalid_client | invalid_grant | server_error | slow
+    token_mode: str = "ok"
+    token_delay: float = 0.0
+    rotate_refresh_tokens: bool = True
+    token_calls: list[TokenCall] = field(default_factory=list)
+    api_calls: list[ApiCall] = field(default_factory=list)
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    url: str = ""
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/oauth/token"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def seed_refresh_token(self, client_id: str) -> str:
+        token = "rt-" + secrets.token_urlsafe(16)
+        self.refresh_tokens[token] = client_id
+        return token
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_route("*", "/api/{tail:.*}", self._api)
+        return app
+
+    def _client(self, request: web.Request, form: dict[str, str]) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        else:
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        return client_id if self.clients.get(client_id) == secret else None
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post())  # type: ignore[arg-type]
+        grant = str(form.get("grant_type", ""))
+        client_id = self._client(request, form)  # type: ignore[arg-type]
+        self.token_calls.append(TokenCall(grant, client_id or "?", form.get("refresh_token"), time.time()))  # type: ignore[arg-type]
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
+        failure = self._token_failure()
+        if failure is not None:
+            return failure
+        if client_id is None:
+            return web.json_response({"error": "invalid_client", "error_description": "bad client"}, status=401)
+        body: dict[str, Any] = {"token_type": "Bearer", "expires_in": self.lifetime}
+        if grant == "refresh_token":
+            old = str(form.get("refresh_token", ""))
+            if self.refresh_tokens.get(old) != client_id:
+                return web.json_response(
+                    {"error": "invalid_grant", "error_description": "unknown refresh token"}, status=400
+                )
+            if self.rotate_refresh_tokens:
+                del self.refresh_tokens[old]
+                body["refresh_token"] = self.seed_refresh_token(client_id)
+        elif grant != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        access = f"at-{client_id}-" + secrets.token_urlsafe(12)
+        self.tokens[access] = (client_id, time.time() + self.lifetime)
+        body["access_token"] = access
+        if self.token_mode == "no_expires_in":
+            del body["expires_in"]
+        return web.json_response(body)
+
+    def _token_failure(self) -> web.StreamResponse | None:
+        mode = self.token_mode
+        if mode == "html":
+            return web.Response(text="<html><body>Bad gateway</body></html>", content_type="text/html", status=502)
+        if mode == "html200":
+            return web.Response(text="<html><body>Login</body></html>", content_type="text/html")
+        if mode == "empty":
+            return web.Response(body=b"", content_type="application/json")
+        if mode == "no_access_token":
+            return web.json_response({"token_type": "Bearer", "expires_in": 60})
+        if mode in ("invalid_client", "invalid_grant"):
+            return web.json_response({"error": mode, "error_description": "refused"}, status=400)
+        if mode == "server_error":
+            return web.json_response({"error": "server_error"}, status=503)
+        return None
+
+    def valid(self, header: str | None) -> str | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        token = header[7:]
+        entry = self.tokens.get(token)
+        if entry is None or token in self.revoked or entry[1] < time.time():
+            return None
+        return entry[0]
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"]
+        client = self.valid(request.headers.get("Authorization"))
+        body = await request.read() if tail != "upload" else b""
+        self.api_calls.append(ApiCall(request.method, request.raw_path, dict(request.headers), body, client))
+        if client is None:
+            return web.json_response({"error": "invalid_token"}, status=401)
+        return await self._route(request, tail, client)
+
+    async def _route(self, request: web.Request, tail: str, client: str) -> web.StreamResponse:
+        if tail.startswith("status/"):
+            status = int(tail.split("/")[1])
+            return web.json_response({"status": status}, status=status, headers={"Retry-After": "7"})
+        if tail == "slow":
+            await asyncio.sleep(float(request.query.get("delay", "5")))
+            return web.json_response({"slow": True})
+        if tail == "big":
+            return await self._big(request, int(request.query["size"]))
+        if tail == "upload":
+            total = 0
+            async for chunk in request.content.iter_chunked(1 << 16):
+                total += len(chunk)
+            return web.json_response({"received": total})
+        if tail == "redirect":
+            raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
+        if tail == "cached":
+            headers = {"Cache-Control": request.query.get("cc", "max-age=60")}
+            return web.json_response({"client": client, "n": len(self.api_calls)}, headers=headers)
+        return web.json_response({"client": client, "path": request.raw_path, "method": request.method})
+
+    async def _big(self, request: web.Request, size: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        chunk = b"x" * (1 << 16)
+        sent = 0
+        while sent < size:
+            part = chunk[: min(len(chunk), size - sent)]
+            await response.write(part)
+            sent += len(part)
+        await response.write_eof()
+        return response
+
+
+@asynccontextmanager
+async def serve(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve an aiohttp app on a free port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_third_party(**kwargs: Any) -> AsyncIterator[ThirdParty]:
+    party = ThirdParty(**kwargs)
+    async with serve(party.app()) as url:
+        party.url = url
+        yield party
