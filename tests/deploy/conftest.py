@@ -41,8 +41,10 @@ def tool() -> Callable[[str], str]:
 def run() -> Run:
     """Run a command from the repository root, capturing text output; check=True fails the test on error."""
 
-    def execute(*args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(args, cwd=REPO, input=input, capture_output=True, text=True, timeout=60)
+    def execute(
+        *args: str, input: str | None = None, check: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(args, cwd=REPO, input=input, env=env, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
