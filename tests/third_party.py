@@ -48,6 +48,7 @@ class ThirdParty:
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    refuse_all_tokens: bool = False
     url: str = ""
 
     @property
@@ -129,7 +130,7 @@ class ThirdParty:
             return None
         token = header[7:]
         entry = self.tokens.get(token)
-        if entry is None or token in self.revoked or entry[1] < time.time():
+        if entry is None or token in self.revoked or entry[1] < time.time() or self.refuse_all_tokens:
             return None
         return entry[0]
 
@@ -167,6 +168,9 @@ class ThirdParty:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = size
         await response.prepare(request)
+        if request.method == "HEAD":
+            await response.write_eof()
+            return response
         chunk = b"x" * (1 << 16)
         sent = 0
         while sent < size:

@@ -1,0 +1,272 @@
+"""The auth proxy over real HTTP on 127.0.0.1, with real Redis and a real token endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic import SecretStr
+
+from shared.token_store import TokenRecord
+from tests.integration.conftest import Proxy
+from tests.third_party import ThirdParty, running_third_party
+
+
+async def raw_request(url: str, head: bytes) -> tuple[int, bytes]:
+    """Send bytes exactly as given (no client library would send these targets)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(head)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data.partition(b"\r\n\r\n")[2]
+
+
+async def test_forwards_with_the_tenants_token(proxy: Proxy) -> None:
+    response = await proxy.get(
+        "/resources/42?b=2&a=1&a=%20x",
+        headers={"Authorization": "Bearer caller", "Cookie": "s=1", "X-Request-ID": "req-1", "X-Custom": "kept"},
+    )
+    assert response.status == 200
+    assert (await response.json())["client"] == "acme-demo"
+    assert response.headers["X-Request-ID"] == "req-1"
+    call = proxy.party.api_calls[-1]
+    assert call.path_qs == "/api/resources/42?b=2&a=1&a=%20x"
+    assert call.headers["Authorization"].startswith("Bearer at-acme-demo-")
+    assert "Cookie" not in call.headers and "X-Tenant-ID" not in call.headers
+    assert call.headers["X-Custom"] == "kept" and call.headers["X-Request-ID"] == "req-1"
+
+
+async def test_creates_a_request_id_when_none_is_given(proxy: Proxy) -> None:
+    response = await proxy.get("/resources/1")
+    assert len(response.headers["X-Request-ID"]) == 32
+    assert proxy.party.api_calls[-1].headers["X-Request-ID"] == response.headers["X-Request-ID"]
+
+
+async def test_tenants_get_their_own_tokens(proxy: Proxy) -> None:
+    first = await (await proxy.get("/x", tenant="acme")).json()
+    second = await (await proxy.get("/x", tenant="globex")).json()
+    assert (first["client"], second["client"]) == ("acme-demo", "globex-demo")
+    assert len(proxy.party.token_calls) == 2
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_all_methods_and_bodies(proxy: Proxy, method: str) -> None:
+    response = await proxy.request(method, "/things", data=b'{"a": 1}', headers={"Content-Type": "application/json"})
+    assert response.status == 200
+    assert (await response.json())["method"] == method
+    assert proxy.party.api_calls[-1].body == b'{"a": 1}'
+
+
+async def test_head_keeps_the_length_and_sends_no_body(proxy: Proxy) -> None:
+    response = await proxy.request("HEAD", "/big?size=5000000")
+    assert response.status == 200
+    assert response.headers["Content-Length"] == "5000000"
+    assert await response.read() == b""
+
+
+async def test_large_bodies_stream_both_ways(proxy: Proxy) -> None:
+    async def chunks() -> Any:
+        for _ in range(64):
+            yield b"y" * (1 << 16)
+
+    upload = await proxy.request("POST", "/upload", data=chunks())
+    assert (await upload.json())["received"] == 64 << 16
+    download = await proxy.get("/big?size=50000000")
+    total = 0
+    async for chunk in download.content.iter_chunked(1 << 20):
+        total += len(chunk)
+    assert download.headers["Content-Length"] == "50000000" and total == 50_000_000
+
+
+async def test_hop_by_hop_headers_are_dropped_both_ways(proxy: Proxy) -> None:
+    response = await proxy.get(
+        "/x",
+        headers={
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "1",
+            "Proxy-Authorization": "p",
+            "TE": "trailers",
+        },
+    )
+    assert response.status == 200
+    sent = proxy.party.api_calls[-1].headers
+    assert not {"X-Secret-Hop", "Proxy-Authorization", "TE"} & set(sent)
+    assert "Transfer-Encoding" not in response.headers or response.headers["Transfer-Encoding"] == "chunked"
+
+
+async def test_upstream_401_refreshes_once_and_retries(proxy: Proxy) -> None:
+    await proxy.get("/x")
+    first_token = proxy.party.api_calls[-1].headers["Authorization"][7:]
+    proxy.party.revoked.add(first_token)
+    response = await proxy.request("POST", "/x", data=b"replayable")
+    assert response.status == 200
+    assert len(proxy.party.token_calls) == 2
+    assert proxy.party.api_calls[-1].body == b"replayable"
+    assert proxy.party.api_calls[-1].headers["Authorization"][7:] != first_token
+
+
+async def test_401_that_persists_is_passed_back_after_one_retry(proxy: Proxy) -> None:
+    await proxy.get("/x")
+    proxy.party.refuse_all_tokens = True
+    calls_before = len(proxy.party.api_calls)
+    response = await proxy.get("/x")
+    assert response.status == 401
+    assert len(proxy.party.api_calls) - calls_before == 2
+    assert len(proxy.party.token_calls) == 2
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+async def test_429_and_5xx_reach_the_caller_unchanged(proxy: Proxy, status: int) -> None:
+    response = await proxy.get(f"/status/{status}")
+    assert response.status == status
+    assert response.headers["Retry-After"] == "7"
+    assert (await response.json()) == {"status": status}
+
+
+async def test_redirects_are_passed_back_not_followed(proxy: Proxy) -> None:
+    response = await proxy.get("/redirect", allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == "http://127.0.0.1:9/elsewhere"
+    assert len(proxy.party.api_calls) == 1
+
+
+async def test_read_timeout_gives_504_json(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
+    async for proxy in start_proxy(party, proxy_read_timeout=0.3):
+        response = await proxy.get("/slow?delay=2")
+        assert response.status == 504
+        body = await response.json()
+        assert body["error"] == "upstream_timeout" and body["request_id"]
+
+
+async def test_unreachable_upstream_gives_502(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
+    async with running_third_party() as gone:
+        pass  # its port is closed again: the provider "gone" is unreachable from now on
+    async for proxy in start_proxy(party, extra={"gone": gone}):
+        # A valid token is already stored, so only the API call itself can fail.
+        fence = await proxy.refresher.store.next_fence("acme", "gone")
+        record = TokenRecord(
+            "acme", "gone", 1, SecretStr("at"), None, "Bearer", time.time(), time.time() + 60, time.time() + 30
+        )
+        assert await proxy.refresher.store.put(record, fence)
+        response = await proxy.get("/x", headers={"X-Provider": "gone"})
+        body = await response.json()
+        assert response.status == 502 and body["error"] == "upstream_unreachable"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://evil.example/x",
+        b"//evil.example/x",
+        b"/a/../../x",
+        b"/a/%2e%2e/%2e%2e/x",
+        b"/a%2f..%2fx",
+        b"/a\\..\\x",
+        b"/@evil.example/x",
+    ],
+)
+async def test_escaping_targets_get_400_before_any_upstream_call(proxy: Proxy, target: bytes) -> None:
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nConnection: close\r\n\r\n"
+    status, body = await raw_request(proxy.url, head)
+    assert status == 400, body
+    assert b"refused_target" in body or b"Bad Request" in body
+    assert proxy.party.api_calls == [] and proxy.party.token_calls == []
+
+
+async def test_crlf_in_a_header_is_refused(proxy: Proxy) -> None:
+    head = b"GET /x HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nX-Evil: a\rInjected: b\r\nConnection: close\r\n\r\n"
+    status, _ = await raw_request(proxy.url, head)
+    assert status == 400
+    assert proxy.party.api_calls == []
+
+
+async def test_oversized_header_is_refused(proxy: Proxy) -> None:
+    response = await proxy.get("/x", headers={"X-Big": "a" * 20000})
+    assert response.status in (400, 431)
+    assert proxy.party.api_calls == []
+
+
+async def test_missing_and_unknown_tenant(proxy: Proxy) -> None:
+    missing = await proxy.get("/x", tenant=None)
+    assert missing.status == 400 and (await missing.json())["error"] == "missing_tenant"
+    unknown = await proxy.get("/x", tenant="nobody")
+    body = await unknown.json()
+    assert unknown.status == 404 and body["error"] == "unknown_tenant" and "nobody" in body["message"]
+    provider = await proxy.get("/x", headers={"X-Provider": "nope"})
+    assert provider.status == 404 and (await provider.json())["error"] == "unknown_provider"
+    assert proxy.party.api_calls == []
+
+
+async def test_no_token_obtainable_gives_503_with_retry_after(proxy: Proxy) -> None:
+    proxy.party.token_mode = "invalid_client"
+    response = await proxy.get("/x")
+    body = await response.json()
+    assert response.status == 503 and body["error"] == "no_token"
+    assert int(response.headers["Retry-After"]) > 0
+    assert "secret" not in body["message"]
+    # Refused for good: a second request does not call the token endpoint again.
+    await proxy.get("/x")
+    assert len(proxy.party.token_calls) == 1
+
+
+async def test_second_provider_by_header(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
+    async with running_third_party() as other:
+        async for proxy in start_proxy(party, extra={"billing": other}):
+            response = await proxy.get("/invoices", headers={"X-Provider": "billing"})
+            assert (await response.json())["client"] == "acme-billing"
+            assert other.api_calls[-1].headers.get("X-Provider") is None
+            assert party.api_calls == []
+
+
+async def test_rotated_token_is_used_within_a_second(proxy: Proxy) -> None:
+    await proxy.get("/x")
+    old = proxy.party.api_calls[-1].headers["Authorization"]
+    rotated = await proxy.refresher.refresh("acme", "demo", trigger="operator", force=True)
+    assert rotated is not None and rotated.access_token is not None
+    new = f"Bearer {rotated.access_token.get_secret_value()}"
+    deadline = time.monotonic() + 1.0
+    seen = old
+    while seen != new and time.monotonic() < deadline:
+        await proxy.get("/x")
+        seen = proxy.party.api_calls[-1].headers["Authorization"]
+    assert seen == new
+
+
+async def test_ops_endpoints(proxy: Proxy) -> None:
+    assert (await proxy.get("/health_check", tenant=None)).status == 200
+    ready = await proxy.get("/ready", tenant=None)
+    assert ready.status == 200, await ready.text()
+    await proxy.get("/x")
+    metrics = await (await proxy.get("/metrics", tenant=None)).text()
+    assert 'conduit_proxy_requests_total{method="GET",provider="demo",status_class="2xx",tenant="acme"}' in metrics
+    assert "conduit_proxy_upstream_seconds_bucket" in metrics
+    assert "conduit_token_refreshes_total" in metrics
+
+
+async def test_response_cache_is_per_tenant_and_honours_cache_control(
+    start_proxy: Callable[..., Any], party: ThirdParty
+) -> None:
+    async for proxy in start_proxy(
+        party, proxy_cache_enabled=True, proxy_cache_routes=[{"prefix": "/cached", "ttl": 30}]
+    ):
+        first = await (await proxy.get("/cached")).json()
+        again = await proxy.get("/cached")
+        assert again.headers.get("Age") is not None and await again.json() == first
+        other = await (await proxy.get("/cached", tenant="globex")).json()
+        assert other["client"] == "globex-demo"
+        calls = len(party.api_calls)
+        await proxy.get("/cached?cc=no-store")
+        await proxy.get("/cached?cc=no-store")
+        assert len(party.api_calls) == calls + 2
+        await proxy.get("/cached", headers={"Cache-Control": "no-cache"})
+        assert len(party.api_calls) == calls + 3
+        await proxy.get("/x")
+        await proxy.get("/x")
+        assert len(party.api_calls) == calls + 5
