@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.refresh import RefreshPolicy
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -32,3 +34,24 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     # How long a client waits for Redis before the operation counts as failed.
     redis_timeout: float = Field(default=2.0, gt=0)
+
+
+class TokenSettings(CommonSettings):
+    """For the processes that refresh tokens (proxies on demand, workers on schedule)."""
+
+    token_request_timeout: float = Field(default=10.0, gt=0)
+    # Must outlive a token request, or a second refresher could start while the first still runs.
+    token_lock_timeout: float = Field(default=30.0, gt=0)
+    token_expiry_skew: float = Field(default=30.0, ge=0)
+    token_backoff_max: float = Field(default=300.0, gt=0)
+    # After invalid_grant/invalid_client, wait this long before trying on our own again.
+    token_permanent_pause: float = Field(default=3600.0, gt=0)
+
+    def refresh_policy(self) -> RefreshPolicy:
+        return RefreshPolicy(
+            request_timeout=self.token_request_timeout,
+            lock_timeout=self.token_lock_timeout,
+            expiry_skew=self.token_expiry_skew,
+            backoff_max=self.token_backoff_max,
+            permanent_pause=self.token_permanent_pause,
+        )

@@ -137,8 +137,11 @@ class TenantsConfig:
         return (tenant, provider) in self._credentials
 
 
-def load_tenants(path: Path) -> TenantsConfig:
-    """Parse, validate and resolve the tenants file, or raise :class:`ConfigError` naming the place."""
+def load_tenants(path: Path, resolve_secrets: bool = True) -> TenantsConfig:
+    """Parse, validate and resolve the tenants file, or raise :class:`ConfigError` naming the place.
+
+    The scheduler passes ``resolve_secrets=False``: it needs to know the pairs, never their secrets.
+    """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -149,7 +152,7 @@ def load_tenants(path: Path) -> TenantsConfig:
         data = TenantsFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc)) from None
-    return TenantsConfig(path, data, _resolve(path, data))
+    return TenantsConfig(path, data, _resolve(path, data, resolve_secrets))
 
 
 def _describe(path: Path, exc: ValidationError) -> str:
@@ -168,7 +171,7 @@ def _where(loc: list[str]) -> str:
     return f"key {'.'.join(loc) or '(top level)'!r}"
 
 
-def _resolve(path: Path, data: TenantsFile) -> dict[tuple[str, str], Credentials]:
+def _resolve(path: Path, data: TenantsFile, resolve_secrets: bool) -> dict[tuple[str, str], Credentials]:
     problems: list[str] = []
     resolved: dict[tuple[str, str], Credentials] = {}
     for name in data.providers:
@@ -181,7 +184,7 @@ def _resolve(path: Path, data: TenantsFile) -> dict[tuple[str, str], Credentials
         if tenant.default_provider is not None and tenant.default_provider not in tenant.providers:
             problems.append(f"{where}, key 'default_provider': {tenant.default_provider!r} is not one of its providers")
         for provider_name, creds in tenant.providers.items():
-            problems.extend(_check_pair(data, where, provider_name, creds, resolved, tenant_name))
+            problems.extend(_check_pair(data, where, provider_name, creds, resolved, tenant_name, resolve_secrets))
     if problems:
         raise ConfigError("\n".join([f"{path}: invalid tenants file", *(f"  {p}" for p in problems)]))
     return resolved
@@ -194,6 +197,7 @@ def _check_pair(
     creds: TenantProvider,
     resolved: dict[tuple[str, str], Credentials],
     tenant_name: str,
+    resolve_secrets: bool,
 ) -> list[str]:
     key = f"providers.{provider_name}"
     provider = data.providers.get(provider_name)
@@ -204,10 +208,10 @@ def _check_pair(
     for field in ("client_secret", "refresh_token"):
         ref: SecretRef | None = getattr(creds, field)
         try:
-            secrets[field] = ref.resolve() if ref is not None else None
+            secrets[field] = ref.resolve() if ref is not None and resolve_secrets else None
         except ValueError as exc:
             problems.append(f"{where}, key '{key}.{field}': {exc}")
-    if provider.client_auth_method != "none" and creds.client_secret is None:
+    if provider.client_auth_method != "none" and creds.client_secret is None and resolve_secrets:
         method = provider.client_auth_method
         problems.append(f"{where}, key '{key}.client_secret': required by client_auth_method {method}")
     if not problems:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from shared.refresh import RefreshPolicy
-from shared.settings import CommonSettings
+from shared.settings import TokenSettings
 
 
 class CacheRoute(BaseModel):
@@ -15,7 +14,7 @@ class CacheRoute(BaseModel):
     ttl: float = Field(gt=0)
 
 
-class ProxySettings(CommonSettings):
+class ProxySettings(TokenSettings):
     """The proxy listens here, forwards with these limits and refreshes tokens with these rules."""
 
     proxy_host: str = "0.0.0.0"
@@ -38,17 +37,3 @@ class ProxySettings(CommonSettings):
     proxy_cache_enabled: bool = False
     proxy_cache_routes: list[CacheRoute] = Field(default_factory=list)
     proxy_cache_max_entry_bytes: int = Field(default=8 << 20, gt=0)
-    token_request_timeout: float = Field(default=10.0, gt=0)
-    token_lock_timeout: float = Field(default=30.0, gt=0)
-    token_expiry_skew: float = Field(default=30.0, ge=0)
-    token_backoff_max: float = Field(default=300.0, gt=0)
-    token_permanent_pause: float = Field(default=3600.0, gt=0)
-
-    def refresh_policy(self) -> RefreshPolicy:
-        return RefreshPolicy(
-            request_timeout=self.token_request_timeout,
-            lock_timeout=self.token_lock_timeout,
-            expiry_skew=self.token_expiry_skew,
-            backoff_max=self.token_backoff_max,
-            permanent_pause=self.token_permanent_pause,
-        )

@@ -1,0 +1,49 @@
+# Conduit's everyday commands. Everything installs itself into .venv from the pinned lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint format bench lock clean stop-servers
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+## Start the whole suite (Redis/PostgreSQL, demo third party, proxy, worker, scheduler) until Ctrl-C.
+run: install
+	$(BIN)/python -m devtools.run
+
+## Every test, against real Redis/PostgreSQL (throwaway servers are started where none answers).
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Benchmarks (not tests): figures go to docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m bench
+
+## Re-pin dependencies after editing pyproject.toml.
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -o requirements-runtime.lock
+
+stop-servers: install
+	$(BIN)/python -m devtools.servers stop --state-dir .run/servers
+	$(BIN)/python -m devtools.servers stop --state-dir .run/test-servers
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

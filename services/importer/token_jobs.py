@@ -1,0 +1,30 @@
+"""The token refresh job: the scheduler enqueues it at half a token's life, any worker runs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.logging import get_logger
+from shared.refresh import RefreshBlocked, Refresher, RefreshFailed
+
+log = get_logger(__name__)
+
+
+async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str) -> str:
+    """Refresh one pair if it is due; returns what happened.
+
+    A failure is recorded on the token (backoff included) and moves the pair's
+    place in the schedule, so the job itself never raises for it: arq retries
+    would bypass the backoff.
+    """
+    refresher: Refresher = ctx["refresher"]
+    if not refresher.tenants.has(tenant, provider):
+        log.warning("refresh job for a pair not in the tenants file", tenant=tenant, provider=provider)
+        return "unknown"
+    try:
+        record = await refresher.refresh(tenant, provider, trigger="scheduled", wait=False)
+    except RefreshBlocked:
+        return "backing_off"
+    except RefreshFailed as exc:
+        return f"failed: {exc.error.reason}"
+    return f"generation {record.generation}" if record is not None else "none"

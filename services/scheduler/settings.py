@@ -1,0 +1,19 @@
+"""Settings of the scheduler (``CONDUIT_SCHEDULER_*`` and the common ``CONDUIT_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class SchedulerSettings(CommonSettings):
+    """How often the scheduler looks at the clock and how far ahead it enqueues."""
+
+    scheduler_http_host: str = "0.0.0.0"
+    scheduler_http_port: int = Field(default=8082, ge=0, le=65535)
+    # Seconds between two looks at what is due.
+    scheduler_tick: float = Field(default=0.25, gt=0)
+    # Refreshes due this far ahead are enqueued now, deferred to their time, so a
+    # worker starts them on time even if the scheduler is briefly slow.
+    scheduler_refresh_lookahead: float = Field(default=5.0, ge=0)

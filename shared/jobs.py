@@ -1,0 +1,15 @@
+"""The names and ids of arq jobs, the contract between the scheduler (which enqueues) and workers (which run).
+
+Job ids are deterministic, so every scheduler replica enqueueing the same work
+produces the same id and arq keeps only one.
+"""
+
+from __future__ import annotations
+
+REFRESH_TOKEN = "refresh_token"
+
+
+def refresh_job_id(tenant: str, provider: str, due: float | None) -> str:
+    """One id per scheduled refresh: the due time moves whenever the record changes."""
+    stamp = "init" if due is None else str(int(due * 1000))
+    return f"refresh:{tenant}:{provider}:{stamp}"
