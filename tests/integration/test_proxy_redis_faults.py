@@ -1,0 +1,87 @@
+"""The proxy when Redis is down at start, and when Redis restarts under it (a private redis-server)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.processes import free_port
+from devtools.server_binaries import find_redis
+from tests.integration.conftest import Proxy
+from tests.third_party import ThirdParty
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on a fixed port so it can be stopped and started again."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tmp_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = find_redis().path
+        args = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._proc = subprocess.Popen([*args, "--dir", str(self._dir)], stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll a condition until it holds; the deadline only bounds a failing test."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+
+
+async def _ready(proxy: Proxy) -> bool:
+    return (await proxy.get("/ready", tenant=None)).status == 200
+
+
+async def test_redis_down_at_start_then_up(
+    start_proxy: Callable[..., Any], party: ThirdParty, private_redis: PrivateRedis
+) -> None:
+    async for proxy in start_proxy(party, redis_url=private_redis.url):
+        ready = await proxy.get("/ready", tenant=None)
+        body = await ready.json()
+        assert ready.status == 503 and body["checks"]["redis"].startswith("unreachable")
+        failed = await proxy.get("/x")
+        assert failed.status == 503 and (await failed.json())["error"] == "no_token"
+        assert party.api_calls == []
+        private_redis.start()
+        await eventually(lambda: _ready(proxy))
+        assert (await proxy.get("/x")).status == 200
+
+
+async def test_redis_restart_keeps_serving_with_the_in_memory_token(
+    start_proxy: Callable[..., Any], party: ThirdParty, private_redis: PrivateRedis
+) -> None:
+    private_redis.start()
+    async for proxy in start_proxy(party, redis_url=private_redis.url):
+        await eventually(lambda: _ready(proxy))
+        assert (await proxy.get("/x")).status == 200
+        private_redis.stop()
+        for _ in range(20):
+            assert (await proxy.get("/x")).status == 200
+        assert (await proxy.get("/ready", tenant=None)).status == 503
+        private_redis.start()
+        await eventually(lambda: _ready(proxy))
+        assert (await proxy.get("/x")).status == 200
+        assert len(party.token_calls) == 1
