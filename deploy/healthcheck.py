@@ -22,12 +22,11 @@ from urllib.parse import urlsplit
 
 TIMEOUT = 3.0
 # Subcommand -> (environment variable naming its port, default port, what to probe).
-TARGETS = {
+TARGETS: dict[str, tuple[str, int, str | None]] = {
     "proxy": ("CONDUIT_PROXY_PORT", 8080, "/ready"),
     "worker": ("CONDUIT_WORKER_HTTP_PORT", 8081, "/ready"),
     "scheduler": ("CONDUIT_SCHEDULER_HTTP_PORT", 8082, "/ready"),
-    # The demo third party has no health endpoint in its contract; a listening socket is enough.
-    "demo-api": ("CONDUIT_DEMO_PORT", 8090, None),
+    "demo-api": ("CONDUIT_DEMO_PORT", 8090, "/health_check"),
 }
 
 

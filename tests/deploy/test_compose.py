@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -118,7 +117,7 @@ def test_health_checks_probe_the_ports_the_services_listen_on(services: dict[str
     assert services["proxy"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/ready"
     assert services["scheduler"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8082/ready"
     assert services["worker"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8081/ready"
-    assert services["demo-api"]["healthcheck"]["test"][-1] == "tcp://127.0.0.1:8090"
+    assert services["demo-api"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8090/health_check"
     assert urlsplit(services["worker"]["environment"]["CONDUIT_PROXY_URL"]).port == 8080
     assert [port["target"] for port in services["proxy"]["ports"]] == [8080]
     assert all(port["host_ip"] == "127.0.0.1" for name in services for port in services[name].get("ports", []))
@@ -143,7 +142,12 @@ def test_worker_replicas_are_settable(compose: Callable[..., subprocess.Complete
 def test_secrets_come_from_the_env_file_only(services: dict[str, Any]) -> None:
     example = env_file()
     text = (REPO / "docker-compose.yml").read_text() + (REPO / "deploy" / "tenants.demo.yaml").read_text()
-    for variable in ("POSTGRES_PASSWORD", "CONDUIT_TOKEN_KEY", "CONDUIT_SECRET_ACME_DEMO"):
+    for variable in (
+        "POSTGRES_PASSWORD",
+        "CONDUIT_TOKEN_KEY",
+        "CONDUIT_SECRET_ACME_DEMO",
+        "CONDUIT_SECRET_GLOBEX_DEMO",
+    ):
         assert example[variable] not in text, f"{variable}'s value is written into a committed file"
     Fernet(example["CONDUIT_TOKEN_KEY"].encode())  # raises when the example key is not a Fernet key
     assert example["CONDUIT_LOG_LEVEL"] in ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -168,22 +172,32 @@ def test_the_real_env_file_is_ignored_by_git(run: Run) -> None:
     assert run("git", "check-ignore", "--quiet", ".env.example").returncode == 1
 
 
-def test_demo_tenants_resolve_inside_compose(services: dict[str, Any]) -> None:
-    tenants = yaml.safe_load((REPO / "deploy" / "tenants.demo.yaml").read_text())
-    referenced = {
-        provider["client_secret"]["env"]
-        for tenant in tenants["tenants"].values()
-        for provider in tenant["providers"].values()
-    }
-    assert referenced
-    for name in ("proxy", "scheduler", "worker", "demo-api"):
+def test_demo_tenants_resolve_inside_compose_and_match_the_demo_clients(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Conduit's own loader and the demo's own parser: what the services send is what the demo accepts.
+    from demo.app import parse_clients
+    from shared.tenants import load_tenants
+
+    demo_clients = parse_clients(services["demo-api"]["environment"]["CONDUIT_DEMO_CLIENTS"])
+    for name in ("proxy", "scheduler", "worker"):
         environment = services[name]["environment"]
-        assert referenced <= {key for key, value in environment.items() if value}, name
         (mount,) = [volume for volume in services[name]["volumes"] if volume["type"] == "bind"]
         assert mount["target"] == environment["CONDUIT_TENANTS_FILE"] and mount["read_only"] is True
-        assert Path(mount["source"]) == REPO / "deploy" / "tenants.demo.yaml"
+        for variable, value in environment.items():
+            if value is not None:
+                monkeypatch.setenv(variable, value)
+        tenants = load_tenants(Path(mount["source"]))
+        assert len(list(tenants.pairs())) == 2
+        sent = {}
+        for tenant, provider in tenants.pairs():
+            credentials = tenants.credentials(tenant, provider)
+            assert credentials.client_secret is not None
+            sent[credentials.client_id] = credentials.client_secret.get_secret_value()
+        assert sent == demo_clients, name
+    tenants = yaml.safe_load((REPO / "deploy" / "tenants.demo.yaml").read_text())
     for provider in tenants["providers"].values():
         for url in (provider["token_url"], provider["api_base_url"]):
             parts = urlsplit(url)
             assert parts.hostname == "demo-api" and parts.port == 8090, url
-    assert re.fullmatch(r"/oauth/token", urlsplit(tenants["providers"]["demo"]["token_url"]).path)
+    assert urlsplit(tenants["providers"]["demo"]["token_url"]).path == "/oauth/token"

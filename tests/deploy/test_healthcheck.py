@@ -55,7 +55,7 @@ def server() -> Iterator[int]:
         (["python", "conduit", "worker"], {"CONDUIT_WORKER_HTTP_PORT": "9001"}, "http://127.0.0.1:9001/ready"),
         (["python", "arq", "services.importer.worker.WorkerSettings"], {}, "http://127.0.0.1:8081/ready"),
         (["python", "conduit", "scheduler"], {}, "http://127.0.0.1:8082/ready"),
-        (["python", "conduit", "demo-api"], {"CONDUIT_DEMO_PORT": "9090"}, "tcp://127.0.0.1:9090"),
+        (["python", "conduit", "demo-api"], {"CONDUIT_DEMO_PORT": "9090"}, "http://127.0.0.1:9090/health_check"),
         (["python", "conduit", "migrate"], {}, None),
     ],
 )
