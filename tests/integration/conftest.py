@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ async def party() -> AsyncIterator[ThirdParty]:
 def start_proxy(redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Path) -> Callable[..., Any]:
     """Start a proxy in this event loop against ``party``; settings overrides as keyword arguments."""
 
+    @asynccontextmanager
     async def start(party: ThirdParty, tenants: list[str] | None = None, **overrides: Any) -> AsyncIterator[Proxy]:
         path = tenants_file(
             tmp_path, party, tenants or ["acme", "globex"], extra_providers=overrides.pop("extra", None)
@@ -74,5 +76,5 @@ def start_proxy(redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Pa
 
 @pytest.fixture
 async def proxy(start_proxy: Callable[..., Any], party: ThirdParty) -> AsyncIterator[Proxy]:
-    async for running in start_proxy(party):
+    async with start_proxy(party) as running:
         yield running

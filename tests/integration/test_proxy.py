@@ -138,7 +138,7 @@ async def test_redirects_are_passed_back_not_followed(proxy: Proxy) -> None:
 
 
 async def test_read_timeout_gives_504_json(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
-    async for proxy in start_proxy(party, proxy_read_timeout=0.3):
+    async with start_proxy(party, proxy_read_timeout=0.3) as proxy:
         response = await proxy.get("/slow?delay=2")
         assert response.status == 504
         body = await response.json()
@@ -148,7 +148,7 @@ async def test_read_timeout_gives_504_json(start_proxy: Callable[..., Any], part
 async def test_unreachable_upstream_gives_502(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
     async with running_third_party() as gone:
         pass  # its port is closed again: the provider "gone" is unreachable from now on
-    async for proxy in start_proxy(party, extra={"gone": gone}):
+    async with start_proxy(party, extra={"gone": gone}) as proxy:
         # A valid token is already stored, so only the API call itself can fail.
         fence = await proxy.refresher.store.next_fence("acme", "gone")
         record = TokenRecord(
@@ -218,7 +218,7 @@ async def test_no_token_obtainable_gives_503_with_retry_after(proxy: Proxy) -> N
 
 async def test_second_provider_by_header(start_proxy: Callable[..., Any], party: ThirdParty) -> None:
     async with running_third_party() as other:
-        async for proxy in start_proxy(party, extra={"billing": other}):
+        async with start_proxy(party, extra={"billing": other}) as proxy:
             response = await proxy.get("/invoices", headers={"X-Provider": "billing"})
             assert (await response.json())["client"] == "acme-billing"
             assert other.api_calls[-1].headers.get("X-Provider") is None

@@ -58,7 +58,7 @@ async def _ready(proxy: Proxy) -> bool:
 async def test_redis_down_at_start_then_up(
     start_proxy: Callable[..., Any], party: ThirdParty, private_redis: PrivateRedis
 ) -> None:
-    async for proxy in start_proxy(party, redis_url=private_redis.url):
+    async with start_proxy(party, redis_url=private_redis.url) as proxy:
         ready = await proxy.get("/ready", tenant=None)
         body = await ready.json()
         assert ready.status == 503 and body["checks"]["redis"].startswith("unreachable")
@@ -74,7 +74,7 @@ async def test_redis_restart_keeps_serving_with_the_in_memory_token(
     start_proxy: Callable[..., Any], party: ThirdParty, private_redis: PrivateRedis
 ) -> None:
     private_redis.start()
-    async for proxy in start_proxy(party, redis_url=private_redis.url):
+    async with start_proxy(party, redis_url=private_redis.url) as proxy:
         await eventually(lambda: _ready(proxy))
         assert (await proxy.get("/x")).status == 200
         private_redis.stop()
