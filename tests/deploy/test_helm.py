@@ -380,6 +380,16 @@ def test_tenants_file_is_the_mounted_config_map(objects: Objects) -> None:
         assert path.name in config_map["data"]
 
 
+def test_production_tenants_file_is_one_conduit_accepts(production: Objects, tmp_path: Path) -> None:
+    from shared.tenants import load_tenants
+
+    path = tmp_path / "tenants.yaml"
+    path.write_text(find(production, "ConfigMap", "conduit-tenants")["data"]["tenants.yaml"])
+    # The secrets live in Secrets on the cluster; everything else must validate here.
+    tenants = load_tenants(path, resolve_secrets=False)
+    assert sorted(tenants.pairs()) == [("contoso", "acme-erp"), ("northwind", "acme-erp")]
+
+
 def test_production_client_secret_files_are_where_the_tenants_file_says(production: Objects) -> None:
     tenants = yaml.safe_load(find(production, "ConfigMap", "conduit-tenants")["data"]["tenants.yaml"])
     secret_file = Path(tenants["tenants"]["northwind"]["providers"]["acme-erp"]["client_secret"]["file"])
