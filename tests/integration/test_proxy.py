@@ -253,9 +253,8 @@ async def test_ops_endpoints(proxy: Proxy) -> None:
 async def test_response_cache_is_per_tenant_and_honours_cache_control(
     start_proxy: Callable[..., Any], party: ThirdParty
 ) -> None:
-    async for proxy in start_proxy(
-        party, proxy_cache_enabled=True, proxy_cache_routes=[{"prefix": "/cached", "ttl": 30}]
-    ):
+    routes = [{"prefix": "/cached", "ttl": 30}]
+    async with start_proxy(party, proxy_cache_enabled=True, proxy_cache_routes=routes) as proxy:
         first = await (await proxy.get("/cached")).json()
         again = await proxy.get("/cached")
         assert again.headers.get("Age") is not None and await again.json() == first
