@@ -243,3 +243,10 @@ def test_runtime_lock_is_hash_pinned() -> None:
     entries = re.split(r"\n(?=[A-Za-z0-9])", (REPO / "requirements-runtime.lock").read_text())
     unhashed = [entry.split()[0] for entry in entries if "==" in entry.split("\n")[0] and "--hash=sha256:" not in entry]
     assert not unhashed
+
+
+def test_runtime_lock_header_is_the_documented_command() -> None:
+    header = (REPO / "requirements-runtime.lock").read_text().splitlines()[1].lstrip("# ").strip()
+    documented = (REPO / "docs" / "deployment.md").read_text()
+    assert f".venv/bin/{header}" in documented, "docs/deployment.md and the lock disagree on how to regenerate it"
+    assert "--generate-hashes" in header and "-c requirements.lock" in header
