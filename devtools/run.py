@@ -1,0 +1,144 @@
+"""``make run``: the whole suite on this machine, with the demo third party, until Ctrl-C.
+
+Redis and PostgreSQL come from ``devtools.servers`` (the configured ones when
+they answer, else throwaway servers). The demo's tenants file, secrets and
+token key are generated under ``.run/demo`` and kept between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from cryptography.fernet import Fernet
+
+from devtools.servers import ensure_servers
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+DEMO_TENANTS = ("acme", "globex", "initech")
+PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082}
+
+
+def demo_config(directory: Path, demo_url: str) -> dict[str, str]:
+    """Write the demo tenants file and return the environment that goes with it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file = directory / "token.key"
+    if not key_file.exists():
+        key_file.write_text(Fernet.generate_key().decode())
+        key_file.chmod(0o600)
+    env = {"CONDUIT_TOKEN_KEY": key_file.read_text().strip()}
+    tenants = {}
+    clients = []
+    for tenant in DEMO_TENANTS:
+        secret_var = f"CONDUIT_SECRET_{tenant.upper()}_DEMO"
+        env[secret_var] = f"{tenant}-demo-secret"
+        clients.append(f"{tenant}-demo={tenant}-demo-secret")
+        tenants[tenant] = {"providers": {"demo": {"client_id": f"{tenant}-demo", "client_secret": {"env": secret_var}}}}
+    provider = {
+        "token_url": f"{demo_url}/oauth/token",
+        "api_base_url": f"{demo_url}/api/",
+        "grant_type": "client_credentials",
+        "scopes": ["read", "export"],
+    }
+    path = directory / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"providers": {"demo": provider}, "tenants": tenants}, sort_keys=False))
+    env["CONDUIT_TENANTS_FILE"] = str(path)
+    env["CONDUIT_DEMO_CLIENTS"] = ";".join(clients)
+    return env
+
+
+def _port(name: str) -> int:
+    return int(os.environ.get(f"CONDUIT_RUN_{name.upper().replace('-', '_')}_PORT", PORTS[name]))
+
+
+def _wait_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{name} did not become ready at {url} within {timeout:.0f}s; see {log}")
+
+
+def main() -> None:
+    urls = ensure_servers(RUN / "servers")
+    demo_url = f"http://127.0.0.1:{_port('demo-api')}"
+    env = {**os.environ, **urls, **demo_config(RUN / "demo", demo_url)}
+    env |= {
+        "CONDUIT_DEMO_PORT": str(_port("demo-api")),
+        "CONDUIT_DEMO_TOKEN_LIFETIME": env.get("CONDUIT_DEMO_TOKEN_LIFETIME", "120"),
+        "CONDUIT_PROXY_PORT": str(_port("proxy")),
+        "CONDUIT_WORKER_HTTP_PORT": str(_port("worker")),
+        "CONDUIT_SCHEDULER_HTTP_PORT": str(_port("scheduler")),
+        "CONDUIT_PROXY_URL": f"http://127.0.0.1:{_port('proxy')}",
+    }
+    logs = RUN / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    conduit = str(Path(sys.executable).with_name("conduit"))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def stop(*_: object) -> None:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for name in ("demo-api", "proxy", "worker", "scheduler"):
+            log = logs / f"{name}.log"
+            with log.open("ab") as handle:
+                procs[name] = subprocess.Popen([conduit, name], env=env, stdout=handle, stderr=subprocess.STDOUT)
+            check = "/health_check" if name == "demo-api" else "/ready"
+            _wait_ready(name, procs[name], f"http://127.0.0.1:{_port(name)}{check}", log)
+        _banner(env, logs)
+        for proc in procs.values():
+            proc.wait()
+    finally:
+        stop()
+        for proc in procs.values():
+            proc.wait(timeout=30)
+    print("conduit: all processes stopped")
+
+
+def _banner(env: dict[str, str], logs: Path) -> None:
+    proxy = env["CONDUIT_PROXY_URL"]
+    print(
+        f"""
+Conduit is running (Ctrl-C stops everything).
+
+  auth proxy      {proxy}       try: curl -H 'X-Tenant-ID: acme' {proxy}/resources/42
+  proxy metrics   {proxy}/metrics
+  worker ops      http://127.0.0.1:{env["CONDUIT_WORKER_HTTP_PORT"]}/ready  (/metrics)
+  scheduler ops   http://127.0.0.1:{env["CONDUIT_SCHEDULER_HTTP_PORT"]}/ready  (/metrics)
+  demo API        http://127.0.0.1:{env["CONDUIT_DEMO_PORT"]}  (tokens live {env["CONDUIT_DEMO_TOKEN_LIFETIME"]} s)
+  Redis           {env["CONDUIT_REDIS_URL"]}
+  PostgreSQL      {env["CONDUIT_DATABASE_URL"]}
+  logs            {logs}/*.log (JSON lines)
+
+  token status:   set -a; . {RUN}/demo/env; set +a; .venv/bin/conduit tokens status
+""",
+        flush=True,
+    )
+    env_file = RUN / "demo" / "env"
+    keep = [k for k in env if k.startswith("CONDUIT_")]
+    env_file.write_text("".join(f"{k}={shlex.quote(env[k])}\n" for k in sorted(keep)))
+    env_file.chmod(0o600)
+
+
+if __name__ == "__main__":
+    main()
