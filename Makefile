@@ -39,7 +39,7 @@ bench: install
 lock: install
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -o requirements-runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -c requirements.lock -o requirements-runtime.lock
 
 stop-servers: install
 	$(BIN)/python -m devtools.servers stop --state-dir .run/servers

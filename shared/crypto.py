@@ -25,7 +25,8 @@ class Sealer:
         if key is None:
             raise TokenKeyError("CONDUIT_TOKEN_KEY is not set (generate one with `conduit tokens new-key`)")
         keys = [_fernet("CONDUIT_TOKEN_KEY", key)]
-        if old_key is not None:
+        # An empty old key means "none" (compose and Helm leave the variable empty between rotations).
+        if old_key is not None and old_key.get_secret_value():
             keys.append(_fernet("CONDUIT_TOKEN_KEY_OLD", old_key))
         self._current = keys[0]
         self._fernet = MultiFernet(keys)

@@ -9,13 +9,14 @@ from redis.asyncio import Redis
 
 def create_redis(url: str, timeout: float) -> Redis:
     """A client with bounded waits, so a dead Redis turns into an error instead of a hang."""
-    return Redis.from_url(
+    client: Redis = Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
         retry_on_timeout=False,
     )
+    return client
 
 
 def safe_url(url: str) -> str:

@@ -113,7 +113,8 @@ class TokenStore:
         self._put = redis.register_script(_PUT_SCRIPT)
 
     async def get(self, tenant: str, provider: str) -> TokenRecord | None:
-        sealed = await self.redis.hget(redis_keys.token(tenant, provider), "sealed")
+        # redis-py types its commands for both clients at once, hence the ignores on awaits.
+        sealed = await self.redis.hget(redis_keys.token(tenant, provider), "sealed")  # type: ignore[misc]
         if sealed is None:
             return None
         return _decode(self._sealer.open(sealed))
@@ -155,6 +156,6 @@ class TokenStore:
 
     async def all(self) -> AsyncIterator[TokenRecord]:
         async for key in self.redis.scan_iter(match=redis_keys.token("*", "*"), count=500):
-            sealed = await self.redis.hget(key, "sealed")
+            sealed = await self.redis.hget(key, "sealed")  # type: ignore[misc]
             if sealed is not None:
                 yield _decode(self._sealer.open(sealed))

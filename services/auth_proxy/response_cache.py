@@ -62,7 +62,7 @@ class ResponseCache:
 
     async def get(self, key: str) -> CachedResponse | None:
         try:
-            meta, body = await self._redis.hmget(key, ["meta", "body"])
+            meta, body = await self._redis.hmget(key, ["meta", "body"])  # type: ignore[misc]
         except RedisError as exc:
             log.warning("response cache unavailable", error=type(exc).__name__)
             return None

@@ -6,6 +6,7 @@ the worker reuses arq's own Redis connection (``ctx["redis"]``) for the token st
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -72,3 +73,7 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     # Startup must not fail just because Redis is slow to come up in a fresh cluster.
     redis_settings.conn_retries = 30
+    # `arq --check` (the liveness probe) reads this key: one per host so replicas are told apart,
+    # refreshed often enough that a hung worker is noticed within a minute.
+    health_check_key = f"arq:health-check:{socket.gethostname()}"
+    health_check_interval = 20
