@@ -49,6 +49,8 @@ class ThirdParty:
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     refuse_all_tokens: bool = False
+    # Set whenever an API call arrives, so tests can wait for "the request reached the upstream".
+    api_called: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
 
     @property
@@ -139,6 +141,7 @@ class ThirdParty:
         client = self.valid(request.headers.get("Authorization"))
         body = await request.read() if tail != "upload" else b""
         self.api_calls.append(ApiCall(request.method, request.raw_path, dict(request.headers), body, client))
+        self.api_called.set()
         if client is None:
             return web.json_response({"error": "invalid_token"}, status=401)
         return await self._route(request, tail, client)

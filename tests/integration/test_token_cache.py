@@ -1,0 +1,62 @@
+"""The proxy's in-process token copy: no stampede on Redis or the token endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.auth_proxy.token_cache import TokenCache
+from shared.crypto import Sealer
+from shared.refresh import Refresher
+from shared.token_store import TokenRecord, TokenStore
+from tests.helpers import load
+from tests.third_party import ThirdParty
+
+
+class CountingStore(TokenStore):
+    reads = 0
+
+    async def get(self, tenant: str, provider: str) -> TokenRecord | None:
+        self.reads += 1
+        return await super().get(tenant, provider)
+
+
+def cache_for(redis: Redis, key: SecretStr, tmp_path: Path, party: ThirdParty) -> tuple[TokenCache, CountingStore]:
+    store = CountingStore(redis, Sealer(key))
+    return TokenCache(store, Refresher(store, load(tmp_path, party, ["acme"]))), store
+
+
+async def test_ageing_token_is_reloaded_once_in_the_background(
+    redis: Redis, token_key: SecretStr, tmp_path: Path, party: ThirdParty
+) -> None:
+    cache, store = cache_for(redis, token_key, tmp_path, party)
+    now = time.time()
+    # 80% through a 100 s life: past the background reload point, far from expiry.
+    aged = TokenRecord("acme", "demo", 1, SecretStr("aged"), None, "Bearer", now - 80, now + 20, now - 30)
+    assert await store.put(aged, await store.next_fence("acme", "demo"))
+    first = await cache.get("acme", "demo")
+    store.reads = 0
+    results = await asyncio.gather(*(cache.get("acme", "demo") for _ in range(200)))
+    # Every caller got the current token at once; one background task went to the store
+    # (its load, then the refresher's read and re-read under the lock), not one per caller.
+    assert {r.generation for r in results} == {first.generation}
+    await asyncio.gather(*list(cache._background.values()))
+    assert store.reads == 3
+    # ... and, the store holding nothing newer and the token being past due, refreshed it once.
+    assert len(party.token_calls) == 1
+    assert (await cache.get("acme", "demo")).generation == 2
+
+
+async def test_no_token_means_one_shared_refresh(
+    redis: Redis, token_key: SecretStr, tmp_path: Path, party: ThirdParty
+) -> None:
+    party.token_delay = 0.2
+    cache, store = cache_for(redis, token_key, tmp_path, party)
+    results = await asyncio.gather(*(cache.get("acme", "demo") for _ in range(200)))
+    assert {r.generation for r in results} == {1}
+    assert len(party.token_calls) == 1
+    assert store.reads == 3  # the shared load, the refresher's read and its re-read under the lock
