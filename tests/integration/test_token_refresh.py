@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -169,8 +170,11 @@ async def test_missing_expires_in_uses_the_provider_default(
     redis: Redis, token_key: SecretStr, tmp_path: Path, party: ThirdParty
 ) -> None:
     party.token_mode = "no_expires_in"
-    record = await make(redis, token_key, tmp_path, party).refresh("acme", "demo", trigger="operator")
+    with structlog.testing.capture_logs() as logs:
+        record = await make(redis, token_key, tmp_path, party).refresh("acme", "demo", trigger="operator")
     assert record is not None
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert warnings and "expires_in" in warnings[0]["event"] and warnings[0]["default_expires_in"] == 120
     assert record.expires_at - record.issued_at == pytest.approx(120)
 
 
