@@ -22,7 +22,7 @@ def proxy(processes: int) -> None:
     """Run the auth proxy."""
     from services.auth_proxy.main import main as run
 
-    run(processes)
+    guard(lambda: run(processes))
 
 
 @main.command()
@@ -30,9 +30,12 @@ def worker() -> None:
     """Run an arq worker (the same as `arq services.importer.worker.WorkerSettings`)."""
     from arq.worker import run_worker
 
-    from services.importer.worker import WorkerSettings
+    def run() -> None:
+        from services.importer.worker import WorkerSettings
 
-    guard(lambda: run_worker(WorkerSettings))  # type: ignore[arg-type]
+        run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+    guard(run)
 
 
 @main.command()
@@ -40,7 +43,7 @@ def scheduler() -> None:
     """Run the scheduler."""
     from services.scheduler.main import main as run
 
-    run()
+    guard(run)
 
 
 @main.command("demo-api")

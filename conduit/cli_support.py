@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from shared.crypto import TokenKeyError
 from shared.tenants import ConfigError
@@ -16,3 +17,14 @@ def guard(action: Any) -> Any:
         return action()
     except (ConfigError, TokenKeyError) as exc:
         raise click.ClickException(str(exc)) from None
+    except ValidationError as exc:
+        raise click.ClickException(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Name the environment variable behind each invalid setting (values are not repeated: they may be secret)."""
+    lines = ["invalid settings in the environment:"]
+    for err in exc.errors(include_url=False, include_input=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        lines.append(f"  CONDUIT_{field.upper()}: {err['msg']}")
+    return "\n".join(lines)
