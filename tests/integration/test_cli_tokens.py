@@ -67,3 +67,15 @@ async def test_unknown_tenant_and_bad_config(env: dict[str, str], tmp_path: Path
     assert code == 1 and str(bad) in err and "providers" in err
     code, _, err = await invoke({**env, "CONDUIT_TOKEN_KEY": "short"}, "tokens", "status")
     assert code == 1 and "CONDUIT_TOKEN_KEY is not a valid Fernet key" in err
+
+
+async def test_processes_refuse_bad_configuration_at_start(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "providers:\n  demo: {token_url: 'http://x/t', api_base_url: 'http://x/'}\n"
+        "tenants:\n  acme: {providers: {demo: {client_id: a, client_secret: {env: NOT_SET_ANYWHERE}}}}\n"
+    )
+    code, _, err = await invoke({**env, "CONDUIT_TENANTS_FILE": str(bad)}, "proxy")
+    assert code == 2 and str(bad) in err and "tenant 'acme'" in err and "NOT_SET_ANYWHERE" in err
+    code, _, err = await invoke({**env, "CONDUIT_PROXY_PORT": "eighty"}, "proxy")
+    assert code == 1 and "CONDUIT_PROXY_PORT" in err
