@@ -38,14 +38,6 @@ def worker() -> None:
     guard(run)
 
 
-@main.command()
-def scheduler() -> None:
-    """Run the scheduler."""
-    from services.scheduler.main import main as run
-
-    guard(run)
-
-
 @main.command("demo-api")
 def demo_api() -> None:
     """Run the demo third party (OAuth2 token endpoint and API) that `make run` uses."""
@@ -56,9 +48,13 @@ def demo_api() -> None:
 
 def _register() -> None:
     """Operator command groups live in their own modules, one per area."""
+    from conduit.queue_cli import queue
+    from conduit.scheduler_cli import scheduler
     from conduit.tokens_cli import tokens
 
     main.add_command(tokens)
+    main.add_command(scheduler)
+    main.add_command(queue)
 
 
 _register()

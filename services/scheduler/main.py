@@ -6,10 +6,15 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from services.scheduler.daily_imports import DailyImports
+from services.scheduler.metrics import LAST_TICK, REDIS_UP
+from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.token_refresh import enqueue_refreshes, plan_refreshes
 from shared.logging import configure_logging, get_logger
@@ -21,40 +26,90 @@ log = get_logger(__name__)
 
 
 class Scheduler:
-    """One loop: every tick, enqueue what is due. Safe to run as several replicas."""
+    """One loop: every tick, enqueue what is due. Safe to run as several replicas.
 
-    def __init__(self, settings: SchedulerSettings, tenants: TenantsConfig, redis: ArqRedis) -> None:
+    ``modules`` are the names of the catalogue's modules; every tenant imports
+    each of them daily unless its ``imports`` section says otherwise.
+    """
+
+    def __init__(
+        self, settings: SchedulerSettings, tenants: TenantsConfig, redis: ArqRedis, modules: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.tenants = tenants
         self.redis = redis
+        self.imports = DailyImports(
+            redis, import_entries(tenants, modules), settings.scheduler_catch_up, settings.scheduler_late_after
+        )
         self.healthy = False
 
     async def tick(self, now: float) -> int:
+        """Enqueue the refreshes and imports due at ``now``; returns how many jobs were added."""
         planned = await plan_refreshes(self.redis, self.tenants, now, self.settings.scheduler_refresh_lookahead)
-        return await enqueue_refreshes(self.redis, planned)
+        refreshes = await enqueue_refreshes(self.redis, planned, now)
+        return refreshes + await self.imports.tick(now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set. While Redis is down, retry with a growing pause and say so once."""
         delay = self.settings.scheduler_tick
         while not stop.is_set():
             try:
                 await self.tick(time.time())
-                self.healthy, delay = True, self.settings.scheduler_tick
+                self._reachable()
+                delay = self.settings.scheduler_tick
             except (RedisError, OSError) as exc:
-                self.healthy = False
-                log.error("redis unavailable; will retry", error=type(exc).__name__, retry_in=delay)
-                delay = min(delay * 2, 10.0)
+                self._unreachable(exc, delay)
+                delay = min(delay * 2, self.settings.scheduler_retry_max)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
 
+    def _reachable(self) -> None:
+        if not self.healthy:
+            log.info("redis reachable; scheduling", redis_url=safe_url(self.settings.redis_url))
+        self.healthy = True
+        REDIS_UP.set(1)
+        LAST_TICK.set_to_current_time()
+
+    def _unreachable(self, exc: BaseException, delay: float) -> None:
+        # Nothing is lost by waiting: fires stay due for the catch-up window and the ledger
+        # keeps whatever reached Redis, so the next successful tick enqueues each job once.
+        level = log.error if self.healthy else log.warning
+        level("redis unavailable; nothing enqueued, will retry", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+        self.healthy = False
+        REDIS_UP.set(0)
+
+
+def catalogue_modules() -> list[str]:
+    """The names of the importer's module catalogue (``shared.modules.catalogue``)."""
+    try:
+        from shared.modules import catalogue
+    except ImportError:
+        log.warning("no module catalogue (shared.modules) yet; no imports will be scheduled")
+        return []
+    found: Any = catalogue()
+    if isinstance(found, Mapping):
+        return [str(name) for name in found]
+    return [str(getattr(m, "name", m)) for m in found]
+
+
+def connect(settings: SchedulerSettings) -> ArqRedis:
+    """An arq client with bounded waits and no ping: an unreachable Redis shows in the loop, not at start."""
+    redis: ArqRedis = ArqRedis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+    )
+    return redis
+
 
 async def serve(settings: SchedulerSettings) -> None:
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    redis_settings.conn_retries = 30
-    redis = await create_pool(redis_settings)
-    scheduler = Scheduler(settings, tenants, redis)
+    modules = catalogue_modules()
+    redis = connect(settings)
+    scheduler = Scheduler(settings, tenants, redis, modules)
 
     async def ready() -> dict[str, str]:
         return {"redis": "ok" if scheduler.healthy else "unreachable"}
@@ -64,7 +119,13 @@ async def serve(settings: SchedulerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("scheduler started", redis_url=safe_url(settings.redis_url), pairs=len(list(tenants.pairs())))
+    log.info(
+        "scheduler started",
+        redis_url=safe_url(settings.redis_url),
+        pairs=len(list(tenants.pairs())),
+        imports=sum(len(entries) for entries in scheduler.imports.groups.values()),
+        schedules=len(scheduler.imports.groups),
+    )
     try:
         await scheduler.run(stop)
     finally:

@@ -8,7 +8,7 @@ from shared.settings import CommonSettings
 
 
 class SchedulerSettings(CommonSettings):
-    """How often the scheduler looks at the clock and how far ahead it enqueues."""
+    """How often the scheduler looks at the clock, how far ahead and how far back it enqueues."""
 
     scheduler_http_host: str = "0.0.0.0"
     scheduler_http_port: int = Field(default=8082, ge=0, le=65535)
@@ -17,3 +17,10 @@ class SchedulerSettings(CommonSettings):
     # Refreshes due this far ahead are enqueued now, deferred to their time, so a
     # worker starts them on time even if the scheduler is briefly slow.
     scheduler_refresh_lookahead: float = Field(default=5.0, ge=0)
+    # An import whose schedule fired at most this many seconds ago and was never
+    # enqueued (no scheduler was running) is enqueued when a scheduler starts.
+    scheduler_catch_up: float = Field(default=86400.0, ge=0)
+    # Enqueued later than this after its schedule fired, an import counts as a missed run caught up.
+    scheduler_late_after: float = Field(default=60.0, gt=0)
+    # Longest wait between two attempts while Redis is unreachable.
+    scheduler_retry_max: float = Field(default=10.0, gt=0)

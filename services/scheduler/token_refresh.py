@@ -6,15 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from arq.connections import ArqRedis
-from prometheus_client import Counter
 
+from services.scheduler.metrics import JOBS_ENQUEUED, SCHEDULE_LAG
 from shared import redis_keys
 from shared.jobs import REFRESH_TOKEN, refresh_job_id
 from shared.tenants import TenantsConfig
-
-JOBS_ENQUEUED = Counter(
-    "conduit_scheduler_jobs_enqueued_total", "Jobs this scheduler enqueued (duplicates excluded), by kind.", ["kind"]
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +19,7 @@ class PlannedRefresh:
     provider: str
     job_id: str
     run_at: float | None  # None: now
+    due: float | None = None  # None: never refreshed
 
 
 async def plan_refreshes(redis: ArqRedis, tenants: TenantsConfig, now: float, lookahead: float) -> list[PlannedRefresh]:
@@ -38,17 +35,19 @@ async def plan_refreshes(redis: ArqRedis, tenants: TenantsConfig, now: float, lo
             planned.append(PlannedRefresh(tenant, provider, refresh_job_id(tenant, provider, None), None))
         elif score <= now + lookahead:
             run_at = score if score > now else None
-            planned.append(PlannedRefresh(tenant, provider, refresh_job_id(tenant, provider, score), run_at))
+            planned.append(PlannedRefresh(tenant, provider, refresh_job_id(tenant, provider, score), run_at, score))
     return planned
 
 
-async def enqueue_refreshes(redis: ArqRedis, planned: list[PlannedRefresh]) -> int:
+async def enqueue_refreshes(redis: ArqRedis, planned: list[PlannedRefresh], now: float | None = None) -> int:
     """Enqueue the planned refreshes; arq drops ids it already has, so replicas never double up."""
     enqueued = 0
     for job in planned:
         defer = datetime.fromtimestamp(job.run_at, tz=UTC) if job.run_at is not None else None
         if await redis.enqueue_job(REFRESH_TOKEN, job.tenant, job.provider, _job_id=job.job_id, _defer_until=defer):
             enqueued += 1
+            if now is not None and job.due is not None:
+                SCHEDULE_LAG.labels(REFRESH_TOKEN).observe(max(now - job.due, 0.0))
     if enqueued:
-        JOBS_ENQUEUED.labels("refresh_token").inc(enqueued)
+        JOBS_ENQUEUED.labels(REFRESH_TOKEN).inc(enqueued)
     return enqueued

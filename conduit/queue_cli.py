@@ -1,0 +1,143 @@
+"""`conduit queue ...`: what arq's queue holds, per job kind.
+
+arq keeps a job in one sorted set (``arq:queue``, scored by when it may start),
+its payload under ``arq:job:<id>``, an ``arq:in-progress:<id>`` key while a
+worker runs it, and its outcome under ``arq:result:<id>`` for ``keep_result``
+seconds. This command reads those keys and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+import orjson
+from tabulate import tabulate
+
+from conduit.cli_support import guard
+
+_CHUNK = 1000
+
+
+@dataclass
+class KindStatus:
+    kind: str
+    queued: int = 0
+    running: int = 0
+    deferred: int = 0
+    failed: int = 0
+    oldest_queued_age: float | None = None  # seconds since the oldest queued job could have started
+
+
+@click.group()
+def queue() -> None:
+    """Inspect arq's job queue."""
+
+
+@queue.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job kind instead of a table.")
+def queue_status(as_json: bool) -> None:
+    """Queued, running, deferred and failed jobs per kind, and how long the oldest queued job has waited.
+
+    Failed counts come from the results arq still keeps (``keep_result``); the importer's ledger
+    holds every failure.
+    """
+    rows = guard(lambda: asyncio.run(_status()))
+    if as_json:
+        click.echo(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
+        return
+    table = [[r.kind, r.queued, r.running, r.deferred, r.failed, _age(r.oldest_queued_age)] for r in rows]
+    click.echo(tabulate(table, headers=["kind", "queued", "running", "deferred", "failed", "oldest queued"]))
+
+
+async def _status() -> list[KindStatus]:
+    from arq.connections import ArqRedis
+
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    redis = ArqRedis.from_url(
+        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
+    )
+    try:
+        return await queue_status_rows(redis, time.time())
+    finally:
+        await redis.aclose()
+
+
+async def queue_status_rows(redis: Any, now: float) -> list[KindStatus]:
+    """The status of every job kind in the queue and in arq's kept results, sorted by kind."""
+    from arq.constants import default_queue_name
+
+    kinds: dict[str, KindStatus] = {}
+    entries = await redis.zrange(default_queue_name, 0, -1, withscores=True)
+    for chunk in _chunks(entries):
+        await _count_queued(redis, chunk, now, kinds)
+    await _count_failed(redis, kinds)
+    return sorted(kinds.values(), key=lambda r: r.kind)
+
+
+async def _count_queued(redis: Any, chunk: list[tuple[bytes, float]], now: float, kinds: dict[str, KindStatus]) -> None:
+    from arq.constants import in_progress_key_prefix, job_key_prefix
+
+    ids = [raw.decode() for raw, _ in chunk]
+    payloads = await redis.mget([job_key_prefix + i for i in ids])
+    running = await redis.mget([in_progress_key_prefix + i for i in ids])
+    for job_id, (_, score), payload, busy in zip(ids, chunk, payloads, running, strict=True):
+        kind = _kind(job_id, payload)
+        row = kinds.setdefault(kind, KindStatus(kind))
+        if busy is not None:
+            row.running += 1
+        elif score > now * 1000:
+            row.deferred += 1
+        else:
+            row.queued += 1
+            age = now - score / 1000
+            row.oldest_queued_age = max(age, row.oldest_queued_age or 0.0)
+
+
+async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
+    from arq.constants import result_key_prefix
+    from arq.jobs import DeserializationError, deserialize_result
+
+    keys = [key async for key in redis.scan_iter(match=result_key_prefix + "*", count=_CHUNK)]
+    for start in range(0, len(keys), _CHUNK):
+        for raw in await redis.mget(keys[start : start + _CHUNK]):
+            if raw is None:
+                continue
+            try:
+                result = deserialize_result(raw)
+            except DeserializationError:
+                continue
+            if not result.success:
+                kinds.setdefault(result.function, KindStatus(result.function)).failed += 1
+
+
+def _kind(job_id: str, payload: bytes | None) -> str:
+    """The job's function name; a job whose payload expired is named by its id's prefix."""
+    from arq.jobs import DeserializationError, deserialize_job
+
+    if payload is not None:
+        try:
+            return deserialize_job(payload).function
+        except DeserializationError:
+            pass
+    prefix, sep, _ = job_id.partition(":")
+    return f"{prefix} (expired)" if sep else "(expired)"
+
+
+def _chunks(entries: list[tuple[bytes, float]]) -> Iterator[list[tuple[bytes, float]]]:
+    for start in range(0, len(entries), _CHUNK):
+        yield entries[start : start + _CHUNK]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
