@@ -6,8 +6,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -18,6 +17,7 @@ from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.token_refresh import enqueue_refreshes, plan_refreshes
 from shared.logging import configure_logging, get_logger
+from shared.modules import catalogue
 from shared.ops_http import start_ops_server
 from shared.redis_client import safe_url
 from shared.tenants import ConfigError, TenantsConfig, load_tenants
@@ -82,16 +82,8 @@ class Scheduler:
 
 
 def catalogue_modules() -> list[str]:
-    """The names of the importer's module catalogue (``shared.modules.catalogue``)."""
-    try:
-        from shared.modules import catalogue
-    except ImportError:
-        log.warning("no module catalogue (shared.modules) yet; no imports will be scheduled")
-        return []
-    found: Any = catalogue()
-    if isinstance(found, Mapping):
-        return [str(name) for name in found]
-    return [str(getattr(m, "name", m)) for m in found]
+    """The names of the importer's module catalogue; only the names, the scheduler needs nothing else."""
+    return catalogue().names()
 
 
 def connect(settings: SchedulerSettings) -> ArqRedis:
