@@ -42,13 +42,18 @@ def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(part.strip().lower() for part in value.split(","))
 
 
-def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id: str) -> CIMultiDict[str]:
-    """The caller's headers minus hop-by-hop and caller-only ones, plus the tenant's token."""
-    drop = _DROP_UPSTREAM | _named_in_connection(headers)
+def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    drop = drop | _named_in_connection(headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         if name.lower() not in drop:
             out.add(name, value)
+    return out
+
+
+def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id: str) -> CIMultiDict[str]:
+    """The caller's headers minus hop-by-hop and caller-only ones, plus the tenant's token."""
+    out = _without(headers, _DROP_UPSTREAM)
     out["Authorization"] = authorization
     out["X-Request-ID"] = req_id
     return out
@@ -56,10 +61,6 @@ def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id:
 
 def downstream_headers(headers: CIMultiDictProxy[str], req_id: str) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, tagged with the request id."""
-    drop = _DROP_DOWNSTREAM | _named_in_connection(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+    out = _without(headers, _DROP_DOWNSTREAM)
     out["X-Request-ID"] = req_id
     return out
