@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import Callable
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
-from devtools.processes import free_port
-from tests.e2e.processes import Services, base_env, wait_ready
-from tests.helpers import tenants_file
-from tests.third_party import ThirdParty, running_third_party
+from tests.e2e.processes import Service, Services, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 SIZE = 1 << 30
 
 
-@pytest.fixture
-async def party() -> AsyncIterator[ThirdParty]:
-    async with running_third_party() as tp:
-        yield tp
-
-
-async def test_one_gigabyte_streams_with_flat_memory(
-    party: ThirdParty, redis_url: str, redis: object, token_key: SecretStr, tmp_path: Path
-) -> None:
-    port = free_port()
-    env = base_env(
-        CONDUIT_REDIS_URL=redis_url,
-        CONDUIT_TENANTS_FILE=str(tenants_file(tmp_path, party, ["acme"])),
-        CONDUIT_TOKEN_KEY=token_key.get_secret_value(),
-        CONDUIT_PROXY_HOST="127.0.0.1",
-        CONDUIT_PROXY_PORT=str(port),
-    )
-    services = Services(env, tmp_path)
-    proxy = services.start("proxy", "proxy", ops_port=port)
+async def test_one_gigabyte_streams_with_flat_memory(proxy_process: Callable[..., tuple[Services, Service]]) -> None:
+    services, proxy = proxy_process()
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, proxy)

@@ -1,0 +1,42 @@
+"""Fixtures for end-to-end tests: the fake third party and a proxy started as `conduit proxy`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from devtools.processes import free_port
+from tests.e2e.processes import Service, Services, base_env
+from tests.helpers import tenants_file
+from tests.third_party import ThirdParty, running_third_party
+
+
+@pytest.fixture
+async def party() -> AsyncIterator[ThirdParty]:
+    async with running_third_party() as tp:
+        yield tp
+
+
+@pytest.fixture
+def proxy_process(
+    party: ThirdParty, redis_url: str, redis: object, token_key: SecretStr, tmp_path: Path
+) -> Callable[..., tuple[Services, Service]]:
+    """Start `conduit proxy` for tenant acme against ``party``; extra settings as keyword arguments."""
+
+    def start(**settings: str) -> tuple[Services, Service]:
+        port = free_port()
+        env = base_env(
+            CONDUIT_REDIS_URL=redis_url,
+            CONDUIT_TENANTS_FILE=str(tenants_file(tmp_path, party, ["acme"])),
+            CONDUIT_TOKEN_KEY=token_key.get_secret_value(),
+            CONDUIT_PROXY_HOST="127.0.0.1",
+            CONDUIT_PROXY_PORT=str(port),
+            **settings,
+        )
+        services = Services(env, tmp_path)
+        return services, services.start("proxy", "proxy", ops_port=port)
+
+    return start
