@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,6 +12,8 @@ from services.scheduler.metrics import JOBS_ENQUEUED, SCHEDULE_LAG
 from shared import redis_keys
 from shared.jobs import REFRESH_TOKEN, refresh_job_id
 from shared.tenants import TenantsConfig
+
+_EXPIRES_AFTER = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,25 @@ async def plan_refreshes(redis: ArqRedis, tenants: TenantsConfig, now: float, lo
 
 
 async def enqueue_refreshes(redis: ArqRedis, planned: list[PlannedRefresh], now: float | None = None) -> int:
-    """Enqueue the planned refreshes; arq drops ids it already has, so replicas never double up."""
+    """Enqueue the planned refreshes; arq drops ids it already has, so replicas never double up.
+
+    Times come from the scheduler's clock (``now``), not arq's, so a tick is driven by one clock.
+    """
+    now = time.time() if now is None else now
     enqueued = 0
     for job in planned:
-        defer = datetime.fromtimestamp(job.run_at, tz=UTC) if job.run_at is not None else None
-        if await redis.enqueue_job(REFRESH_TOKEN, job.tenant, job.provider, _job_id=job.job_id, _defer_until=defer):
+        start = job.run_at if job.run_at is not None else now
+        if await redis.enqueue_job(
+            REFRESH_TOKEN,
+            job.tenant,
+            job.provider,
+            _job_id=job.job_id,
+            _defer_until=datetime.fromtimestamp(start, tz=UTC),
+            # arq's default: the job is dropped if it has not started a day after it should have.
+            _expires=start - now + _EXPIRES_AFTER,
+        ):
             enqueued += 1
-            if now is not None and job.due is not None:
+            if job.due is not None:
                 SCHEDULE_LAG.labels(REFRESH_TOKEN).observe(max(now - job.due, 0.0))
     if enqueued:
         JOBS_ENQUEUED.labels(REFRESH_TOKEN).inc(enqueued)
