@@ -1,0 +1,138 @@
+"""`conduit scheduler plan`, `conduit queue status`, and `conduit scheduler` refusing a bad tenants file."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.worker import Worker, func
+from click.testing import CliRunner
+
+from conduit.cli import main
+from services.scheduler.main import Scheduler, catalogue_modules
+from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN, import_job_id
+from shared.tenants import TenantsConfig
+from tests.scheduler.support import jobs, tenants_yaml, utc
+
+CONDUIT = str(Path(sys.executable).with_name("conduit"))
+
+
+async def invoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    # The commands run their own event loop, so they run in a thread beside this test's.
+    result = await asyncio.to_thread(CliRunner().invoke, main, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def tenants(write_tenants: Callable[..., TenantsConfig]) -> TenantsConfig:
+    return write_tenants({"acme": None, "shanghai": {"schedule": {"timezone": "Asia/Shanghai"}, "spread": 0}})
+
+
+@pytest.fixture
+def env(tenants: TenantsConfig, redis_url: str) -> dict[str, str]:
+    return {"CONDUIT_REDIS_URL": redis_url, "CONDUIT_TENANTS_FILE": str(tenants.path)}
+
+
+async def test_plan_shows_a_days_imports_and_enqueues_nothing(
+    env: dict[str, str], tenants: TenantsConfig, make_scheduler: Callable[..., Scheduler], arq_redis: ArqRedis
+) -> None:
+    code, out, _ = await invoke(env, "scheduler", "plan", "--date", "2026-05-01", "--module", "orders", "--json")
+    assert code == 0
+    rows = {r["tenant"]: r for r in orjson.loads(out)}
+    assert rows["acme"]["fires_at"] == utc(2026, 5, 1, 2) and rows["acme"]["export_date"] == "2026-04-30"
+    assert utc(2026, 5, 1, 2) <= rows["acme"]["starts_at"] < utc(2026, 5, 1, 3)
+    # 02:00 on 1 May in Shanghai is 18:00 UTC on 30 April; no spread for this tenant.
+    assert rows["shanghai"]["fires_at"] == rows["shanghai"]["starts_at"] == utc(2026, 4, 30, 18)
+    assert {r["state"] for r in rows.values()} == {"pending"}
+    assert await jobs(arq_redis) == []
+
+    await make_scheduler(tenants, modules=catalogue_modules()).imports.tick(utc(2026, 5, 1, 2, 0, 1))
+    code, out, _ = await invoke(env, "scheduler", "plan", "--date", "2026-05-01", "--tenant", "acme")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["fires", "(UTC)", "starts", "(UTC)"]
+    orders = next(line for line in lines if " orders " in line)
+    assert "2026-05-01 02:00:00" in orders and "2026-04-30" in orders and orders.endswith("enqueued")
+    assert lines[-1] == f"{len(catalogue_modules())} imports fire on 2026-05-01"
+
+
+async def test_plan_without_redis_still_plans(env: dict[str, str]) -> None:
+    env = {**env, "CONDUIT_REDIS_URL": "redis://127.0.0.1:1/0", "CONDUIT_REDIS_TIMEOUT": "0.2"}
+    code, out, err = await invoke(env, "scheduler", "plan", "--date", "2026-05-01", "--module", "orders", "--json")
+    assert code == 0 and "Redis unreachable" in err
+    assert {r["state"] for r in orjson.loads(out)} == {"?"}
+
+
+async def test_plan_names_an_unknown_tenant(env: dict[str, str]) -> None:
+    code, _, err = await invoke(env, "scheduler", "plan", "--tenant", "initech")
+    assert code == 1 and "unknown tenant 'initech'" in err
+
+
+async def test_queue_status_counts_each_kind(env: dict[str, str], arq_redis: ArqRedis) -> None:
+    now = datetime.now(UTC)
+    for module, delay in (("orders", -600), ("invoices", -60), ("customers", 3600)):
+        job_id = import_job_id("acme", module, "2026-04-30")
+        await arq_redis.enqueue_job(
+            IMPORT_EXPORT, "acme", module, "2026-04-30", _job_id=job_id, _defer_until=now + timedelta(seconds=delay)
+        )
+    await arq_redis.enqueue_job(REFRESH_TOKEN, "acme", "demo", _job_id="refresh:acme:demo:init")
+    await arq_redis.set(in_progress_key_prefix + "refresh:acme:demo:init", b"1")
+    await _one_failed_import(arq_redis)
+
+    code, out, _ = await invoke(env, "queue", "status", "--json")
+    assert code == 0
+    rows = {r["kind"]: r for r in orjson.loads(out)}
+    imports, refreshes = rows[IMPORT_EXPORT], rows[REFRESH_TOKEN]
+    assert (imports["queued"], imports["running"], imports["deferred"], imports["failed"]) == (2, 0, 1, 1)
+    assert 600 <= imports["oldest_queued_age"] < 660
+    assert (refreshes["queued"], refreshes["running"], refreshes["deferred"]) == (0, 1, 0)
+    code, out, _ = await invoke(env, "queue", "status")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["kind", "queued", "running", "deferred", "failed", "oldest", "queued"]
+    assert any(line.split()[:5] == [IMPORT_EXPORT, "2", "0", "1", "1"] for line in out.splitlines())
+
+
+async def _one_failed_import(redis: ArqRedis) -> None:
+    """A permanent failure, as a real arq worker records it (on a queue of its own)."""
+
+    async def import_export(ctx: dict[str, Any], *args: str) -> None:
+        raise ValueError("missing column 'amount'")
+
+    await redis.enqueue_job(IMPORT_EXPORT, "acme", "payments", "2026-04-30", _queue_name="failing", _job_id="x")
+    worker = Worker(
+        [func(import_export, name=IMPORT_EXPORT, max_tries=1)],  # type: ignore[arg-type]
+        redis_pool=redis,
+        queue_name="failing",
+        burst=True,
+        poll_delay=0,
+        handle_signals=False,
+    )
+    await worker.main()
+    assert worker.jobs_failed == 1
+
+
+@pytest.mark.parametrize(
+    ("imports", "named"),
+    [
+        ({"modules": {"orders": {"schedule": {"cron": "0 25 * * *"}}}}, "tenant 'acme', module 'orders'"),
+        ({"modules": {"orders": {"schedule": {"timezone": "Europe/Pariss"}}}}, "tenant 'acme', module 'orders'"),
+        ({"exclude": ["ordres"]}, "tenant 'acme', module 'ordres', key 'imports.exclude': unknown module"),
+    ],
+)
+def test_the_scheduler_refuses_to_start_on_a_bad_schedule(tmp_path: Path, imports: dict[str, Any], named: str) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump(tenants_yaml({"acme": imports})))
+    env = {"CONDUIT_TENANTS_FILE": str(path), "CONDUIT_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([CONDUIT, "scheduler"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert str(path) in done.stderr and named in done.stderr
