@@ -94,8 +94,11 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.proxy_cache_enabled:
         cache = ResponseCache(app[keys.REDIS], settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
     app[keys.SESSION] = session
-    app[keys.FORWARDER] = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, cache)
+    forwarder = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, cache)
+    app[keys.FORWARDER] = forwarder
     yield
+    if forwarder.access_log is not None:
+        forwarder.access_log.flush()
     await session.close()
 
 

@@ -6,9 +6,13 @@ computed once (provider base URLs, the client session) is.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,7 +29,8 @@ from shared.logging import get_logger
 from shared.tenants import TenantsConfig
 from shared.token_store import TokenRecord
 
-log = get_logger("conduit.proxy.access")
+_ACCESS_LOGGER = "conduit.proxy.access"
+log = get_logger(_ACCESS_LOGGER)
 
 _CHUNK = 64 << 10
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -61,6 +66,51 @@ class _Exchange:
     cache: str | None = None
 
 
+class AccessLog:
+    """One JSON line per request, the same line structlog renders, written in one batch per loop turn.
+
+    Going through structlog and the logging module cost about 50 µs per request
+    (a fifth of the proxy's CPU at 1 KB); rendering the dict with orjson and
+    writing the batch to stderr once per event-loop iteration costs a few µs.
+    Console (non-JSON) logging keeps the structlog path.
+    """
+
+    def __init__(self, json_lines: bool) -> None:
+        self._json = json_lines
+        self._level = logging.getLogger(_ACCESS_LOGGER)
+        self._lines: list[bytes] = []
+        self._second = -1
+        self._second_text = ""
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self._json:
+            log.info("request", **fields)
+            return
+        if not self._level.isEnabledFor(logging.INFO):
+            return
+        fields["event"] = "request"
+        fields["level"] = "info"
+        fields["logger"] = _ACCESS_LOGGER
+        fields["timestamp"] = self._timestamp()
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._lines.append(orjson.dumps(fields))
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            sys.stderr.write(b"\n".join(lines).decode() + "\n")
+            sys.stderr.flush()
+
+    def _timestamp(self) -> str:
+        """ISO 8601 in UTC with microseconds, as structlog's ``TimeStamper(fmt="iso", utc=True)``."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((now - second) * 1e6):06d}Z"
+
+
 class Forwarder:
     """The proxy's one handler for every path that is not an operations endpoint."""
 
@@ -81,7 +131,7 @@ class Forwarder:
         self._counters = RequestCounters()
         self._replay_limit = settings.proxy_replay_body_limit
         self._buffer_limit = settings.proxy_buffer_response_limit
-        self._access_log = settings.proxy_access_log
+        self.access_log = AccessLog(settings.log_json) if settings.proxy_access_log else None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -94,18 +144,19 @@ class Forwarder:
             response = exc.response(ex.req_id)
         method = request.method if request.method in _KNOWN_METHODS else "OTHER"
         self._counters.count(ex.tenant, ex.provider, method, response.status)
-        if self._access_log:
-            log.info(
-                "request",
-                method=method,
-                path=request.path,
-                status=response.status,
-                tenant=ex.tenant,
-                provider=ex.provider,
-                request_id=ex.req_id,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                upstream_ms=round(ex.upstream_seconds * 1000, 2) if ex.upstream_seconds is not None else None,
-                cache=ex.cache,
+        if self.access_log is not None:
+            self.access_log.write(
+                {
+                    "method": method,
+                    "path": request.path,
+                    "status": response.status,
+                    "tenant": ex.tenant,
+                    "provider": ex.provider,
+                    "request_id": ex.req_id,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "upstream_ms": round(ex.upstream_seconds * 1000, 2) if ex.upstream_seconds is not None else None,
+                    "cache": ex.cache,
+                }
             )
         return response
 
