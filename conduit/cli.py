@@ -48,6 +48,7 @@ def demo_api() -> None:
 
 def _register() -> None:
     """Operator command groups live in their own modules, one per area."""
+    from conduit.db_cli import migrate_command
     from conduit.queue_cli import queue
     from conduit.scheduler_cli import scheduler
     from conduit.tokens_cli import tokens
@@ -55,6 +56,7 @@ def _register() -> None:
     main.add_command(tokens)
     main.add_command(scheduler)
     main.add_command(queue)
+    main.add_command(migrate_command)
 
 
 _register()
