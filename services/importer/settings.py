@@ -1,14 +1,17 @@
-"""Settings of the arq workers (``CONDUIT_WORKER_*`` and the common ``CONDUIT_*``)."""
+"""Settings of the arq workers (``CONDUIT_WORKER_*``, ``CONDUIT_IMPORTER_*`` and the common ``CONDUIT_*``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
+from shared.db import DatabaseSettings
 from shared.settings import TokenSettings
 
 
-class ImporterSettings(TokenSettings):
-    """How a worker process runs: its ops port, how often it polls the queue, how many jobs at once."""
+class ImporterSettings(TokenSettings, DatabaseSettings):
+    """How a worker process runs, and how it imports exports: limits, chunk sizes, retries, concurrency."""
 
     worker_http_host: str = "0.0.0.0"
     worker_http_port: int = Field(default=8081, ge=0, le=65535)
@@ -17,5 +20,56 @@ class ImporterSettings(TokenSettings):
     worker_max_jobs: int = Field(default=10, gt=0)
     # Seconds a refresh job may run before arq cancels it (a token request plus the lock wait).
     worker_refresh_timeout: float = Field(default=60.0, gt=0)
+    # Seconds an import may run before arq cancels it. arq also hands a job whose worker died to
+    # another worker this long (+10 s) after it started, so it bounds the recovery time: 5 M rows
+    # import in about 90 s here, so 600 s leaves room and recovers within about ten minutes.
+    worker_import_timeout: float = Field(default=600.0, gt=0)
+    # How long arq keeps an import's result, during which the scheduler's job id cannot be enqueued
+    # again: two days, so a day's import is enqueued once however often the scheduler looks.
+    worker_import_keep_result: float = Field(default=172_800.0, ge=0)
+
     # Where the importer reaches the auth proxy; it never holds a token itself.
     proxy_url: str = "http://127.0.0.1:8080"
+    importer_fetch_connect_timeout: float = Field(default=10.0, gt=0)
+    # Seconds without a byte from the proxy before the download counts as failed (transient).
+    importer_fetch_read_timeout: float = Field(default=120.0, gt=0)
+
+    # Where the zip is spooled (it must be seekable); one directory per run, removed afterwards.
+    importer_temp_dir: Path | None = None
+    # Zips up to this size stay in memory; larger ones go to a file in the temp dir.
+    importer_spool_memory_bytes: int = Field(default=8 << 20, ge=0)
+    # Refuse an export whose zip is larger than this (bytes).
+    importer_max_zip_bytes: int = Field(default=2 << 30, gt=0)
+    # Zip bomb limits: the CSV may not be larger than this, nor this many times its compressed size.
+    importer_max_csv_bytes: int = Field(default=20 << 30, gt=0)
+    importer_max_zip_ratio: float = Field(default=200.0, gt=1)
+    # A field longer than this many characters fails the run (a 10 MB field is a broken file, not data).
+    importer_max_field_chars: int = Field(default=1 << 20, gt=0)
+
+    # Rows per COPY into the staging table; chosen by measurement (docs/benchmarks.md).
+    importer_copy_chunk_rows: int = Field(default=20_000, gt=0)
+    # A progress event is published on Redis every this many rows.
+    importer_progress_rows: int = Field(default=100_000, gt=0)
+    # Rejected rows kept per run in import_rejects (all are counted).
+    importer_rejects_kept: int = Field(default=1_000, ge=0)
+    # Raw lines of rejected rows are cut to this many characters.
+    importer_reject_raw_chars: int = Field(default=2_000, ge=0)
+
+    # Attempts of one import job before it stays failed (transient failures only; a bad file fails at once).
+    importer_max_attempts: int = Field(default=5, ge=1)
+    # Backoff between attempts: base * 2^(attempt-1), at most max, with full jitter.
+    importer_retry_base: float = Field(default=10.0, gt=0)
+    importer_retry_max: float = Field(default=600.0, gt=0)
+    # Imports running at once for one tenant, across every worker.
+    importer_tenant_concurrency: int = Field(default=2, ge=1)
+    # A slot is leased for this long and renewed while the import runs, so a dead worker's slot frees itself.
+    importer_slot_lease: float = Field(default=30.0, gt=1)
+    # Export requests per second to one provider (across every worker), and the burst allowed.
+    importer_provider_rate: float = Field(default=5.0, gt=0)
+    importer_provider_burst: int = Field(default=5, ge=1)
+    # Per-provider overrides of the rate, e.g. CONDUIT_IMPORTER_PROVIDER_RATES='{"demo": 20}'.
+    importer_provider_rates: dict[str, float] = Field(default_factory=dict)
+    # How long to wait before trying again when the tenant is at its limit (jittered).
+    importer_busy_defer: float = Field(default=2.0, gt=0)
+    # The worker's database pool.
+    importer_db_pool_size: int = Field(default=10, ge=1)

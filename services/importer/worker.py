@@ -1,7 +1,11 @@
 """The arq worker: ``arq services.importer.worker.WorkerSettings`` or ``conduit worker``.
 
-Per-process resources are made once in ``startup`` and kept in arq's ``ctx``;
-the worker reuses arq's own Redis connection (``ctx["redis"]``) for the token store.
+Per-process resources are made once in ``startup`` and kept in arq's ``ctx``:
+the token refresher (on arq's own Redis connection), and for imports a
+PostgreSQL pool, an HTTP session to the auth proxy and the cross-worker limits.
+Startup fails, naming the module and column, when the database does not match
+the module definitions: better a worker that does not start than one that
+imports into the wrong columns.
 """
 
 from __future__ import annotations
@@ -9,15 +13,21 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import aiohttp
 from arq.connections import RedisSettings
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from services.importer.import_job import Importer, import_export
+from services.importer.limits import ProviderRate, TenantSlots
+from services.importer.schema import check_schema
 from services.importer.settings import ImporterSettings
 from services.importer.token_jobs import refresh_token
 from shared.crypto import Sealer
-from shared.jobs import REFRESH_TOKEN
+from shared.db import UNAVAILABLE, create_pool_with_retry
+from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.logging import configure_logging, get_logger
+from shared.modules import catalogue
 from shared.ops_http import start_ops_server
 from shared.refresh import Refresher
 from shared.tenants import load_tenants
@@ -25,40 +35,97 @@ from shared.token_store import TokenStore
 
 log = get_logger(__name__)
 _settings = ImporterSettings()
+# arq's own cap on tries; the importer keeps its real budget (IMPORTER_MAX_ATTEMPTS) in the ledger,
+# because waiting for a tenant slot also goes through Retry and must not use attempts up.
+ARQ_MAX_TRIES = 1000
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Build the token store and refresher, and serve /health_check, /ready and /metrics."""
+    """Build the token refresher and the importer, check the schema, and serve /health_check, /ready, /metrics."""
     settings: ImporterSettings = ctx.setdefault("settings", _settings)
     if not ctx.get("logging_configured"):
         configure_logging(settings.log_level, settings.log_json)
     tenants = ctx.get("tenants") or load_tenants(settings.tenants_file)
     store = TokenStore(ctx["redis"], Sealer(settings.token_key, settings.token_key_old))
     ctx["refresher"] = Refresher(store, tenants, settings.refresh_policy())
+    ctx["importer"] = await _importer(ctx, settings, tenants)
 
     async def ready() -> dict[str, str]:
+        checks = {"redis": "ok", "database": "ok"}
         try:
             await ctx["redis"].ping()
         except (RedisError, OSError) as exc:
-            return {"redis": f"unreachable: {type(exc).__name__}"}
-        return {"redis": "ok"}
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await ctx["importer"].pool.fetchval("SELECT 1")
+        except UNAVAILABLE as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        return checks
 
     if settings.worker_http_port:
         ctx["ops"] = await start_ops_server(settings.worker_http_host, settings.worker_http_port, ready)
-    log.info("worker started", tenants=len(tenants.tenants))
+    log.info("worker started", tenants=len(tenants.tenants), modules=len(ctx["importer"].modules))
+
+
+async def _importer(ctx: dict[str, Any], settings: ImporterSettings, tenants: Any) -> Importer:
+    modules = ctx.get("modules") or catalogue()
+    pool = await create_pool_with_retry(
+        settings.database_url,
+        settings.database_connect_wait,
+        min_size=1,
+        max_size=settings.importer_db_pool_size,
+        application_name="conduit-worker",
+    )
+    try:
+        async with pool.acquire() as conn:
+            await check_schema(conn, modules)
+    except BaseException:
+        await pool.close()
+        raise
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=settings.importer_fetch_connect_timeout, sock_read=settings.importer_fetch_read_timeout
+    )
+    redis = ctx["redis"]
+    return Importer(
+        settings=settings,
+        pool=pool,
+        session=aiohttp.ClientSession(timeout=timeout, auto_decompress=True),
+        redis=redis,
+        modules=modules,
+        tenants=tenants,
+        slots=TenantSlots(redis, settings.importer_tenant_concurrency, settings.importer_slot_lease),
+        rate=ProviderRate(
+            redis, settings.importer_provider_rate, settings.importer_provider_burst, settings.importer_provider_rates
+        ),
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     ops = ctx.get("ops")
     if ops is not None:
         await ops.cleanup()
+    importer: Importer | None = ctx.get("importer")
+    if importer is not None:
+        await importer.session.close()
+        await importer.pool.close()
     log.info("worker stopped")
 
 
 def functions(settings: ImporterSettings) -> list[Any]:
-    """The job functions, with per-kind timeouts so a stuck job is cancelled and retried."""
+    """The job functions, with per-kind timeouts so a stuck job is cancelled and retried.
+
+    arq hands a job whose worker died to another worker once its in-progress key
+    expires: the longest of these timeouts + 10 s after the job started.
+    """
     return [
         func(refresh_token, name=REFRESH_TOKEN, timeout=settings.worker_refresh_timeout, keep_result=60, max_tries=1),
+        func(
+            import_export,
+            name=IMPORT_EXPORT,
+            timeout=settings.worker_import_timeout,
+            keep_result=settings.worker_import_keep_result,
+            max_tries=ARQ_MAX_TRIES,
+        ),
     ]
 
 

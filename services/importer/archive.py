@@ -1,0 +1,104 @@
+"""Stage 3, unzip: spool the zip (its directory is at the end, so it must be seekable), then stream its one CSV.
+
+Nothing is ever extracted to disk: the member is decompressed straight into
+the next stage, so a member named ``../../etc/passwd`` cannot write anywhere;
+it is refused all the same, as are several members, directories, encryption,
+and zip bombs (limits on the CSV's size and on its compression ratio, checked
+against the zip's directory before reading and against the bytes while reading).
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import IO
+
+from services.importer.errors import BadExport
+from services.importer.stats import RunStats
+
+_READ = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_zip_bytes: int
+    max_csv_bytes: int
+    max_ratio: float
+
+
+async def spool(chunks: AsyncIterator[bytes], file: IO[bytes], limits: ZipLimits, stats: RunStats) -> None:
+    """Write the zip into ``file`` (a spooled temporary file), refusing one larger than the limit."""
+    async for chunk in chunks:
+        with stats.timed("spool"):
+            stats.bytes_zip += len(chunk)
+            if stats.bytes_zip > limits.max_zip_bytes:
+                raise BadExport(
+                    "too_large", f"the zip is larger than {limits.max_zip_bytes} bytes (IMPORTER_MAX_ZIP_BYTES)"
+                )
+            file.write(chunk)
+    file.seek(0)
+
+
+async def unzip(file: IO[bytes], limits: ZipLimits, stats: RunStats) -> AsyncIterator[bytes]:
+    """The bytes of the zip's single CSV member, in chunks."""
+    try:
+        archive = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise BadExport("not_a_zip", f"'data' is not a zip file ({exc})") from None
+    with archive:
+        info = _single_member(archive, limits)
+        ceiling = min(limits.max_csv_bytes, int(limits.max_ratio * max(info.compress_size, 1)))
+        try:
+            with archive.open(info) as member:
+                while True:
+                    with stats.timed("unzip"):
+                        chunk = member.read(_READ)
+                    if not chunk:
+                        break
+                    stats.bytes_csv += len(chunk)
+                    if stats.bytes_csv > ceiling:
+                        raise _bomb(f"{info.filename!r} decompresses to more than its directory says")
+                    yield chunk
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise BadExport("corrupt_zip", f"the zip member {info.filename!r} cannot be read: {exc}") from None
+
+
+def _single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipInfo:
+    infos = archive.infolist()
+    if not infos:
+        raise BadExport("empty_zip", "the zip holds no file")
+    for info in infos:
+        if _unsafe(info.filename):
+            raise BadExport(
+                "unsafe_member_name",
+                f"the zip member {info.filename[:200]!r} has an absolute path or '..'; nothing was extracted",
+            )
+    directories = [i.filename for i in infos if i.is_dir()]
+    if directories:
+        raise BadExport("directory_member", f"the zip holds a directory ({directories[0][:200]!r}), not one CSV")
+    if len(infos) > 1:
+        names = ", ".join(repr(i.filename[:100]) for i in infos[:5])
+        raise BadExport("several_members", f"the zip holds {len(infos)} files ({names}); an export holds one CSV")
+    info = infos[0]
+    if info.flag_bits & 0x1:
+        raise BadExport("encrypted_zip", f"the zip member {info.filename!r} is encrypted")
+    if info.file_size > limits.max_csv_bytes:
+        raise _bomb(f"{info.filename!r} would decompress to {info.file_size} bytes (IMPORTER_MAX_CSV_BYTES)")
+    if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        raise _bomb(f"{info.filename!r} is compressed {ratio:.0f} to 1 (IMPORTER_MAX_ZIP_RATIO {limits.max_ratio:.0f})")
+    return info
+
+
+def _unsafe(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or bool(_DRIVE.match(name))
+
+
+def _bomb(detail: str) -> BadExport:
+    return BadExport("zip_bomb", f"refused as a zip bomb: {detail}")

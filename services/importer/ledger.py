@@ -1,0 +1,240 @@
+"""The ledger: ``import_runs`` (one row per attempt) and ``import_rejects``, written by workers, read by the CLI.
+
+An attempt is ``running`` while a worker has it; it ends ``succeeded``,
+``partially_rejected`` (imported, some rows rejected) or ``failed``, written
+in the same transaction as the merge when there is one, so the ledger and the
+module's table never disagree. ``queued`` rows are runs an operator asked for
+(``conduit imports rerun``/``run``) that no worker has picked up yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.importer.errors import ImportFailed
+from services.importer.stats import RunStats
+from services.importer.validate import Reject
+
+ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "partially_rejected", "failed")
+ABANDONED = "the worker running this attempt stopped before it finished (killed, or it lost its database connection)"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    tenant: str
+    module: str
+    export_date: dt.date
+
+    def lock_name(self) -> str:
+        return f"import-run:{self.tenant}:{self.module}:{self.export_date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    number: int
+
+
+_NEXT_ATTEMPT = """
+INSERT INTO import_runs (tenant_id, module, export_date, attempt, job_id, status, worker_id, queued_at, started_at)
+SELECT $1, $2, $3, coalesce(max(attempt), 0) + 1, $4, $5, $6, now(), CASE WHEN $5 = 'running' THEN now() END
+FROM import_runs WHERE tenant_id = $1 AND module = $2 AND export_date = $3
+ON CONFLICT (tenant_id, module, export_date, attempt) DO NOTHING
+RETURNING id, attempt
+"""
+
+
+async def _insert_attempt(
+    conn: asyncpg.Connection, key: RunKey, job_id: str, status: str, worker: str | None
+) -> Attempt:
+    # Two writers may pick the same next number (an operator queueing while a worker starts); the loser retries.
+    while True:
+        row = await conn.fetchrow(_NEXT_ATTEMPT, key.tenant, key.module, key.export_date, job_id, status, worker)
+        if row is not None:
+            return Attempt(row["id"], row["attempt"])
+
+
+async def start_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str, worker: str) -> Attempt:
+    """Close attempts a dead worker left ``running``, then take over this job's queued row or add an attempt.
+
+    The caller holds the run's advisory lock, so no other live worker is running this import.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE import_runs SET status = 'failed', error_class = 'abandoned', error_message = $4, "
+            "finished_at = now() WHERE tenant_id = $1 AND module = $2 AND export_date = $3 AND status = 'running'",
+            key.tenant,
+            key.module,
+            key.export_date,
+            ABANDONED,
+        )
+        row = await conn.fetchrow(
+            "UPDATE import_runs SET status = 'running', started_at = now(), worker_id = $2 "
+            "WHERE job_id = $1 AND status = 'queued' RETURNING id, attempt",
+            job_id,
+            worker,
+        )
+        if row is not None:
+            return Attempt(row["id"], row["attempt"])
+        return await _insert_attempt(conn, key, job_id, "running", worker)
+
+
+async def queue_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str) -> Attempt:
+    """A ``queued`` row for a run an operator enqueued; the worker that picks the job up takes it over."""
+    return await _insert_attempt(conn, key, job_id, "queued", None)
+
+
+async def attempts_of_job(conn: asyncpg.Connection, job_id: str) -> int:
+    """How many times this job has started (its retry budget counts these)."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM import_runs WHERE job_id = $1 AND status <> 'queued'", job_id
+    )
+    return count
+
+
+async def finish(
+    conn: asyncpg.Connection,
+    attempt: Attempt,
+    status: str,
+    stats: RunStats,
+    rejects: list[Reject],
+    error: ImportFailed | None = None,
+    note: str | None = None,
+    will_retry: bool = False,
+) -> None:
+    """Write an attempt's outcome and its kept rejects."""
+    imported = stats.rows_imported if status in ("succeeded", "partially_rejected") else 0
+    await conn.execute(
+        """
+        UPDATE import_runs SET status = $2, will_retry = $3, rows_read = $4, rows_imported = $5, rows_rejected = $6,
+            rows_duplicate = $7, rows_changed = $8, rows_deleted = $9, bytes_received = $10, bytes_csv = $11,
+            stage_seconds = $12, ignored_columns = $13, error_class = $14, error_message = $15, finished_at = now()
+        WHERE id = $1
+        """,
+        attempt.id,
+        status,
+        will_retry,
+        stats.rows_read,
+        imported,
+        stats.rows_rejected,
+        stats.rows_duplicate if imported else 0,
+        stats.rows_changed if imported else 0,
+        stats.rows_deleted if imported else 0,
+        stats.bytes_received,
+        stats.bytes_csv,
+        stats.rounded_seconds(),
+        stats.ignored_columns,
+        error.code if error else None,
+        error.message if error else note,
+    )
+    if rejects:
+        await conn.copy_records_to_table(
+            "import_rejects",
+            records=[(attempt.id, r.line, r.column, r.reason, r.raw) for r in rejects],
+            columns=["run_id", "line", "column_name", "reason", "raw"],
+        )
+
+
+async def fail_interrupted(
+    conn: asyncpg.Connection, attempt: Attempt, code: str, message: str, will_retry: bool
+) -> None:
+    """Mark an attempt that was cancelled (worker stopping, job timeout) as failed."""
+    await conn.execute(
+        "UPDATE import_runs SET status = 'failed', will_retry = $2, error_class = $3, error_message = $4, "
+        "finished_at = now() WHERE id = $1 AND status = 'running'",
+        attempt.id,
+        will_retry,
+        code,
+        message,
+    )
+
+
+_COLUMNS = """
+SELECT id, tenant_id, module, export_date, attempt, job_id, status, will_retry, rows_read, rows_imported,
+       rows_rejected, rows_duplicate, rows_changed, rows_deleted, bytes_received, bytes_csv, stage_seconds,
+       ignored_columns, error_class, error_message, worker_id, queued_at, started_at, finished_at
+FROM import_runs
+"""
+_LIST = (
+    _COLUMNS
+    + """
+WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR module = $3)
+  AND ($4::date IS NULL OR export_date >= $4) AND ($5::date IS NULL OR export_date <= $5)
+  AND (NOT $6 OR id IN (SELECT DISTINCT ON (tenant_id, module, export_date) id FROM import_runs
+                        ORDER BY tenant_id, module, export_date, attempt DESC))
+ORDER BY id DESC
+LIMIT $7
+"""
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    tenant: str | None = None
+    module: str | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    # Only the latest attempt of each (tenant, module, export date).
+    latest: bool = False
+    limit: int = 100
+
+
+async def list_runs(conn: asyncpg.Connection, filters: Filters) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        _LIST,
+        filters.status,
+        filters.tenant,
+        filters.module,
+        filters.date_from,
+        filters.date_to,
+        filters.latest,
+        filters.limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_run(conn: asyncpg.Connection, run_id: int, rejects: int = 20) -> dict[str, Any] | None:
+    """One attempt with its first ``rejects`` rejected rows (by line) and the total kept."""
+    row = await conn.fetchrow(_COLUMNS + " WHERE id = $1", run_id)
+    if row is None:
+        return None
+    run = dict(row)
+    run["rejects"] = [
+        dict(r)
+        for r in await conn.fetch(
+            "SELECT line, column_name, reason, raw FROM import_rejects WHERE run_id = $1 ORDER BY line LIMIT $2",
+            run_id,
+            rejects,
+        )
+    ]
+    run["rejects_kept"] = await conn.fetchval("SELECT count(*) FROM import_rejects WHERE run_id = $1", run_id)
+    return run
+
+
+async def active_runs(conn: asyncpg.Connection, key: RunKey) -> list[dict[str, Any]]:
+    """Attempts of this (tenant, module, date) that are queued or running."""
+    rows = await conn.fetch(
+        "SELECT id, job_id, status FROM import_runs WHERE tenant_id = $1 AND module = $2 AND export_date = $3 "
+        "AND status = ANY($4::text[])",
+        key.tenant,
+        key.module,
+        key.export_date,
+        list(ACTIVE),
+    )
+    return [dict(r) for r in rows]
+
+
+async def mark_lost(conn: asyncpg.Connection, run_id: int) -> None:
+    """A ``queued`` row whose job is no longer in the queue (Redis flushed, job expired) can never run."""
+    await conn.execute(
+        "UPDATE import_runs SET status = 'failed', error_class = 'lost', "
+        "error_message = 'the queued job disappeared from the queue before a worker picked it up', finished_at = now() "
+        "WHERE id = $1 AND status = 'queued'",
+        run_id,
+    )

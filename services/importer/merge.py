@@ -1,0 +1,213 @@
+"""Stages 6 and 7, copy and merge: chunked COPY into a temporary staging table, then one merge into the module's table.
+
+Everything happens in one transaction on one connection, so a run that dies
+at any point (SIGKILL, PostgreSQL restarting, a cancelled job) leaves nothing
+behind: the staging table is a temporary table dropped with the transaction,
+and readers see the module's table either before the run or after it.
+
+The merge is optimistic. A whole file goes in with one ``INSERT ... SELECT``
+that casts the staged text (NULLIF(x, '')::type), which is the fast path:
+about as fast as ``COPY`` straight into the table. If PostgreSQL refuses a
+value, or the file repeats a key, that statement rolls back to its savepoint
+and the slow path sorts the rows out with the same casts (``import_cast_rows``
+in migrations/0001), rejects the bad ones with their column and reason,
+drops earlier duplicates of a key (the last one wins), and merges the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.importer.errors import TooManyRejects
+from services.importer.schema import quote
+from services.importer.stats import RunStats
+from services.importer.validate import Reject, Rejects, Row
+from shared.modules import TENANT_COLUMN, ModuleDef
+
+STAGE = "import_stage"
+TYPED = "import_typed"
+REJECTED = "import_rejected"
+# What a value that does not fit its column raises on the fast path; the slow path then sorts rows out.
+REFUSED = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.CardinalityViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+)
+# Rows the slow path casts per statement; a range with a bad row is halved until the row is alone.
+_SORT_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """The SQL for one module and one file's columns."""
+
+    module: ModuleDef
+    columns: list[str]
+
+    @property
+    def copy_columns(self) -> list[str]:
+        return [*self.columns, "_n", "_line"]
+
+    def create_stage(self) -> str:
+        cols = ", ".join(f"{quote(c)} text" for c in self.columns)
+        return f"CREATE TEMP TABLE {STAGE} ({cols}, _n bigint, _line bigint) ON COMMIT DROP"
+
+    def cast(self, name: str, source: str = "") -> str:
+        kind = self.module.column(name).type
+        value = f"NULLIF({source}{quote(name)}, '')"
+        return value if kind == "text" else f"{value}::{kind}"
+
+    def _insert(self, select: str) -> str:
+        target = quote(self.module.table_name)
+        cols = ", ".join(quote(c) for c in self.columns)
+        keys = ", ".join([TENANT_COLUMN, *(quote(k) for k in self.module.key)])
+        values = [c for c in self.columns if c not in self.module.key]
+        if not values:
+            return f"INSERT INTO {target} ({TENANT_COLUMN}, {cols}) {select} ON CONFLICT ({keys}) DO NOTHING"
+        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in values)
+        old = ", ".join(f"t.{quote(c)}" for c in values)
+        new = ", ".join(f"EXCLUDED.{quote(c)}" for c in values)
+        # Unchanged rows are not rewritten: a daily export is mostly yesterday's rows again.
+        return (
+            f"INSERT INTO {target} AS t ({TENANT_COLUMN}, {cols}) {select} ON CONFLICT ({keys}) "
+            f"DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
+        )
+
+    def fast_merge(self) -> str:
+        casts = ", ".join(self.cast(c) for c in self.columns)
+        return self._insert(f"SELECT $1::text, {casts} FROM {STAGE}")
+
+    def typed_merge(self) -> str:
+        cols = ", ".join(quote(c) for c in self.columns)
+        return self._insert(f"SELECT $1::text, {cols} FROM {TYPED}")
+
+    def create_typed(self) -> str:
+        cols = []
+        for name in self.columns:
+            column = self.module.column(name)
+            not_null = " NOT NULL" if self.module.is_required(column) else ""
+            cols.append(f"{quote(name)} {column.type}{not_null}")
+        return f"CREATE TEMP TABLE {TYPED} (_n bigint, _line bigint, {', '.join(cols)}) ON COMMIT DROP"
+
+    def dedup(self) -> str:
+        keys = ", ".join(quote(k) for k in self.module.key)
+        return (
+            f"DELETE FROM {TYPED} t USING (SELECT _n, row_number() OVER (PARTITION BY {keys} ORDER BY _n DESC) AS rn "
+            f"FROM {TYPED}) d WHERE t._n = d._n AND d.rn > 1"
+        )
+
+    def delete_missing(self, typed: bool) -> str:
+        target = quote(self.module.table_name)
+        if typed:
+            match = " AND ".join(f"s.{quote(k)} = t.{quote(k)}" for k in self.module.key)
+            source = TYPED
+        else:
+            match = " AND ".join(f"{self.cast(k, 's.')} = t.{quote(k)}" for k in self.module.key)
+            source = STAGE
+        return (
+            f"DELETE FROM {target} t WHERE t.{TENANT_COLUMN} = $1 "
+            f"AND NOT EXISTS (SELECT 1 FROM {source} s WHERE {match})"
+        )
+
+    def raw_of_rejects(self) -> str:
+        quoted = [
+            f"CASE WHEN s.{quote(c)} ~ '[\",\\r\\n]' THEN '\"' || replace(s.{quote(c)}, '\"', '\"\"') || '\"' "
+            f"ELSE s.{quote(c)} END"
+            for c in self.columns
+        ]
+        return (
+            f"SELECT r._line, r.column_name, r.reason, left(concat_ws(',', {', '.join(quoted)}), $2) AS raw "
+            f"FROM {REJECTED} r JOIN {STAGE} s USING (_n) ORDER BY r._line LIMIT $1"
+        )
+
+
+Progress = Callable[[int], Awaitable[None]]
+
+
+async def copy_chunks(
+    conn: asyncpg.Connection, plan: MergePlan, chunks: AsyncIterator[list[Row]], stats: RunStats, progress: Progress
+) -> None:
+    """COPY each chunk of rows into the staging table (binary COPY, one statement per chunk)."""
+    await conn.execute(plan.create_stage())
+    columns = plan.copy_columns
+    async for rows in chunks:
+        with stats.timed("copy"):
+            await conn.copy_records_to_table(STAGE, records=rows, columns=columns)
+        stats.rows_staged += len(rows)
+        await progress(stats.rows_staged)
+
+
+async def merge(
+    conn: asyncpg.Connection, plan: MergePlan, tenant: str, rejects: Rejects, threshold: float, stats: RunStats
+) -> None:
+    """Merge the staged rows into the module's table; raise :class:`TooManyRejects` past the threshold."""
+    _check_threshold(rejects.count, threshold, stats)
+    typed = False
+    with stats.timed("merge"):
+        try:
+            async with conn.transaction():
+                stats.rows_changed = _count(await conn.execute(plan.fast_merge(), tenant))
+        except REFUSED:
+            typed = True
+    if typed:
+        await _sort_out(conn, plan, rejects, threshold, stats)
+        with stats.timed("merge"):
+            stats.rows_changed = _count(await conn.execute(plan.typed_merge(), tenant))
+    stats.rows_rejected = rejects.count
+    if plan.module.missing_rows == "delete" and rejects.count == 0:
+        with stats.timed("delete_missing"):
+            stats.rows_deleted = _count(await conn.execute(plan.delete_missing(typed), tenant))
+
+
+async def _sort_out(
+    conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, threshold: float, stats: RunStats
+) -> None:
+    """The slow path: cast row ranges into a typed table, rejecting rows that do not fit, then drop duplicates."""
+    with stats.timed("sort_out"):
+        await conn.execute(f"CREATE INDEX ON {STAGE} (_n)")
+        await conn.execute(plan.create_typed())
+        await conn.execute(
+            f"CREATE TEMP TABLE {REJECTED} (_n bigint, _line bigint, column_name text, reason text) ON COMMIT DROP"
+        )
+        budget = int(threshold * stats.rows_read) - rejects.count
+        cols = plan.columns
+        casts = [plan.cast(c) for c in cols]
+        required = [plan.module.is_required(plan.module.column(c)) for c in cols]
+        found = 0
+        for lo in range(1, stats.rows_staged + 1, _SORT_BATCH):
+            found += await conn.fetchval(
+                "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget - found,
+            )  # fmt: skip
+            if found > budget:
+                break
+        await _collect(conn, plan, rejects, found)
+        _check_threshold(rejects.count, threshold, stats)
+        stats.rows_duplicate = _count(await conn.execute(plan.dedup()))
+
+
+async def _collect(conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, found: int) -> None:
+    room = max(rejects.keep - len(rejects.kept), 0)
+    rows = await conn.fetch(plan.raw_of_rejects(), room, rejects.raw_chars) if room else []
+    rejects.kept.extend(Reject(r["_line"], r["column_name"], r["reason"], r["raw"]) for r in rows)
+    rejects.kept.sort(key=lambda r: r.line)
+    rejects.count += found
+
+
+def _check_threshold(count: int, threshold: float, stats: RunStats) -> None:
+    if count > threshold * stats.rows_read:
+        stats.rows_rejected = count
+        raise TooManyRejects(
+            "too_many_rejects",
+            f"{count} of {stats.rows_read} rows rejected, more than the module allows ({threshold:.2%}); "
+            "nothing was imported",
+        )
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``INSERT 0 42`` or ``DELETE 7``."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,90 @@
+"""`conduit migrate` and the worker's start-up check that the database matches the module definitions."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from conduit.db_cli import MigrationError, apply_migrations, migrate, read_migrations
+from services.importer.schema import SchemaMismatch, check_schema, create_table_sql
+from shared.modules import catalogue
+from tests.importer.conftest import MIGRATIONS, Database, drop_schema, fresh_schema
+
+CONDUIT = str(Path(sys.executable).with_name("conduit"))
+
+
+async def test_concurrent_migrate_runs_apply_each_migration_once(database_url: str) -> None:
+    schema, url = await fresh_schema(database_url)
+    try:
+        results = await asyncio.gather(*(migrate(url, MIGRATIONS) for _ in range(3)))
+        applied = sorted(m.version for done in results for m in done)
+        assert applied == [m.version for m in read_migrations(MIGRATIONS)]
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(applied)
+            await check_schema(conn, catalogue())
+        finally:
+            await conn.close()
+    finally:
+        await drop_schema(database_url, schema)
+
+
+async def test_a_migration_edited_after_it_ran_stops_the_run(db: Database, tmp_path: Path) -> None:
+    for path in MIGRATIONS.glob("*.sql"):
+        (tmp_path / path.name).write_text(path.read_text() + ("\n-- edited" if path.name.startswith("0001") else ""))
+    async with db.pool.acquire() as conn:
+        with pytest.raises(MigrationError, match="0001_import_ledger.sql was changed after it was applied"):
+            await apply_migrations(conn, read_migrations(tmp_path))
+
+
+def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
+    (tmp_path / "create_things.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+        read_migrations(tmp_path)
+
+
+def test_the_cli_migrates_and_says_so(database_url: str) -> None:
+    schema, url = asyncio.run(fresh_schema(database_url))
+    try:
+        env = {"CONDUIT_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "CONDUIT_LOG_JSON": "true"}
+        first = subprocess.run([CONDUIT, "migrate", "--dir", str(MIGRATIONS)], env=env, capture_output=True, text=True)
+        again = subprocess.run([CONDUIT, "migrate", "--dir", str(MIGRATIONS)], env=env, capture_output=True, text=True)
+    finally:
+        asyncio.run(drop_schema(database_url, schema))
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_import_ledger" in first.stdout and "database is at version" in first.stdout
+    assert again.returncode == 0 and "nothing to apply" in again.stdout
+
+
+async def test_every_shipped_module_has_its_table(db: Database) -> None:
+    async with db.pool.acquire() as conn:
+        await check_schema(conn, catalogue())
+
+
+async def test_a_mismatch_names_the_module_and_the_column(db: Database) -> None:
+    await db.pool.execute(
+        "ALTER TABLE contacts ALTER COLUMN birthday TYPE text; ALTER TABLE items DROP COLUMN sku; "
+        "ALTER TABLE users ADD COLUMN nickname text; DROP TABLE tickets; "
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL"
+    )
+    async with db.pool.acquire() as conn:
+        with pytest.raises(SchemaMismatch) as err:
+            await check_schema(conn, catalogue())
+    message = str(err.value)
+    assert "module 'contacts' (table contacts): column 'birthday' is text in the database but date" in message
+    assert "module 'items' (table items): column 'sku' is missing from the table" in message
+    assert "module 'users' (table users): column 'nickname' is in the table but not in the definition" in message
+    assert "module 'users' (table users): column 'email' is NOT NULL in the database but not required" in message
+    assert "module 'tickets' (table tickets): the table does not exist" in message
+
+
+def test_ddl_for_a_module() -> None:
+    ddl = create_table_sql(catalogue().get("invoice_lines"))
+    assert ddl.startswith('CREATE TABLE "invoice_lines" (\n    tenant_id text NOT NULL,\n')
+    assert '"line_no" integer NOT NULL' in ddl and '"description" text,' in ddl
+    assert 'PRIMARY KEY (tenant_id, "invoice_id", "line_no")' in ddl
