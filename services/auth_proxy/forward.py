@@ -291,22 +291,30 @@ class Forwarder:
         if length is not None:
             response.content_length = length
         await response.prepare(request)
-        if not no_body:
-            await self._stream(upstream, response, ex)
-        await response.write_eof()
+        if no_body or await self._stream(upstream, response, ex):
+            await response.write_eof()
         return response
 
-    async def _stream(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, ex: _Exchange) -> None:
-        try:
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
+    async def _stream(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, ex: _Exchange) -> bool:
+        """Copy the body with backpressure; False if the caller went away before the end."""
+        content = upstream.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # The status line is gone already; all that is left is to cut the response short.
+                log.warning(
+                    "upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=type(exc).__name__
+                )
+                raise
+            if not chunk:
+                return True
+            try:
                 # write() waits for the caller to drain: backpressure keeps memory flat.
                 await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # The status line is gone already; all that is left is to cut the response short.
-            log.warning(
-                "upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=type(exc).__name__
-            )
-            raise
+            except ConnectionError:
+                # The caller hung up: not the upstream's fault, and nothing to answer.
+                return False
 
     async def _maybe_store(
         self,
