@@ -88,10 +88,10 @@ class Rejects:
 
 
 def as_csv(record: list[str]) -> str:
-    """A record as one CSV line again (the raw text of a rejected row, re-quoted)."""
+    """A record as one CSV line again (the raw text of a rejected row, re-quoted; NUL shown as U+FFFD)."""
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(record)
-    return out.getvalue()
+    return out.getvalue().replace("\x00", "\ufffd")
 
 
 async def validate(
