@@ -15,6 +15,7 @@ from services.auth_proxy.forward import Forwarder
 from services.auth_proxy.response_cache import ResponseCache
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
+from services.auth_proxy.upstream import UpstreamPool
 from shared.crypto import RecordUnreadable, Sealer
 from shared.logging import get_logger
 from shared.ops_http import add_ops_routes
@@ -90,15 +91,23 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,
         read_bufsize=256 << 10,
     )
+    # Requests with a body in memory (nearly all) take the lean pool; streamed uploads the session.
+    pool = UpstreamPool(
+        limit=settings.proxy_pool_size,
+        connect_timeout=settings.proxy_connect_timeout,
+        read_timeout=settings.proxy_read_timeout,
+        read_bufsize=256 << 10,
+    )
     cache = None
     if settings.proxy_cache_enabled:
         cache = ResponseCache(app[keys.REDIS], settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
     app[keys.SESSION] = session
-    forwarder = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, cache)
+    forwarder = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, pool, cache)
     app[keys.FORWARDER] = forwarder
     yield
     if forwarder.access_log is not None:
         forwarder.access_log.flush()
+    await pool.close()
     await session.close()
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
@@ -25,6 +26,7 @@ from services.auth_proxy.metrics import REFUSED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import NoToken, TokenCache
+from services.auth_proxy.upstream import Origin, UpstreamPool, UpstreamResponse, UpstreamUnreachable
 from shared.logging import get_logger
 from shared.tenants import TenantsConfig
 from shared.token_store import TokenRecord
@@ -36,6 +38,9 @@ _CHUNK = 64 << 10
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
+
+Body = bytes | AsyncIterator[bytes] | None
+Upstream = UpstreamResponse | aiohttp.ClientResponse
 
 
 class ProxyError(Exception):
@@ -120,14 +125,17 @@ class Forwarder:
         tenants: TenantsConfig,
         tokens: TokenCache,
         session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         cache: ResponseCache | None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
         self._tokens = tokens
         self._session = session
+        self._pool = pool
         self._cache = cache
         self._bases = {name: str(p.api_base_url).rstrip("/") for name, p in tenants.providers.items()}
+        self._origins = {name: Origin.parse(str(p.api_base_url)) for name, p in tenants.providers.items()}
         self._counters = RequestCounters()
         self._replay_limit = settings.proxy_replay_body_limit
         self._buffer_limit = settings.proxy_buffer_response_limit
@@ -177,11 +185,10 @@ class Forwarder:
                     headers = [*cached.headers, ("Age", str(cached.age)), ("X-Request-ID", ex.req_id)]
                     return web.Response(status=cached.status, body=cached.body, headers=headers)
         body, replayable = await self._request_body(request)
-        url = self._bases[ex.provider] + target
         record = await self._token(ex)
-        upstream = await self._send(request, url, body, record, ex)
+        upstream = await self._send(request, target, body, record, ex)
         if upstream.status == 401 and replayable:
-            upstream = await self._retry_after_401(request, url, body, record, upstream, ex)
+            upstream = await self._retry_after_401(request, target, body, record, upstream, ex)
         try:
             return await self._respond(request, upstream, ex, cache_key, cache_ttl)
         finally:
@@ -199,7 +206,7 @@ class Forwarder:
             raise ProxyError(404, "unknown_provider", f"tenant {tenant_id!r} has no provider {provider[:64]!r}")
         return tenant_id, provider
 
-    async def _request_body(self, request: web.Request) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+    async def _request_body(self, request: web.Request) -> tuple[Body, bool]:
         """Small bodies are read whole so they can be replayed; large or chunked ones stream."""
         if not request.body_exists:
             return None, True
@@ -215,29 +222,29 @@ class Forwarder:
             raise ProxyError(503, "no_token", str(exc), retry_after=exc.retry_after) from None
 
     async def _send(
-        self,
-        request: web.Request,
-        url: str,
-        body: bytes | AsyncIterator[bytes] | None,
-        record: TokenRecord,
-        ex: _Exchange,
-    ) -> aiohttp.ClientResponse:
+        self, request: web.Request, target: str, body: Body, record: TokenRecord, ex: _Exchange
+    ) -> Upstream:
         assert record.access_token is not None
         headers = upstream_headers(
             request.headers, f"{record.token_type} {record.access_token.get_secret_value()}", ex.req_id
         )
         sent = time.perf_counter()
         try:
-            upstream = await self._session.request(
-                request.method,
-                aiohttp.client.URL(url, encoded=True),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
+            if body is None or isinstance(body, bytes):
+                upstream: Upstream = await self._pool.request(
+                    request.method, self._origins[ex.provider], target, headers, body
+                )
+            else:
+                upstream = await self._session.request(
+                    request.method,
+                    URL(self._bases[ex.provider] + target, encoded=True),
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} did not answer in time") from None
-        except aiohttp.ClientConnectorError:
+        except (aiohttp.ClientConnectorError, UpstreamUnreachable):
             raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable") from None
         except aiohttp.ClientError as exc:
             raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
@@ -246,14 +253,8 @@ class Forwarder:
         return upstream
 
     async def _retry_after_401(
-        self,
-        request: web.Request,
-        url: str,
-        body: bytes | AsyncIterator[bytes] | None,
-        record: TokenRecord,
-        first: aiohttp.ClientResponse,
-        ex: _Exchange,
-    ) -> aiohttp.ClientResponse:
+        self, request: web.Request, target: str, body: Body, record: TokenRecord, first: Upstream, ex: _Exchange
+    ) -> Upstream:
         """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
         try:
             newer = await self._tokens.rejected(record)
@@ -262,12 +263,12 @@ class Forwarder:
         if newer.generation == record.generation:
             return first
         first.release()
-        return await self._send(request, url, body, newer, ex)
+        return await self._send(request, target, body, newer, ex)
 
     async def _respond(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Upstream,
         ex: _Exchange,
         cache_key: str | None,
         cache_ttl: float | None,
@@ -295,7 +296,7 @@ class Forwarder:
             await response.write_eof()
         return response
 
-    async def _stream(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse, ex: _Exchange) -> bool:
+    async def _stream(self, upstream: Upstream, response: web.StreamResponse, ex: _Exchange) -> bool:
         """Copy the body with backpressure; False if the caller went away before the end."""
         content = upstream.content
         while True:
@@ -320,7 +321,7 @@ class Forwarder:
         self,
         cache_key: str | None,
         cache_ttl: float | None,
-        upstream: aiohttp.ClientResponse,
+        upstream: Upstream,
         headers: CIMultiDict[str],
         payload: bytes,
         ex: _Exchange,
