@@ -15,7 +15,7 @@ from services.scheduler.daily_imports import DailyImports
 from services.scheduler.metrics import LAST_TICK, REDIS_UP
 from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
-from services.scheduler.token_refresh import enqueue_refreshes, plan_refreshes
+from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes, plan_refreshes
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
@@ -41,12 +41,15 @@ class Scheduler:
         self.imports = DailyImports(
             redis, import_entries(tenants, modules), settings.scheduler_catch_up, settings.scheduler_late_after
         )
+        self.recent_refreshes = RecentRefreshes()
         self.healthy = False
 
     async def tick(self, now: float) -> int:
         """Enqueue the refreshes and imports due at ``now``; returns how many jobs were added."""
         planned = await plan_refreshes(self.redis, self.tenants, now, self.settings.scheduler_refresh_lookahead)
+        planned = self.recent_refreshes.fresh(planned, now)
         refreshes = await enqueue_refreshes(self.redis, planned, now)
+        self.recent_refreshes.remember(planned, now)
         return refreshes + await self.imports.tick(now)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -66,3 +66,24 @@ async def enqueue_refreshes(redis: ArqRedis, planned: list[PlannedRefresh], now:
     if enqueued:
         JOBS_ENQUEUED.labels(REFRESH_TOKEN).inc(enqueued)
     return enqueued
+
+
+class RecentRefreshes:
+    """Refresh ids this scheduler enqueued (or found already queued) in the last ``hold`` seconds.
+
+    A refresh stays planned until a worker runs it and moves the pair's due time;
+    remembering it spares a Redis transaction per pair per tick meanwhile. After
+    ``hold`` seconds it is offered to arq again, which re-enqueues it only if the
+    job is gone without having moved the schedule (a worker died, say).
+    """
+
+    def __init__(self, hold: float = 30.0) -> None:
+        self.hold = hold
+        self._seen: dict[str, float] = {}
+
+    def fresh(self, planned: list[PlannedRefresh], now: float) -> list[PlannedRefresh]:
+        self._seen = {job_id: at for job_id, at in self._seen.items() if now - self.hold < at <= now}
+        return [job for job in planned if job.job_id not in self._seen]
+
+    def remember(self, planned: list[PlannedRefresh], now: float) -> None:
+        self._seen.update((job.job_id, now) for job in planned)
