@@ -3,6 +3,7 @@ real Redis, the fake export server, and a real arq worker in burst mode to run i
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -54,6 +55,15 @@ class Database:
 
     async def runs(self) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM import_runs ORDER BY id")
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_urls: dict[str, str]) -> str:
+    """A Redis database of the importer tests' own (the root fixture flushes it per test, as for the others):
+    arq's queue and results live there, and other suites run at the same time must not flush them away."""
+    base = server_urls["CONDUIT_REDIS_URL"].rsplit("/", 1)
+    root = base[0] if base[-1].isdigit() else server_urls["CONDUIT_REDIS_URL"].rstrip("/")
+    return f"{root}/{os.environ.get('CONDUIT_TEST_IMPORTER_REDIS_DB', '11')}"
 
 
 @pytest.fixture(scope="session")
