@@ -16,6 +16,10 @@ from shared.jobs import import_job_id
 # How far ahead fire times are computed at once; a daily schedule always has a
 # next fire within it, and a rarer one is simply recomputed at the horizon.
 _HORIZON = 2 * 86400.0
+# Even with no spread window, a fire's jobs are staggered over this many seconds. Jobs with
+# equal scores leave arq's queue in id order, one tenant's 50 modules in a row, and the
+# workers would then spend their turns on imports the tenant limit sends back.
+MIN_SPREAD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,7 @@ class PlannedImport:
 def spread_offset(tenant: str, module: str, spread: float) -> float:
     """A stable place in the spread window for this (tenant, module): the same every day and on every replica."""
     digest = hashlib.blake2b(f"{tenant}\0{module}".encode(), digest_size=8).digest()
-    return spread * int.from_bytes(digest) / 2**64
+    return max(spread, MIN_SPREAD) * int.from_bytes(digest) / 2**64
 
 
 def plan_fire(schedule: Schedule, fire: Fire, entries: list[Entry], now: float) -> list[PlannedImport]:

@@ -51,8 +51,9 @@ async def test_plan_shows_a_days_imports_and_enqueues_nothing(
     rows = {r["tenant"]: r for r in orjson.loads(out)}
     assert rows["acme"]["fires_at"] == utc(2026, 5, 1, 2) and rows["acme"]["export_date"] == "2026-04-30"
     assert utc(2026, 5, 1, 2) <= rows["acme"]["starts_at"] < utc(2026, 5, 1, 3)
-    # 02:00 on 1 May in Shanghai is 18:00 UTC on 30 April; no spread for this tenant.
-    assert rows["shanghai"]["fires_at"] == rows["shanghai"]["starts_at"] == utc(2026, 4, 30, 18)
+    # 02:00 on 1 May in Shanghai is 18:00 UTC on 30 April; no spread window (only the 1-second stagger).
+    assert rows["shanghai"]["fires_at"] == utc(2026, 4, 30, 18)
+    assert utc(2026, 4, 30, 18) <= rows["shanghai"]["starts_at"] < utc(2026, 4, 30, 18, 0, 1)
     assert {r["state"] for r in rows.values()} == {"pending"}
     assert await jobs(arq_redis) == []
 

@@ -149,6 +149,13 @@ def test_spread_offsets_are_stable_and_within_the_window() -> None:
     assert len({int(o // 360) for o in offsets}) == 10
 
 
+def test_with_no_spread_window_a_fire_is_still_staggered_over_a_second_across_tenants() -> None:
+    offsets = {(t, m): spread_offset(t, m, 0) for t in ("acme", "globex", "initech") for m in MODULES}
+    assert all(0 <= o < 1 for o in offsets.values()) and len(set(offsets.values())) == len(offsets)
+    first_six = [t for t, _ in sorted(offsets, key=lambda key: offsets[key])[:6]]
+    assert len(set(first_six)) > 1  # not one tenant's modules in a row
+
+
 def test_a_job_whose_slot_passed_is_spread_again_from_now() -> None:
     schedule = Schedule("0 2 * * *", "UTC", 3600)
     [fire] = schedule.fires_on(date(2026, 5, 1))
