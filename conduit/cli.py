@@ -49,6 +49,7 @@ def demo_api() -> None:
 def _register() -> None:
     """Operator command groups live in their own modules, one per area."""
     from conduit.db_cli import migrate_command
+    from conduit.imports_cli import imports
     from conduit.queue_cli import queue
     from conduit.scheduler_cli import scheduler
     from conduit.tokens_cli import tokens
@@ -57,6 +58,7 @@ def _register() -> None:
     main.add_command(scheduler)
     main.add_command(queue)
     main.add_command(migrate_command)
+    main.add_command(imports)
 
 
 _register()

@@ -2,19 +2,28 @@
 
 It behaves like the providers Conduit talks to: client credentials and
 refresh-token grants (with rotation), short-lived bearer tokens checked on
-every API call, and JSON resources. It keeps everything in memory.
+every API call, JSON resources, and daily exports of every module of the
+catalogue (``GET /api/exports/{module}?date=YYYY-MM-DD``), deterministic and
+of a size you set (see :mod:`demo.exports`). Tokens live in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from demo.exports import build_zip
+from shared.modules import Catalogue, catalogue
 
 
 class DemoSettings(BaseSettings):
@@ -27,15 +36,26 @@ class DemoSettings(BaseSettings):
     # "client_id=secret;client_id2=secret2"
     clients: str = "acme-demo=acme-demo-secret;globex-demo=globex-demo-secret"
     token_lifetime: int = Field(default=3600, gt=0)
+    # Rows in every export, unless the module has its own count or the request asks (?rows=N).
+    export_rows: int = Field(default=1000, ge=0)
+    # Per-module counts, e.g. CONDUIT_DEMO_EXPORT_ROWS_PER_MODULE='{"transactions": 1000000}'.
+    export_rows_per_module: dict[str, int] = Field(default_factory=dict)
+    # The most rows a request may ask for with ?rows=.
+    export_max_rows: int = Field(default=10_000_000, ge=0)
+    # Built exports are kept here and served again (building a million rows takes a while).
+    export_cache_dir: Path = Path(tempfile.gettempdir()) / "conduit-demo-exports"
 
 
 @dataclass
 class DemoState:
     clients: dict[str, str]
     lifetime: int
+    settings: DemoSettings
+    modules: Catalogue
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     issued: int = 0
+    building: dict[Path, asyncio.Lock] = field(default_factory=dict)
 
 
 STATE = web.AppKey("state", DemoState)
@@ -49,15 +69,16 @@ def parse_clients(spec: str) -> dict[str, str]:
 def create_app(settings: DemoSettings | None = None) -> web.Application:
     settings = settings or DemoSettings()
     app = web.Application()
-    app[STATE] = DemoState(parse_clients(settings.clients), settings.token_lifetime)
-    app.router.add_get("/health_check", lambda _: _ok())
+    app[STATE] = DemoState(parse_clients(settings.clients), settings.token_lifetime, settings, catalogue())
+    app.router.add_get("/health_check", _ok)
     app.router.add_post("/oauth/token", token)
     app.router.add_get("/api/resources/{id}", resource)
     app.router.add_get("/api/resources", resources)
+    app.router.add_get("/api/exports/{module}", export)
     return app
 
 
-async def _ok() -> web.Response:
+async def _ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
@@ -118,6 +139,53 @@ async def resource(request: web.Request) -> web.Response:
 async def resources(request: web.Request) -> web.Response:
     client = _caller(request)
     return web.json_response({"owner": client, "items": [{"id": i} for i in range(1, 11)]})
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """A module's export for a day: ``{"module_name": ..., "data": <base64 of a zip holding one CSV>}``, streamed."""
+    client = _caller(request)
+    state = request.app[STATE]
+    name = request.match_info["module"]
+    if name not in state.modules:
+        return web.json_response({"error": "not_found", "message": f"no module {name[:64]!r}"}, status=404)
+    try:
+        day = dt.date.fromisoformat(request.query.get("date", ""))
+        rows = int(
+            request.query.get("rows", state.settings.export_rows_per_module.get(name, state.settings.export_rows))
+        )
+    except ValueError:
+        return web.json_response({"error": "bad_request", "message": "date=YYYY-MM-DD and rows=N"}, status=400)
+    if not 0 <= rows <= state.settings.export_max_rows:
+        return web.json_response({"error": "bad_request", "message": "rows out of range"}, status=400)
+    path = await _built(state, name, client, day.isoformat(), rows)
+    return await _stream_envelope(request, name, path)
+
+
+async def _built(state: DemoState, name: str, client: str, day: str, rows: int) -> Path:
+    """Build the zip once, in a thread (it takes seconds for large exports), however many ask at once."""
+    key = state.settings.export_cache_dir / f"{client}-{name}-{day}-{rows}.zip"
+    async with state.building.setdefault(key, asyncio.Lock()):
+        module = state.modules.get(name)
+        return await asyncio.to_thread(build_zip, module, client, day, rows, state.settings.export_cache_dir)
+
+
+_B64_READ = 3 * (64 << 10)  # a multiple of 3, so each piece encodes without padding
+
+
+async def _stream_envelope(request: web.Request, name: str, path: Path) -> web.StreamResponse:
+    head = b'{"module_name": "' + name.encode() + b'", "data": "'
+    tail = b'"}'
+    size = path.stat().st_size
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(head) + 4 * ((size + 2) // 3) + len(tail)
+    await response.prepare(request)
+    await response.write(head)
+    with path.open("rb") as zipped:
+        while piece := zipped.read(_B64_READ):
+            await response.write(base64.b64encode(piece))
+    await response.write(tail)
+    await response.write_eof()
+    return response
 
 
 def main() -> None:

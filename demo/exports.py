@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from shared.modules import Column, ModuleDef
 
@@ -108,7 +109,7 @@ def _text(rng: random.Random, latin: bool) -> str:
     return " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
 
 
-def write_csv(module: ModuleDef, client: str, export_date: str, count: int, out: io.BufferedIOBase) -> None:
+def write_csv(module: ModuleDef, client: str, export_date: str, count: int, out: IO[bytes]) -> None:
     """The export's CSV, as the third party writes it: header of CSV names, CRLF line ends, quoted as needed."""
     text = io.TextIOWrapper(out, encoding=module.encoding, errors="replace", newline="", write_through=True)
     writer = csv.writer(text)
@@ -136,7 +137,7 @@ def build_zip(module: ModuleDef, client: str, export_date: str, count: int, cach
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
             with archive.open(f"{module.name}.csv", "w", force_zip64=True) as member:
-                write_csv(module, client, export_date, count, member)  # type: ignore[arg-type]
+                write_csv(module, client, export_date, count, member)
         os.replace(tmp, path)  # atomic: a concurrent reader never sees half a zip
     finally:
         Path(tmp).unlink(missing_ok=True)

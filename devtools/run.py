@@ -85,6 +85,9 @@ def main() -> None:
         "CONDUIT_WORKER_HTTP_PORT": str(_port("worker")),
         "CONDUIT_SCHEDULER_HTTP_PORT": str(_port("scheduler")),
         "CONDUIT_PROXY_URL": f"http://127.0.0.1:{_port('proxy')}",
+        # Rows per demo export; the whole daily cycle is 3 tenants x 60 modules of this many.
+        "CONDUIT_DEMO_EXPORT_ROWS": env.get("CONDUIT_DEMO_EXPORT_ROWS", "1000"),
+        "CONDUIT_DEMO_EXPORT_CACHE_DIR": env.get("CONDUIT_DEMO_EXPORT_CACHE_DIR", str(RUN / "demo" / "exports")),
     }
     logs = RUN / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -99,6 +102,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        _migrate(conduit, env, logs / "migrate.log")
         for name in ("demo-api", "proxy", "worker", "scheduler"):
             log = logs / f"{name}.log"
             with log.open("ab") as handle:
@@ -113,6 +117,14 @@ def main() -> None:
         for proc in procs.values():
             proc.wait(timeout=30)
     print("conduit: all processes stopped")
+
+
+def _migrate(conduit: str, env: dict[str, str], log: Path) -> None:
+    """The worker refuses to start on a database without the module tables, so migrate first."""
+    with log.open("ab") as handle:
+        done = subprocess.run([conduit, "migrate"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"conduit migrate failed; see {log}:\n{log.read_text()[-2000:]}")
 
 
 def _banner(env: dict[str, str], logs: Path) -> None:

@@ -1,0 +1,289 @@
+"""`conduit imports ...`: the import ledger, re-running imports, importing now, and module DDL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import orjson
+from tabulate import tabulate
+
+from conduit.cli_support import guard
+
+STATUSES = ("queued", "running", "succeeded", "failed", "partially_rejected")
+
+
+@click.group()
+def imports() -> None:
+    """Inspect, re-run and start imports; print a module's table definition."""
+
+
+def _filters(function: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status."),
+            click.option("--tenant", help="Only this tenant."),
+            click.option("--module", help="Only this module."),
+            click.option(
+                "--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="Export date from (YYYY-MM-DD)."
+            ),
+            click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Export date to (YYYY-MM-DD)."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+@imports.command("list")
+@_filters
+@click.option("--latest", is_flag=True, help="Only the latest attempt of each tenant, module and date.")
+@click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def imports_list(as_json: bool, latest: bool, limit: int, **filters: Any) -> None:
+    """List import runs (one row per attempt), newest first."""
+    from services.importer.ledger import Filters, list_runs
+
+    query = Filters(**_dates(filters), latest=latest, limit=limit)
+    runs = guard(lambda: asyncio.run(_with_db(lambda conn: list_runs(conn, query))))
+    if as_json:
+        click.echo(_json(runs))
+        return
+    headers = ["id", "tenant", "module", "date", "try", "status", "read", "imported", "rejected", "seconds", "error"]
+    table = [
+        [
+            r["id"], r["tenant_id"], r["module"], r["export_date"], r["attempt"],
+            r["status"] + (" (retrying)" if r["will_retry"] else ""),
+            r["rows_read"], r["rows_imported"], r["rows_rejected"], r["stage_seconds"].get("total", "-"),
+            (r["error_class"] or "")[:30],
+        ]
+        for r in runs
+    ]  # fmt: skip
+    click.echo(tabulate(table, headers=headers))
+
+
+@imports.command("show")
+@click.argument("run_id", type=int)
+@click.option("--rejects", default=10, show_default=True, help="How many of the first rejected rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+def imports_show(run_id: int, rejects: int, as_json: bool) -> None:
+    """Show one run: counts, timings per stage, the error, and the first rejected rows."""
+    from services.importer.ledger import get_run
+
+    run = guard(lambda: asyncio.run(_with_db(lambda conn: get_run(conn, run_id, rejects))))
+    if run is None:
+        raise click.ClickException(f"no import run {run_id}")
+    if as_json:
+        click.echo(_json(run))
+        return
+    skip = {"rejects", "stage_seconds", "rejects_kept"}
+    click.echo(tabulate([[k, _shown(v)] for k, v in run.items() if k not in skip], tablefmt="plain"))
+    stages = ", ".join(f"{k} {v:.3f}" for k, v in run["stage_seconds"].items())
+    click.echo(f"seconds          {stages or '-'}")
+    if run["rejects"]:
+        click.echo(
+            f"\nfirst rejected rows ({len(run['rejects'])} of {run['rows_rejected']}; {run['rejects_kept']} kept):"
+        )
+        table = [[r["line"], r["column_name"] or "-", r["reason"], (r["raw"] or "")[:60]] for r in run["rejects"]]
+        click.echo(tabulate(table, headers=["line", "column", "reason", "raw"]))
+
+
+@imports.command("rerun")
+@click.argument("run_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Every (tenant, module, date) whose latest attempt failed.")
+@_filters
+def imports_rerun(run_id: int | None, all_failed: bool, **filters: Any) -> None:
+    """Enqueue one run again (RUN_ID), or all failed ones matching the filters (--failed).
+
+    Never a second job for an import that is queued or running: those are skipped and said so.
+    """
+    if (run_id is None) == (not all_failed):
+        raise click.UsageError("give a RUN_ID or --failed (with filters), not both")
+    if filters.get("status"):
+        raise click.UsageError("--status does not apply: --failed picks failed runs")
+    done = guard(lambda: asyncio.run(_rerun(run_id, _dates(filters))))
+    for line in done.lines:
+        click.echo(line)
+    click.echo(f"enqueued {done.enqueued}, skipped {done.skipped}")
+    if run_id is not None and not done.enqueued:
+        sys.exit(1)
+
+
+@imports.command("run")
+@click.argument("tenant")
+@click.argument("module")
+@click.option("--date", "export_date", type=click.DateTime(["%Y-%m-%d"]), help="Export date (default: yesterday, UTC).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for a worker to finish the import.")
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait with --wait.")
+def imports_run(tenant: str, module: str, export_date: dt.datetime | None, wait: bool, timeout: float) -> None:
+    """Import TENANT's MODULE export now: enqueue it for the workers and (by default) wait for the outcome."""
+    day = (export_date.date() if export_date else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    done = guard(lambda: asyncio.run(_run_now(tenant, module, day, wait, timeout)))
+    click.echo(done)
+    if done.startswith(("failed", "refused", "skipped", "not finished")):
+        sys.exit(1)
+
+
+@imports.command("ddl")
+@click.argument("module")
+def imports_ddl(module: str) -> None:
+    """Print the CREATE TABLE a module's definition needs (for its migration)."""
+    from services.importer.schema import create_table_sql
+    from shared.modules import catalogue
+
+    try:
+        click.echo(create_table_sql(catalogue().get(module)), nl=False)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+
+
+@imports.command("modules")
+def imports_modules() -> None:
+    """List the modules of the catalogue with their tables and keys."""
+    from shared.modules import catalogue
+
+    table = [[m.name, m.table_name, ", ".join(m.key), len(m.columns), m.missing_rows, m.encoding] for m in catalogue()]
+    click.echo(tabulate(table, headers=["module", "table", "key", "columns", "missing rows", "encoding"]))
+
+
+# --- plumbing ---------------------------------------------------------------------------------------------
+
+
+def _dates(filters: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.date() if isinstance(v, dt.datetime) else v) for k, v in filters.items()}
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
+async def _with_db(action: Any) -> Any:
+    from shared.db import DatabaseSettings, create_pool
+
+    pool = await create_pool(DatabaseSettings().database_url, min_size=1, max_size=2, application_name="conduit-cli")
+    try:
+        async with pool.acquire() as conn:
+            return await action(conn)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
+    from arq.connections import RedisSettings, create_pool
+
+    from services.importer.settings import ImporterSettings
+    from shared.db import create_pool as create_db_pool
+
+    settings = ImporterSettings()
+    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    pool = await create_db_pool(settings.database_url, min_size=1, max_size=2, application_name="conduit-cli")
+    try:
+        async with pool.acquire() as conn:
+            yield arq, conn
+    finally:
+        await pool.close()
+        await arq.aclose()
+
+
+@dataclass
+class _Outcome:
+    lines: list[str]
+    enqueued: int = 0
+    skipped: int = 0
+
+
+async def _rerun(run_id: int | None, filters: dict[str, Any]) -> _Outcome:
+    from services.importer.ledger import Filters, RunKey, get_run, list_runs
+
+    outcome = _Outcome([])
+    async with _queue_and_db() as (arq, conn):
+        if run_id is not None:
+            run = await get_run(conn, run_id, rejects=0)
+            if run is None:
+                raise click.ClickException(f"no import run {run_id}")
+            runs = [run]
+        else:
+            wanted = {k: v for k, v in filters.items() if k != "status"}
+            runs = await list_runs(conn, Filters(status="failed", latest=True, limit=100_000, **wanted))
+        for run in runs:
+            key = RunKey(run["tenant_id"], run["module"], run["export_date"])
+            line = await _enqueue(arq, conn, key)
+            outcome.lines.append(line)
+            if line.startswith("enqueued"):
+                outcome.enqueued += 1
+            else:
+                outcome.skipped += 1
+    return outcome
+
+
+async def _enqueue(arq: Any, conn: Any, key: Any) -> str:
+    """Queue a new attempt of ``key`` under a job id of its own, unless one is already queued or running."""
+    from services.importer import ledger
+    from shared.jobs import IMPORT_EXPORT, import_job_id
+
+    what = f"{key.tenant}/{key.module}/{key.export_date.isoformat()}"
+    busy = await _busy(arq, conn, key)
+    if busy:
+        return f"skipped {what}: {busy}"
+    # arq keeps a finished job's result under its id (and would refuse the id again), so each rerun has its own.
+    job_id = f"{import_job_id(key.tenant, key.module, key.export_date.isoformat())}:rerun:{time.time_ns() // 1000}"
+    attempt = await ledger.queue_attempt(conn, key, job_id)
+    job = await arq.enqueue_job(IMPORT_EXPORT, key.tenant, key.module, key.export_date.isoformat(), _job_id=job_id)
+    if job is None:
+        await ledger.mark_lost(conn, attempt.id)
+        return f"skipped {what}: arq refused job id {job_id}"
+    return f"enqueued {what} as job {job_id} (run {attempt.id}, attempt {attempt.number})"
+
+
+async def _busy(arq: Any, conn: Any, key: Any) -> str | None:
+    """Why a new attempt must not be queued now (None if it may): arq or the ledger say one is pending."""
+    from arq.jobs import Job, JobStatus
+
+    from services.importer import ledger
+    from shared.jobs import import_job_id
+
+    pending = (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)
+    scheduled = import_job_id(key.tenant, key.module, key.export_date.isoformat())
+    status = await Job(scheduled, arq).status()
+    if status in pending:
+        return f"job {scheduled} is already {status.value}"
+    for run in await ledger.active_runs(conn, key):
+        status = await Job(run["job_id"], arq).status() if run["job_id"] else JobStatus.not_found
+        if status in pending:
+            return f"run {run['id']} is {run['status']} (job {run['job_id']})"
+        if run["status"] == "queued":
+            await ledger.mark_lost(conn, run["id"])
+    return None
+
+
+async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: float) -> str:
+    from arq.jobs import Job
+
+    from services.importer.ledger import RunKey
+
+    async with _queue_and_db() as (arq, conn):
+        line = await _enqueue(arq, conn, RunKey(tenant, module, dt.date.fromisoformat(day)))
+        if not wait or not line.startswith("enqueued"):
+            return line
+        job_id = line.split(" as job ", 1)[1].split(" ", 1)[0]
+        click.echo(line, err=True)
+        try:
+            result = await Job(job_id, arq).result(timeout=timeout, poll_delay=0.2)
+        except TimeoutError:
+            return f"not finished after {timeout:.0f} s (is a worker running?); job {job_id} stays queued"
+        return str(result)
