@@ -50,6 +50,9 @@ def queue_status(as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
+    if not rows:
+        click.echo("no jobs queued, running, deferred or failed")
+        return
     table = [[r.kind, r.queued, r.running, r.deferred, r.failed, _age(r.oldest_queued_age)] for r in rows]
     click.echo(tabulate(table, headers=["kind", "queued", "running", "deferred", "failed", "oldest queued"]))
 
