@@ -75,11 +75,62 @@ class Origin:
 
 
 class _Connection(ResponseHandler):
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
+    """One keep-alive connection to an origin.
+
+    Its read timeout is a watchdog armed once and re-armed only when it fires,
+    instead of aiohttp's timer rescheduled on every read (6% of the proxy's CPU
+    at 1 KB): the upstream has ``read_timeout`` seconds to start answering and
+    then between reads; time spent paused by our own backpressure does not count.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin, read_timeout: float) -> None:
         super().__init__(loop)
         self.origin = origin
         self.idle_since = 0.0
         self.reused = False
+        self._read_timeout_s = read_timeout
+        self._waiting = False
+        self._payload_now: StreamReader | None = None
+        self._last_read = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        super().data_received(data)
+
+    def sent(self) -> None:
+        self._waiting = True
+        self._payload_now = None
+        self._last_read = self._loop.time()
+        if self._watchdog is None and self._read_timeout_s:
+            self._watchdog = self._loop.call_at(self._last_read + self._read_timeout_s, self._check)
+
+    def answered(self, payload: StreamReader) -> None:
+        self._payload_now = payload
+
+    def idle(self) -> None:
+        self._waiting = False
+        self._payload_now = None
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        super().close()
+
+    def _check(self) -> None:
+        self._watchdog = None
+        payload = self._payload_now
+        if not self._waiting or self.transport is None or (payload is not None and payload.is_eof()):
+            return
+        now = self._loop.time()
+        if self._reading_paused:
+            self._last_read = now
+        deadline = self._last_read + self._read_timeout_s
+        if now >= deadline:
+            self._on_read_timeout()
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check)
 
 
 class UpstreamResponse:
@@ -157,6 +208,7 @@ class UpstreamPool:
             raise
 
     def release(self, conn: _Connection) -> None:
+        conn.idle()
         if self._closed or conn.should_close or not conn.is_connected():
             self._discard(conn)
             return
@@ -178,18 +230,14 @@ class UpstreamPool:
 
     async def _exchange(self, conn: _Connection, method: str, head: bytes, body: bytes | None) -> UpstreamResponse:
         conn.set_response_params(
-            skip_payload=method == "HEAD",
-            read_until_eof=True,
-            auto_decompress=False,
-            read_timeout=self._read_timeout,
-            read_bufsize=self._read_bufsize,
+            skip_payload=method == "HEAD", read_until_eof=True, auto_decompress=False, read_bufsize=self._read_bufsize
         )
         transport = conn.transport
         assert transport is not None
         transport.write(head)
         if body:
             transport.write(body)
-        conn.start_timeout()
+        conn.sent()
         try:
             while True:
                 message, payload = await conn.read()
@@ -198,6 +246,7 @@ class UpstreamPool:
                     break
         except HttpProcessingError as exc:
             raise BadUpstreamResponse(f"invalid HTTP answer: {exc.message}") from None
+        conn.answered(payload)
         return UpstreamResponse(self, conn, message.code, message.reason, message.headers, payload)
 
     async def _acquire(self, origin: Origin, fresh: bool = False) -> _Connection:
@@ -246,7 +295,7 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, origin),
+                    lambda: _Connection(loop, origin, self._read_timeout),
                     origin.host,
                     origin.port,
                     ssl=tls,
