@@ -18,8 +18,9 @@ class SchedulerSettings(CommonSettings):
     # worker starts them on time even if the scheduler is briefly slow.
     scheduler_refresh_lookahead: float = Field(default=5.0, ge=0)
     # An import whose schedule fired at most this many seconds ago and was never
-    # enqueued (no scheduler was running) is enqueued when a scheduler starts.
-    scheduler_catch_up: float = Field(default=86400.0, ge=0)
+    # enqueued (no scheduler was running) is enqueued when a scheduler starts. It is
+    # also how far back every tick looks, hence at least a minute: a slow tick never misses a fire.
+    scheduler_catch_up: float = Field(default=86400.0, ge=60)
     # Enqueued later than this after its schedule fired, an import counts as a missed run caught up.
     scheduler_late_after: float = Field(default=60.0, gt=0)
     # Longest wait between two attempts while Redis is unreachable.
