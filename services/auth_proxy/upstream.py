@@ -93,10 +93,42 @@ class _Connection(ResponseHandler):
         self._payload_now: StreamReader | None = None
         self._last_read = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None
+        self._body_left = 0
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self._loop.time()
-        super().data_received(data)
+        if self._body is None:
+            super().data_received(data)
+        elif data:
+            self._pass_body(data)
+
+    def pass_body(self, payload: StreamReader, length: int) -> None:
+        """Feed the rest of this Content-Length body to ``payload`` directly, not through the parser.
+
+        The parser copies every body byte into a new bytes object; past the
+        headers a sized body needs no parsing, so the bytes read are handed on
+        as they are (a sixth of the proxy's CPU at 1 MB).
+        """
+        left = length - payload.total_bytes
+        # A paused parser may still hold body bytes of its own: then it keeps the whole body.
+        if left > 0 and not payload.is_eof() and not self._reading_paused:
+            self._body, self._body_left = payload, left
+
+    def _pass_body(self, data: bytes) -> None:
+        body, left = self._body, self._body_left
+        assert body is not None
+        if len(data) > left:
+            # Bytes after the body, unasked for: this connection cannot be trusted again.
+            self.force_close()
+            data = data[:left]
+        self._body_left = left - len(data)
+        body.feed_data(data)
+        if not self._body_left:
+            self._body = None
+            # The parser still expects this body; the next request gets a new parser.
+            self._parser = None
+            body.feed_eof()
 
     def sent(self) -> None:
         self._waiting = True
@@ -247,6 +279,9 @@ class UpstreamPool:
         except HttpProcessingError as exc:
             raise BadUpstreamResponse(f"invalid HTTP answer: {exc.message}") from None
         conn.answered(payload)
+        length = message.headers.get("Content-Length")
+        if length is not None and not message.chunked and method != "HEAD" and message.code not in (204, 304):
+            conn.pass_body(payload, int(length))
         return UpstreamResponse(self, conn, message.code, message.reason, message.headers, payload)
 
     async def _acquire(self, origin: Origin, fresh: bool = False) -> _Connection:
