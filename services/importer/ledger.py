@@ -113,7 +113,8 @@ async def finish(
         """
         UPDATE import_runs SET status = $2, will_retry = $3, rows_read = $4, rows_imported = $5, rows_rejected = $6,
             rows_duplicate = $7, rows_changed = $8, rows_deleted = $9, bytes_received = $10, bytes_csv = $11,
-            stage_seconds = $12, ignored_columns = $13, error_class = $14, error_message = $15, finished_at = now()
+            stage_seconds = $12, ignored_columns = $13, error_class = $14, error_message = $15, parse_path = $16,
+            finished_at = now()
         WHERE id = $1
         """,
         attempt.id,
@@ -131,6 +132,7 @@ async def finish(
         stats.ignored_columns,
         error.code if error else None,
         error.message if error else note,
+        stats.path or None,
     )
     if rejects:
         await conn.copy_records_to_table(
@@ -157,7 +159,7 @@ async def fail_interrupted(
 _COLUMNS = """
 SELECT id, tenant_id, module, export_date, attempt, job_id, status, will_retry, rows_read, rows_imported,
        rows_rejected, rows_duplicate, rows_changed, rows_deleted, bytes_received, bytes_csv, stage_seconds,
-       ignored_columns, error_class, error_message, worker_id, queued_at, started_at, finished_at
+       ignored_columns, error_class, error_message, parse_path, worker_id, queued_at, started_at, finished_at
 FROM import_runs
 """
 _LIST = (

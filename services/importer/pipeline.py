@@ -1,33 +1,47 @@
 """One import, composed in one place: fetch → decode → unzip → parse → validate → copy → merge → record.
 
-Each stage is a function over an async stream (see its module); this function
+Each stage is a function over an async stream (see its module); this module
 only wires them, owns the temporary directory and the transaction, and writes
 the ledger row for success in the same transaction as the merge. Nothing holds
 the whole export: the zip is spooled (it must be seekable), everything else
 flows through in chunks.
+
+Parsing takes one of two paths (measurements in docs/benchmarks.md):
+
+- fast: PostgreSQL parses the CSV in COPY and casts in the MERGE; Python only
+  decompresses. Any file that is not clean falls back, inside the same
+  transaction, to
+- careful: aiocsv in the worker, every record checked and numbered, bad rows
+  rejected one by one with their line, column and reason.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import IO
 
 import aiohttp
 import asyncpg
 
 from services.importer import ledger
 from services.importer.archive import ZipLimits, spool, unzip
+from services.importer.csv_copy import COPY_REFUSED, PG_ENCODINGS, FieldTooLong, check_field_sizes, copy_csv
 from services.importer.csv_stream import CsvRecords, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
 from services.importer.fetch import export_url, fetch
-from services.importer.merge import MergePlan, copy_chunks, merge
+from services.importer.merge import REFUSED, MergePlan, copy_chunks, merge, merge_staged
 from services.importer.progress import Progress
 from services.importer.settings import ImporterSettings
 from services.importer.stats import RunStats
 from services.importer.streams import prefetch
-from services.importer.validate import Rejects, plan_layout, validate
+from services.importer.validate import Layout, Rejects, plan_layout, validate
+from shared.logging import get_logger
 from shared.modules import ModuleDef
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -44,13 +58,15 @@ class Run:
     stats: RunStats
     rejects: Rejects
 
+    @property
+    def limits(self) -> ZipLimits:
+        s = self.settings
+        return ZipLimits(s.importer_max_zip_bytes, s.importer_max_csv_bytes, s.importer_max_zip_ratio)
+
 
 async def import_export_file(run: Run) -> str:
     """Import one export; returns the attempt's final status, or raises ImportFailed (nothing imported)."""
     settings, module, stats = run.settings, run.module, run.stats
-    limits = ZipLimits(
-        settings.importer_max_zip_bytes, settings.importer_max_csv_bytes, settings.importer_max_zip_ratio
-    )
     url = export_url(settings.proxy_url, module.name, run.key.export_date.isoformat())
     with (
         tempfile.TemporaryDirectory(dir=settings.importer_temp_dir, prefix="conduit-import-") as workdir,
@@ -58,24 +74,77 @@ async def import_export_file(run: Run) -> str:
     ):
         body = fetch(run.session, url, run.key.tenant, stats)
         with stats.timed("download"):
-            await spool(b64decode(base64_payload(body, module.name), stats), zipped, limits, stats)
+            await spool(b64decode(base64_payload(body, module.name), stats), zipped, run.limits, stats)
 
-        text = decode_text(unzip(zipped, limits, stats), module.encoding, stats)
-        records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
-        layout = plan_layout(module, await records.header())
+        layout = plan_layout(module, await _header(run, zipped))
         stats.ignored_columns = layout.ignored
-        rows = validate(records.batches(stats), layout, run.rejects, stats)
-
         plan = MergePlan(module, layout.columns)
         async with run.conn.transaction():
-            await copy_chunks(run.conn, plan, prefetch(rows, depth=1), stats, run.progress.rows)
-            if stats.rows_read == 0:
-                raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await _lock_table(run)
-            await merge(run.conn, plan, run.key.tenant, run.rejects, module.reject_threshold, stats)
+            refused = await _fast_path(run, zipped, plan, layout)
+            if refused is not None:
+                await _careful_path(run, zipped, plan, refused)
             status = "partially_rejected" if run.rejects.count else "succeeded"
             await ledger.finish(run.conn, run.attempt, status, stats, run.rejects.kept, note=_note(run))
     return status
+
+
+async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
+    """The CSV's first record, read with the careful parser from the start of the file."""
+    text = decode_text(unzip(zipped, run.limits, run.stats), run.module.encoding, run.stats)
+    try:
+        return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header()
+    finally:
+        await text.aclose()  # type: ignore[attr-defined]
+        run.stats.bytes_csv = run.stats.quotes = 0
+
+
+async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
+    """COPY the CSV as it is and MERGE it; returns None when done, or why the careful path must take over."""
+    encoding = PG_ENCODINGS.get(run.stats.encoding)
+    if encoding is None:
+        return _fallback(run, f"COPY cannot read {run.stats.encoding}")
+    try:
+        async with run.conn.transaction():
+            rows = await copy_csv(run.conn, plan, layout, _raw(run, zipped), encoding, run.stats, run.progress)
+            if rows == 0:
+                raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+            await check_field_sizes(run.conn, plan, run.settings.importer_max_field_chars)
+            await _lock_table(run)
+            await merge_staged(run.conn, plan, run.key.tenant, run.stats)
+    except COPY_REFUSED as exc:
+        return _fallback(run, f"COPY: {exc}")
+    except FieldTooLong as exc:
+        return _fallback(run, str(exc))
+    except REFUSED as exc:
+        return _fallback(run, f"MERGE: {exc}", merge_refused=True)
+    run.stats.path = "fast"
+    return None
+
+
+def _raw(run: Run, zipped: IO[bytes]) -> AsyncIterator[bytes]:
+    return unzip(zipped, run.limits, run.stats)
+
+
+def _fallback(run: Run, why: str, merge_refused: bool = False) -> str:
+    run.stats.restart_staging()
+    run.stats.path = f"careful: {why}"[:300]
+    log.info("import takes the careful path", run_id=run.attempt.id, module=run.module.name, why=why[:200])
+    return "merge" if merge_refused else "copy"
+
+
+async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str) -> None:
+    """Parse with aiocsv, check every record, stage with line numbers, and merge what fits."""
+    settings, stats = run.settings, run.stats
+    text = decode_text(unzip(zipped, run.limits, stats), run.module.encoding, stats)
+    records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
+    layout = plan_layout(run.module, await records.header())
+    rows = validate(records.batches(stats), layout, run.rejects, stats)
+    await copy_chunks(run.conn, plan, prefetch(rows, depth=1), stats, run.progress.rows)
+    if stats.rows_read == 0:
+        raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+    await _lock_table(run)
+    threshold = run.module.reject_threshold
+    await merge(run.conn, plan, run.key.tenant, run.rejects, threshold, stats, refused_before=refused == "merge")
 
 
 async def _lock_table(run: Run) -> None:

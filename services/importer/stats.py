@@ -25,6 +25,12 @@ class RunStats:
     # Set by the text decoder as soon as it sees a NUL, which PostgreSQL text cannot hold; only then
     # does the validator look for NULs row by row (a per-field scan would cost a second per million rows).
     saw_nul: bool = False
+    # Quote characters seen by the careful path's decoder: an odd count means a quote never closed.
+    quotes: int = 0
+    # The encoding the file was read in: the module's, or UTF-8 when the file starts with a UTF-8 BOM.
+    encoding: str = "utf-8"
+    # How the rows went in: "fast" (PostgreSQL parsed the CSV) or "careful: <why the fast path gave up>".
+    path: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -36,6 +42,10 @@ class RunStats:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def restart_staging(self) -> None:
+        """Forget what a fast path that gave up counted; the careful path reads the file again."""
+        self.bytes_csv = self.rows_read = self.rows_staged = self.rows_changed = self.rows_deleted = self.quotes = 0
 
     @property
     def rows_imported(self) -> int:

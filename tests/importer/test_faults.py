@@ -146,8 +146,8 @@ async def test_sigterm_abandons_the_chunk_and_the_job_is_retried(
     runs = await importer.db.runs()
     assert [(r["status"], r["error_class"], r["will_retry"]) for r in runs] == [("failed", "interrupted", True)]
     # Back in the queue at once, not after a timeout.
-    assert await importer.redis.zscore("arq:queue", JOB) is not None
-    assert not await importer.redis.exists(f"arq:in-progress:{JOB}")
+    assert await importer.redis.zscore("arq:queue", JOB) is not None, log
+    assert not await importer.redis.exists(f"arq:in-progress:{JOB}"), log
 
     await importer.drain()
 

@@ -43,7 +43,8 @@ async def test_an_export_lands_exactly_and_the_ledger_says_so(importer: Importer
         "succeeded", 1, 1000, 1000, 0
     )  # fmt: skip
     assert run["rows_changed"] == 1000 and run["bytes_csv"] == len(data) and run["bytes_received"] > 0
-    assert {"download", "unzip", "parse", "copy", "merge", "total"} <= run["stage_seconds"].keys()
+    assert {"download", "unzip", "copy", "merge", "total"} <= run["stage_seconds"].keys()
+    assert run["parse_path"] == "fast"
     assert run["error_class"] is None and run["worker_id"] and run["finished_at"] >= run["started_at"]
     assert [(c.tenant, c.module, c.date) for c in exports.calls] == [("acme", "transactions", "2024-05-01")]
 
@@ -165,6 +166,7 @@ async def test_duplicate_keys_in_one_file_last_one_wins_and_are_counted(importer
     ]
     run = await importer.last_run()
     assert (run["rows_read"], run["rows_imported"], run["rows_duplicate"]) == (4, 2, 2)
+    assert run["parse_path"].startswith("careful: MERGE:")
 
 
 async def test_a_utf8_bom_and_a_windows_1252_module_are_read_right(importer: Importer, exports: Exports) -> None:
@@ -176,6 +178,7 @@ async def test_a_utf8_bom_and_a_windows_1252_module_are_read_right(importer: Imp
     await importer.run("acme", "legacy_customers")
 
     assert await importer.db.value("SELECT login FROM users") == "zoë"
+    assert [r["parse_path"] for r in await importer.db.runs()] == ["fast", "fast"]  # COPY reads WIN1252 itself
     got = await importer.db.rows("SELECT name, city, street, balance FROM legacy_customers")
     assert got == [{"name": "Müller", "city": "Köln", "street": "Hauptstraße 1", "balance": Decimal("-12.50")}]
 
@@ -190,7 +193,7 @@ async def test_progress_events_are_published_on_redis(importer: Importer, export
     await pubsub.subscribe(CHANNEL)
     await pubsub.get_message(timeout=1)  # the subscription confirmation
 
-    await importer.with_settings(importer_copy_chunk_rows=100, importer_progress_rows=200).run("acme", "transactions")
+    await importer.with_settings(importer_progress_rows=200).run("acme", "transactions")
 
     events: list[dict[str, object]] = []
     async with asyncio.timeout(10):
@@ -201,7 +204,9 @@ async def test_progress_events_are_published_on_redis(importer: Importer, export
                 events.append(event)
     await pubsub.aclose()
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "started" and kinds[-1] == "finished" and kinds.count("progress") == 5
-    assert [e["rows"] for e in events if e["event"] == "progress"] == [200, 400, 600, 800, 1000]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and kinds.count("progress") >= 1
+    # The fast path counts lines as they stream to COPY (a quoted field may span several).
+    progress = [e["rows"] for e in events if e["event"] == "progress"]
+    assert progress == sorted(progress) and 200 <= progress[-1] <= len(demo_csv("transactions", 1000).splitlines())
     assert events[-1]["status"] == "succeeded" and events[-1]["rows_imported"] == 1000
     assert {e["tenant"] for e in events} == {"acme"} and {e["module"] for e in events} == {"transactions"}
