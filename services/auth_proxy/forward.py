@@ -291,7 +291,11 @@ class Forwarder:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if length is not None:
             response.content_length = length
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            # The caller hung up before the headers went out; aiohttp closes quietly.
+            return response
         if no_body or await self._stream(upstream, response, ex):
             await response.write_eof()
         return response
