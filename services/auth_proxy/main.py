@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,7 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
         log.error("invalid configuration", error=str(exc))
         print(f"conduit proxy: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    _settle_gc()
     log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
     web.run_app(
         app,
@@ -38,6 +40,19 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
         reuse_port=reuse_port,
     )
     log.info("proxy stopped", pid=os.getpid())
+
+
+def _settle_gc() -> None:
+    """Keep the cyclic GC off the long-lived heap and off the request path.
+
+    Every full collection walked all objects made at start (modules, pydantic
+    models, the app), a pause that set p99: frozen, they are never scanned
+    again. Request garbage is mostly acyclic and goes by reference counting, so
+    generation 0 can wait for 20,000 allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def main(processes: int = 1, settings: ProxySettings | None = None) -> None:
