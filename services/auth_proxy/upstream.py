@@ -149,6 +149,17 @@ class _Connection(ResponseHandler):
             self._watchdog.cancel()
             self._watchdog = None
         super().close()
+        self._forget_body()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._forget_body()
+
+    def _forget_body(self) -> None:
+        # The reader points back at this connection: without this cycle break a cut-off
+        # body's buffered bytes (up to ~0.75 MB) would wait for the cyclic GC.
+        self._body = None
+        self._payload_now = None
 
     def _check(self) -> None:
         self._watchdog = None
