@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 
 from devtools.processes import free_port
-from tests.e2e.processes import Service, Services, base_env
+from tests.e2e.processes import CONDUIT, Service, Services, base_env
 from tests.helpers import tenants_file
 from tests.third_party import ThirdParty, running_third_party
 
@@ -40,3 +43,23 @@ def proxy_process(
         return services, services.start("proxy", "proxy", ops_port=port)
 
     return start
+
+
+@pytest.fixture
+async def database_url(server_urls: dict[str, str]) -> AsyncIterator[str]:
+    """A PostgreSQL schema of this test's own, migrated by `conduit migrate` as an operator would."""
+    base = server_urls["CONDUIT_DATABASE_URL"]
+    schema = f"e2e_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(base)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    url = f"{base}{'&' if '?' in base else '?'}search_path={schema}"
+    try:
+        migrate = await asyncio.create_subprocess_exec(
+            CONDUIT, "migrate", env=base_env(CONDUIT_DATABASE_URL=url), stdout=asyncio.subprocess.PIPE
+        )
+        output, _ = await migrate.communicate()
+        assert migrate.returncode == 0, output
+        yield url
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()

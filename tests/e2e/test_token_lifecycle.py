@@ -54,12 +54,13 @@ def _metric(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 async def test_steady_load_with_two_second_tokens(
-    party: ThirdParty, redis_url: str, redis: object, token_key: SecretStr, tmp_path: Path
+    party: ThirdParty, redis_url: str, redis: object, database_url: str, token_key: SecretStr, tmp_path: Path
 ) -> None:
     path = tenants_file(tmp_path, party, TENANTS)
     ports = {name: free_port() for name in ("proxy", "worker", "scheduler")}
     env = base_env(
         CONDUIT_REDIS_URL=redis_url,
+        CONDUIT_DATABASE_URL=database_url,
         CONDUIT_TENANTS_FILE=str(path),
         CONDUIT_TOKEN_KEY=token_key.get_secret_value(),
         CONDUIT_LOG_LEVEL="DEBUG",
