@@ -45,6 +45,10 @@ _LATIN = ("Müller", "Straße", "café", "Zoë", "naïve", "Ærøskøbing", "€
 _EPOCH = date(2020, 1, 1)
 _NULL_SHARE = 0.08
 _TRICKY_SHARE = 0.05
+_POOL_BITS = 12
+_POOL = 1 << _POOL_BITS
+# Part of every cached file's name: bump it when the generated data changes.
+_VERSION = 2
 
 
 def seed(client: str, module: str, export_date: str) -> int:
@@ -65,10 +69,12 @@ def _maker(module: ModuleDef, column: Column, rng: random.Random, latin: bool) -
     if column.name in module.key:
         position = module.key.index(column.name)
         return _key_maker(column, position, len(module.key))
+    # Values are drawn from a pool made once per export: a million rows take seconds, not a minute.
     value = _value_maker(column, rng, latin)
-    if module.is_required(column):
-        return value
-    return lambda i: "" if rng.random() < _NULL_SHARE else value(i)
+    nulls = 0.0 if module.is_required(column) else _NULL_SHARE
+    pool = ["" if rng.random() < nulls else value() for _ in range(_POOL)]
+    bits = rng.getrandbits
+    return lambda _: pool[bits(_POOL_BITS)]
 
 
 def _key_maker(column: Column, position: int, width: int) -> Callable[[int], str]:
@@ -83,23 +89,23 @@ def _key_maker(column: Column, position: int, width: int) -> Callable[[int], str
     return lambda i: str(part(i))
 
 
-def _value_maker(column: Column, rng: random.Random, latin: bool) -> Callable[[int], str]:
+def _value_maker(column: Column, rng: random.Random, latin: bool) -> Callable[[], str]:
     kind = column.type
     if kind == "text":
-        return lambda _: _text(rng, latin)
+        return lambda: _text(rng, latin)
     if kind in ("integer", "bigint"):
         top = 100_000 if kind == "integer" else 10**12
-        return lambda _: str(rng.randint(-top // 100, top))
+        return lambda: str(rng.randint(-top // 100, top))
     if kind == "numeric":
-        return lambda _: f"{rng.uniform(-50_000, 250_000):.2f}"
+        return lambda: f"{rng.uniform(-50_000, 250_000):.2f}"
     if kind == "boolean":
-        return lambda _: "true" if rng.random() < 0.5 else "false"
+        return lambda: "true" if rng.random() < 0.5 else "false"
     if kind == "date":
-        return lambda _: (_EPOCH + timedelta(days=rng.randint(0, 2500))).isoformat()
+        return lambda: (_EPOCH + timedelta(days=rng.randint(0, 2500))).isoformat()
     if kind == "timestamptz":
         base = datetime(2020, 1, 1, tzinfo=UTC)
-        return lambda _: (base + timedelta(seconds=rng.randint(0, 200_000_000))).isoformat()
-    return lambda _: f'{{"n": {rng.randint(0, 999)}, "tags": ["{rng.choice(_WORDS)}"], "ok": true}}'
+        return lambda: (base + timedelta(seconds=rng.randint(0, 200_000_000))).isoformat()
+    return lambda: f'{{"n": {rng.randint(0, 999)}, "tags": ["{rng.choice(_WORDS)}"], "ok": true}}'
 
 
 def _text(rng: random.Random, latin: bool) -> str:
@@ -127,7 +133,7 @@ def write_csv(module: ModuleDef, client: str, export_date: str, count: int, out:
 
 def build_zip(module: ModuleDef, client: str, export_date: str, count: int, cache: Path) -> Path:
     """The export as a zip holding one CSV, built once into ``cache`` and reused."""
-    name = f"{client}-{module.name}-{export_date}-{count}.zip"
+    name = f"v{_VERSION}-{client}-{module.name}-{export_date}-{count}.zip"
     path = cache / name
     if path.exists():
         return path

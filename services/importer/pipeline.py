@@ -8,7 +8,8 @@ flows through in chunks.
 
 Parsing takes one of two paths (measurements in docs/benchmarks.md):
 
-- fast: PostgreSQL parses the CSV in COPY and casts in the MERGE; Python only
+- fast: PostgreSQL parses the CSV in COPY (straight into the table on a
+  tenant's first load, else into staging, cast in the MERGE); Python only
   decompresses. Any file that is not clean falls back, inside the same
   transaction, to
 - careful: aiocsv in the worker, every record checked and numbered, bad rows
@@ -27,7 +28,15 @@ import asyncpg
 
 from services.importer import ledger
 from services.importer.archive import ZipLimits, spool, unzip
-from services.importer.csv_copy import COPY_REFUSED, PG_ENCODINGS, FieldTooLong, check_field_sizes, copy_csv
+from services.importer.csv_copy import (
+    COPY_REFUSED,
+    PG_ENCODINGS,
+    FieldTooLong,
+    check_field_sizes,
+    copy_csv,
+    copy_into_table,
+    is_first_load,
+)
 from services.importer.csv_stream import CsvRecords, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
@@ -99,25 +108,37 @@ async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
 
 
 async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
-    """COPY the CSV as it is and MERGE it; returns None when done, or why the careful path must take over."""
+    """COPY the CSV as it is (into the table on a first load, else into staging and MERGE).
+
+    Returns None when the rows are in, or why the careful path must take over.
+    """
     encoding = PG_ENCODINGS.get(run.stats.encoding)
     if encoding is None:
         return _fallback(run, f"COPY cannot read {run.stats.encoding}")
+    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
     try:
-        async with run.conn.transaction():
-            rows = await copy_csv(run.conn, plan, layout, _raw(run, zipped), encoding, run.stats, run.progress)
+        async with conn.transaction():
+            await _lock_table(run)
+            first = not layout.ignored and await is_first_load(conn, plan, tenant)
+            if first:
+                rows = await copy_into_table(
+                    conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress
+                )
+            else:
+                rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
             if rows == 0:
                 raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await check_field_sizes(run.conn, plan, run.settings.importer_max_field_chars)
-            await _lock_table(run)
-            await merge_staged(run.conn, plan, run.key.tenant, run.stats)
+            await check_field_sizes(conn, plan, limit, tenant if first else None)
+            if not first:
+                await merge_staged(conn, plan, tenant, stats)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except FieldTooLong as exc:
         return _fallback(run, str(exc))
     except REFUSED as exc:
-        return _fallback(run, f"MERGE: {exc}", merge_refused=True)
-    run.stats.path = "fast"
+        # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
+        return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
+    stats.path = "first load" if first else "fast"
     return None
 
 

@@ -26,9 +26,15 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+TENANT_DEFAULT = "current_setting('conduit.tenant_id'::text)"
+
+
 def create_table_sql(module: ModuleDef) -> str:
-    """The ``CREATE TABLE`` for a module: tenant_id first, then the columns, keyed on (tenant_id, *key)."""
-    lines = [f"    {TENANT_COLUMN} text NOT NULL"]
+    """The ``CREATE TABLE`` for a module: tenant_id first, then the columns, keyed on (tenant_id, *key).
+
+    tenant_id defaults to the session's ``conduit.tenant_id``, so a first load can COPY straight into the table.
+    """
+    lines = [f"    {TENANT_COLUMN} text NOT NULL DEFAULT current_setting('conduit.tenant_id')"]
     for column in module.columns:
         not_null = " NOT NULL" if module.is_required(column) else ""
         lines.append(f"    {quote(column.name)} {column.type}{not_null}")
@@ -43,9 +49,11 @@ def create_table_sql(module: ModuleDef) -> str:
 
 
 _COLUMNS = """
-SELECT t.name AS table_name, a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull
+SELECT t.name AS table_name, a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid) AS default_value
 FROM unnest($1::text[]) AS t(name)
 JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(t.name)) AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 ORDER BY t.name, a.attnum
 """
 _PRIMARY_KEYS = """
@@ -63,12 +71,20 @@ async def check_schema(conn: asyncpg.Connection, modules: Catalogue) -> None:
     """Raise :class:`SchemaMismatch` listing every way the database differs from the definitions."""
     tables = [m.table_name for m in modules]
     columns: dict[str, dict[str, tuple[str, bool]]] = {}
+    defaults: dict[str, str | None] = {}
     for row in await conn.fetch(_COLUMNS, [*tables, *LEDGER_TABLES]):
         columns.setdefault(row["table_name"], {})[row["column_name"]] = (row["type"], row["attnotnull"])
+        if row["column_name"] == TENANT_COLUMN:
+            defaults[row["table_name"]] = row["default_value"]
     keys = {row["table_name"]: list(row["key"]) for row in await conn.fetch(_PRIMARY_KEYS, tables)}
     problems = [f"table {t} does not exist (run `conduit migrate`)" for t in LEDGER_TABLES if t not in columns]
     for module in modules:
         problems.extend(_module_problems(module, columns.get(module.table_name), keys.get(module.table_name)))
+        if module.table_name in defaults and defaults[module.table_name] != TENANT_DEFAULT:
+            problems.append(
+                f"module {module.name!r} (table {module.table_name}): column {TENANT_COLUMN!r} must default to "
+                "current_setting('conduit.tenant_id')"
+            )
     if problems:
         raise SchemaMismatch(
             "the database does not match the module definitions:\n" + "\n".join(f"  {p}" for p in problems)

@@ -225,6 +225,6 @@ async def test_text_after_a_closing_quote_reads_the_same_on_both_paths(importer:
     await importer.run("acme", "users", "2024-05-02")
 
     runs = await importer.db.runs()
-    assert [r["parse_path"][:14] for r in runs] == ["fast", "careful: COPY:"]
+    assert [r["parse_path"][:14] for r in runs] == ["first load", "careful: COPY:"]
     assert [r["status"] for r in runs] == ["succeeded", "partially_rejected"]
     assert await importer.db.value("SELECT login FROM users WHERE user_id = 1") == "annx"

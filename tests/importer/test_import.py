@@ -43,8 +43,8 @@ async def test_an_export_lands_exactly_and_the_ledger_says_so(importer: Importer
         "succeeded", 1, 1000, 1000, 0
     )  # fmt: skip
     assert run["rows_changed"] == 1000 and run["bytes_csv"] == len(data) and run["bytes_received"] > 0
-    assert {"download", "unzip", "copy", "merge", "total"} <= run["stage_seconds"].keys()
-    assert run["parse_path"] == "fast"
+    assert {"download", "unzip", "copy", "total"} <= run["stage_seconds"].keys()
+    assert run["parse_path"] == "first load"
     assert run["error_class"] is None and run["worker_id"] and run["finished_at"] >= run["started_at"]
     assert [(c.tenant, c.module, c.date) for c in exports.calls] == [("acme", "transactions", "2024-05-01")]
 
@@ -166,7 +166,7 @@ async def test_duplicate_keys_in_one_file_last_one_wins_and_are_counted(importer
     ]
     run = await importer.last_run()
     assert (run["rows_read"], run["rows_imported"], run["rows_duplicate"]) == (4, 2, 2)
-    assert run["parse_path"].startswith("careful: MERGE:")
+    assert run["parse_path"].startswith("careful: COPY: duplicate key value violates unique constraint")
 
 
 async def test_a_utf8_bom_and_a_windows_1252_module_are_read_right(importer: Importer, exports: Exports) -> None:
@@ -178,7 +178,7 @@ async def test_a_utf8_bom_and_a_windows_1252_module_are_read_right(importer: Imp
     await importer.run("acme", "legacy_customers")
 
     assert await importer.db.value("SELECT login FROM users") == "zoë"
-    assert [r["parse_path"] for r in await importer.db.runs()] == ["fast", "fast"]  # COPY reads WIN1252 itself
+    assert [r["parse_path"] for r in await importer.db.runs()] == ["first load"] * 2  # COPY reads WIN1252 itself
     got = await importer.db.rows("SELECT name, city, street, balance FROM legacy_customers")
     assert got == [{"name": "Müller", "city": "Köln", "street": "Hauptstraße 1", "balance": Decimal("-12.50")}]
 
@@ -210,3 +210,31 @@ async def test_progress_events_are_published_on_redis(importer: Importer, export
     assert progress == sorted(progress) and 200 <= progress[-1] <= len(demo_csv("transactions", 1000).splitlines())
     assert events[-1]["status"] == "succeeded" and events[-1]["rows_imported"] == 1000
     assert {e["tenant"] for e in events} == {"acme"} and {e["module"] for e in events} == {"transactions"}
+
+
+async def test_first_load_fast_merge_and_careful_path_agree_on_empty_values(
+    importer: Importer, exports: Exports
+) -> None:
+    text = 'user_id,login,email,full_name\n1,ann,"",\n2,bob,,""\n'
+    exports.set("users", export_body("users", text))
+    await importer.run("acme", "users", "2024-05-01")  # first load: COPY into the table
+    first = await importer.db.rows("SELECT user_id, email, full_name FROM users ORDER BY 1")
+    exports.set("users", export_body("users", text.replace("ann", "anne")))
+    await importer.run("acme", "users", "2024-05-02")  # staging and MERGE
+    exports.set(
+        "users",
+        export_body("users", text.replace("ann", "annie") + "3\n" + "".join(f"{i},u{i},,\n" for i in range(4, 200))),
+    )
+    await importer.run("acme", "users", "2024-05-03")  # a ragged row: the careful path
+
+    got = await importer.db.rows("SELECT user_id, email, full_name FROM users WHERE user_id < 3 ORDER BY 1")
+    assert (
+        first
+        == got
+        == [
+            {"user_id": 1, "email": None, "full_name": None},
+            {"user_id": 2, "email": None, "full_name": None},
+        ]
+    )
+    assert [r["parse_path"][:14] for r in await importer.db.runs()] == ["first load", "fast", "careful: COPY:"]
+    assert await importer.db.value("SELECT login FROM users WHERE user_id = 1") == "annie"

@@ -70,7 +70,7 @@ async def test_a_mismatch_names_the_module_and_the_column(db: Database) -> None:
     await db.pool.execute(
         "ALTER TABLE contacts ALTER COLUMN birthday TYPE text; ALTER TABLE items DROP COLUMN sku; "
         "ALTER TABLE users ADD COLUMN nickname text; DROP TABLE tickets; "
-        "ALTER TABLE users ALTER COLUMN email SET NOT NULL"
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL; ALTER TABLE notes ALTER COLUMN tenant_id DROP DEFAULT"
     )
     async with db.pool.acquire() as conn:
         with pytest.raises(SchemaMismatch) as err:
@@ -81,10 +81,13 @@ async def test_a_mismatch_names_the_module_and_the_column(db: Database) -> None:
     assert "module 'users' (table users): column 'nickname' is in the table but not in the definition" in message
     assert "module 'users' (table users): column 'email' is NOT NULL in the database but not required" in message
     assert "module 'tickets' (table tickets): the table does not exist" in message
+    assert "module 'notes' (table notes): column 'tenant_id' must default to current_setting" in message
 
 
 def test_ddl_for_a_module() -> None:
     ddl = create_table_sql(catalogue().get("invoice_lines"))
-    assert ddl.startswith('CREATE TABLE "invoice_lines" (\n    tenant_id text NOT NULL,\n')
+    assert ddl.startswith(
+        "CREATE TABLE \"invoice_lines\" (\n    tenant_id text NOT NULL DEFAULT current_setting('conduit.tenant_id'),\n"
+    )
     assert '"line_no" integer NOT NULL' in ddl and '"description" text,' in ddl
     assert 'PRIMARY KEY (tenant_id, "invoice_id", "line_no")' in ddl

@@ -1,0 +1,65 @@
+-- Every module table's tenant_id defaults to the session's conduit.tenant_id (SET LOCAL by the importer).
+-- A tenant's first load then goes straight into the table with COPY, which PostgreSQL writes in batches
+-- (about twice as fast as INSERT/MERGE from a staging table, see docs/benchmarks.md). A session that has
+-- not set it cannot insert rows without naming the tenant: current_setting() raises.
+
+ALTER TABLE "accounts" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "assets" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "attachments" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "bank_accounts" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "bank_transactions" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "bills" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "budgets" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "campaigns" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "companies" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "contacts" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "contracts" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "cost_centers" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "credit_notes" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "currencies" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "customers" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "departments" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "depreciations" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "discounts" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "employees" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "events" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "exchange_rates" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "expenses" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "invoice_lines" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "invoices" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "items" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "journal_entries" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "journal_lines" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "leads" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "leave_requests" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "legacy_customers" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "locations" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "notes" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "opportunities" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "order_lines" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "orders" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "payments" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "payroll_runs" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "payslips" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "price_lists" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "product_categories" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "projects" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "purchase_order_lines" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "purchase_orders" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "quotes" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "recurring_invoices" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "returns" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "shipments" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "stock_levels" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "stock_movements" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "subscriptions" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "suppliers" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "tasks" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "tax_rates" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "ticket_comments" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "tickets" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "timesheets" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "transactions" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "users" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "vendor_credits" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
+ALTER TABLE "warehouses" ALTER COLUMN tenant_id SET DEFAULT current_setting('conduit.tenant_id');
