@@ -15,7 +15,9 @@ TARGET_PEAK_MB = 150.0
 _LAYOUTS = {
     "one-core": "nginx with 1 worker or the proxy with 1 process pinned to CPU 0 (`taskset -c 0`); "
     "wrk (1 thread), the upstream nginx and the token endpoint pinned to CPU 1",
-    "two-process": "nginx with 2 workers, the proxy with `--processes 2`; nothing pinned, wrk with 2 threads",
+    "two-process": "nginx with 2 workers, the proxy with `--processes 2` (its RSS: the parent's, the two "
+    "workers' and multiprocessing's resource tracker's together); nothing pinned, wrk (1 thread) and the "
+    "upstream share both CPUs",
 }
 _BODY = {"1k": "1 KB", "1m": "1 MB"}
 
