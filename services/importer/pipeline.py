@@ -112,6 +112,8 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
 
     Returns None when the rows are in, or why the careful path must take over.
     """
+    if not run.settings.importer_fast_path:
+        return _fallback(run, "the fast path is off (IMPORTER_FAST_PATH)")
     encoding = PG_ENCODINGS.get(run.stats.encoding)
     if encoding is None:
         return _fallback(run, f"COPY cannot read {run.stats.encoding}")

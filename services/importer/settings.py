@@ -46,7 +46,10 @@ class ImporterSettings(TokenSettings, DatabaseSettings):
     # A field longer than this many characters fails the run (a 10 MB field is a broken file, not data).
     importer_max_field_chars: int = Field(default=1 << 20, gt=0)
 
-    # Rows per COPY into the staging table; chosen by measurement (docs/benchmarks.md).
+    # Let PostgreSQL parse clean files (COPY FORMAT csv); off sends every file down the careful path
+    # (aiocsv in the worker), which is slower but names every bad row's line. A kill switch and for benches.
+    importer_fast_path: bool = True
+    # Rows per COPY into the staging table on the careful path; chosen by measurement (docs/benchmarks.md).
     importer_copy_chunk_rows: int = Field(default=20_000, gt=0)
     # A progress event is published on Redis every this many rows.
     importer_progress_rows: int = Field(default=100_000, gt=0)
@@ -70,6 +73,6 @@ class ImporterSettings(TokenSettings, DatabaseSettings):
     # Per-provider overrides of the rate, e.g. CONDUIT_IMPORTER_PROVIDER_RATES='{"demo": 20}'.
     importer_provider_rates: dict[str, float] = Field(default_factory=dict)
     # How long to wait before trying again when the tenant is at its limit (jittered).
-    importer_busy_defer: float = Field(default=2.0, gt=0)
+    importer_busy_defer: float = Field(default=0.5, gt=0)
     # The worker's database pool.
     importer_db_pool_size: int = Field(default=10, ge=1)
