@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,26 @@ def test_ddl_for_a_module() -> None:
     )
     assert '"line_no" integer NOT NULL' in ddl and '"description" text,' in ddl
     assert 'PRIMARY KEY (tenant_id, "invoice_id", "line_no")' in ddl
+
+
+async def test_the_worker_refuses_to_start_naming_module_and_column(
+    db: Database, tmp_path: Path, redis_url: str
+) -> None:
+    from tests.importer.conftest import write_tenants
+
+    await db.pool.execute("ALTER TABLE invoices DROP COLUMN currency")
+    env = {
+        "PATH": os.environ["PATH"],
+        "CONDUIT_DATABASE_URL": db.url,
+        "CONDUIT_TENANTS_FILE": str(write_tenants(tmp_path)),
+        "CONDUIT_TOKEN_KEY": "bnl4ZnBuY3ZuY3ZubmN2bm5jdm5uY3ZubmN2bm5jdm4=",
+        "CONDUIT_WORKER_HTTP_PORT": "0",
+        "CONDUIT_REDIS_URL": redis_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        CONDUIT, "worker", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1
+    assert "module 'invoices' (table invoices): column 'currency' is missing from the table" in err.decode()
+    assert "Traceback" not in err.decode()
