@@ -31,6 +31,7 @@ class Row:
     proxy: dict[str, float] | None
     ratio: float | None
     trouble: str
+    logged: dict[str, int]
 
 
 def summarise(layout: str, size: str, connections: int, runs: Sequence[Any]) -> Row:
@@ -46,7 +47,6 @@ def summarise(layout: str, size: str, connections: int, runs: Sequence[Any]) -> 
         for r in runs
         if r.socket_errors or r.bad_status
     ]
-    trouble += [f"the proxy logged {event!r} ×{n}" for event, n in logged.items()]
     return Row(
         layout,
         size,
@@ -55,6 +55,7 @@ def summarise(layout: str, size: str, connections: int, runs: Sequence[Any]) -> 
         _medians(by_side["proxy"]),
         statistics.median(ratios) if ratios else None,
         "; ".join(trouble),
+        logged,
     )
 
 
@@ -85,8 +86,17 @@ def render(rows: Sequence[Row], env: dict[str, str]) -> str:
     lines += [_line(r) for r in rows]
     lines += ["", *_targets(rows)]
     trouble = [f"- {r.layout} {_BODY[r.size]} c={r.connections}: {r.trouble}" for r in rows if r.trouble]
+    logged: dict[str, int] = {}
+    for r in rows:
+        for event, n in r.logged.items():
+            logged[event] = logged.get(event, 0) + n
+    trouble += [f"- the proxy logged {event!r} {n} times over all its runs" for event, n in logged.items()]
     if trouble:
-        lines += ["", "Problems seen during the runs:", *trouble]
+        lines += [
+            "",
+            "Problems seen during the runs (warnings and errors in the proxy's log, failed requests):",
+            *trouble,
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -98,7 +108,7 @@ def _line(r: Row) -> str:
         str(r.connections),
         _num(n.get("rps"), "{:,.0f}"),
         _num(p.get("rps"), "{:,.0f}"),
-        _num(r.ratio, "{:.2f}"),
+        _num(r.ratio, "{:.3f}"),
         f"{_ms(n.get('p50'))} / {_ms(n.get('p99'))}",
         f"{_ms(p.get('p50'))} / {_ms(p.get('p99'))}",
         _num(p["p99"] / p["p50"] if p.get("p50") else None, "{:.1f}"),
@@ -115,7 +125,7 @@ def _targets(rows: Sequence[Row]) -> list[str]:
     out = ["Targets (one core, ratios from the same run):", ""]
     for size, floor in TARGET_RATIO.items():
         got = [(r.connections, r.ratio) for r in one if r.size == size and r.ratio is not None]
-        out += _check(f"{_BODY[size]}: proxy ≥ {floor} × nginx", got, lambda v, f=floor: v >= f, "{:.2f}")
+        out += _check(f"{_BODY[size]}: proxy ≥ {floor} × nginx", got, lambda v, f=floor: v >= f, "{:.3f}")
     at256 = [r for r in one if r.connections == 256 and r.proxy and r.proxy["p50"]]
     spread = [(_BODY[r.size], r.proxy["p99"] / r.proxy["p50"]) for r in at256 if r.proxy]
     out += _check(
