@@ -170,11 +170,18 @@ def _chunks(f: Any) -> list[str]:
     out += [
         "",
         "Small chunks pay a COPY round trip each; large ones hold more parsed rows in memory while the next is",
-        "parsed. The default, 20,000, sits where the time stops improving and memory has not started to grow.",
-        "The fast path streams the CSV to COPY in 1 MiB pieces and has no chunk size.",
+        f"parsed (three chunks at most are alive). The default, {_default_chunk():,}, is where the time has stopped",
+        "improving before memory starts to grow. The fast path streams the CSV to COPY in 1 MiB pieces and has no",
+        "chunk size.",
         "",
     ]
     return out
+
+
+def _default_chunk() -> int:
+    from services.importer.settings import ImporterSettings
+
+    return int(ImporterSettings.model_fields["importer_copy_chunk_rows"].default)
 
 
 def _cycle(f: Any) -> list[str]:
