@@ -389,9 +389,11 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() - _KEEPALIVE_TIMEOUT
         for origin, conns in list(self._idle.items()):
-            keep = [c for c in conns if c.idle_since > deadline and c.is_connected()]
+            keep: list[_Connection] = []
             for conn in conns:
-                if conn not in keep:
+                if conn.idle_since > deadline and conn.is_connected():
+                    keep.append(conn)
+                else:
                     self._discard(conn)
             self._idle[origin] = keep
         if any(self._idle.values()):
