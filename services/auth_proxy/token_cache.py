@@ -178,8 +178,12 @@ async def listen_for_changes(cache: TokenCache, store: TokenStore, on_state: Cal
                 on_state(True)
                 cache.reload_all()
                 delay = 0.1
-                async for message in pubsub.listen():
-                    _dispatch(cache, message)
+                while True:
+                    # get_message's own timeout, not listen(): a quiet channel must not trip the
+                    # client's socket_timeout, which would drop the feed every few seconds.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        _dispatch(cache, message)
         except (RedisError, OSError) as exc:
             on_state(False)
             log.error("lost the token change feed; reconnecting", error=type(exc).__name__, retry_in=delay)

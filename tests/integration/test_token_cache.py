@@ -9,8 +9,9 @@ from pathlib import Path
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from services.auth_proxy.token_cache import TokenCache
+from services.auth_proxy.token_cache import TokenCache, listen_for_changes
 from shared.crypto import Sealer
+from shared.redis_client import create_redis
 from shared.refresh import Refresher
 from shared.token_store import TokenRecord, TokenStore
 from tests.helpers import load
@@ -60,3 +61,35 @@ async def test_no_token_means_one_shared_refresh(
     assert {r.generation for r in results} == {1}
     assert len(party.token_calls) == 1
     assert store.reads == 3  # the shared load, the refresher's read and its re-read under the lock
+
+
+async def test_the_change_feed_survives_a_quiet_channel(
+    redis_url: str, redis: Redis, token_key: SecretStr, tmp_path: Path, party: ThirdParty
+) -> None:
+    # A client whose socket timeout is far shorter than the quiet period below.
+    client = create_redis(redis_url, timeout=0.2)
+    store = TokenStore(client, Sealer(token_key))
+    cache = TokenCache(store, Refresher(store, load(tmp_path, party, ["acme"])))
+    first = await cache.get("acme", "demo")
+    states: list[bool] = []
+    connected = asyncio.Event()
+
+    def on_state(up: bool) -> None:
+        states.append(up)
+        connected.set()
+
+    feed = asyncio.create_task(listen_for_changes(cache, store, on_state))
+    try:
+        await asyncio.wait_for(connected.wait(), 5)
+        # Quiet for five socket timeouts: the feed must stay up (it used to drop and reconnect).
+        await asyncio.sleep(1.0)
+        assert states == [True]
+        newer = await cache._refresher.refresh("acme", "demo", trigger="operator", force=True)
+        assert newer is not None and newer.generation == first.generation + 1
+        deadline = time.monotonic() + 2
+        while (await cache.get("acme", "demo")).generation != newer.generation:
+            assert time.monotonic() < deadline, "the feed did not deliver the change"
+            await asyncio.sleep(0.01)
+    finally:
+        feed.cancel()
+        await client.aclose()
