@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from services.importer.merge import STAGE, MergePlan
+from services.importer.pg_copy import until_lost
 from services.importer.progress import Progress
 from services.importer.stats import RunStats
 from services.importer.validate import Layout
@@ -70,13 +71,11 @@ async def copy_csv(
     columns = raw_columns(layout)
     await conn.execute(f"CREATE TEMP TABLE {STAGE} ({', '.join(_q(c) + ' text' for c in columns)}) ON COMMIT DROP")
     with stats.timed("copy"):
-        status = await conn.copy_to_table(
-            STAGE,
-            source=_observed(chunks, progress),
-            columns=columns,
-            format="csv",
-            header=True,
-            encoding=encoding,
+        status = await until_lost(
+            conn,
+            conn.copy_to_table(
+                STAGE, source=_observed(chunks, progress), columns=columns, format="csv", header=True, encoding=encoding
+            ),
         )
     stats.rows_read = stats.rows_staged = int(status.rsplit(" ", 1)[-1])
     return stats.rows_read
@@ -102,14 +101,17 @@ async def copy_into_table(
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths."""
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
     with stats.timed("copy"):
-        status = await conn.copy_to_table(
-            plan.module.table_name,
-            source=_observed(chunks, progress),
-            columns=layout.columns,
-            format="csv",
-            header=True,
-            encoding=encoding,
-            force_null=layout.columns,
+        status = await until_lost(
+            conn,
+            conn.copy_to_table(
+                plan.module.table_name,
+                source=_observed(chunks, progress),
+                columns=layout.columns,
+                format="csv",
+                header=True,
+                encoding=encoding,
+                force_null=layout.columns,
+            ),
         )
     stats.rows_read = stats.rows_staged = stats.rows_changed = int(status.rsplit(" ", 1)[-1])
     return stats.rows_read

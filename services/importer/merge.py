@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.importer.errors import TooManyRejects
+from services.importer.pg_copy import until_lost
 from services.importer.schema import quote
 from services.importer.stats import RunStats
 from services.importer.validate import Reject, Rejects, Row
@@ -140,7 +141,7 @@ async def copy_chunks(
     columns = plan.copy_columns
     async for rows in chunks:
         with stats.timed("copy"):
-            await conn.copy_records_to_table(STAGE, records=rows, columns=columns)
+            await until_lost(conn, conn.copy_records_to_table(STAGE, records=rows, columns=columns))
         stats.rows_staged += len(rows)
         await progress(stats.rows_staged)
 

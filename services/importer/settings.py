@@ -76,5 +76,5 @@ class ImporterSettings(TokenSettings, DatabaseSettings):
     importer_provider_rates: dict[str, float] = Field(default_factory=dict)
     # How long to wait before trying again when the tenant is at its limit (jittered).
     importer_busy_defer: float = Field(default=0.5, gt=0)
-    # The worker's database pool.
-    importer_db_pool_size: int = Field(default=10, ge=1)
+    # The worker's database pool (at least WORKER_MAX_JOBS + 2: every running import holds a connection).
+    importer_db_pool_size: int = Field(default=12, ge=1)

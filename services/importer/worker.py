@@ -10,6 +10,7 @@ imports into the wrong columns.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -57,7 +58,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         except (RedisError, OSError) as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
         try:
-            await ctx["importer"].pool.fetchval("SELECT 1")
+            async with asyncio.timeout(2):
+                await ctx["importer"].pool.fetchval("SELECT 1")
         except UNAVAILABLE as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         return checks
@@ -73,7 +75,8 @@ async def _importer(ctx: dict[str, Any], settings: ImporterSettings, tenants: An
         settings.database_url,
         settings.database_connect_wait,
         min_size=1,
-        max_size=settings.importer_db_pool_size,
+        # Every running import holds a connection; the ledger and /ready need one more now and then.
+        max_size=max(settings.importer_db_pool_size, settings.worker_max_jobs + 2),
         application_name="conduit-worker",
     )
     try:
