@@ -118,11 +118,24 @@ async def _with_connection(importer: Importer, key: ledger.RunKey, job_id: str, 
             await importer.rate.wait(importer.tenants.tenants[key.tenant].default, _RATE_WAIT)
             attempt = await ledger.start_attempt(conn, key, job_id, importer.worker_id)
             return await _attempt(importer, conn, key, job_id, attempt, started)
-    except UNAVAILABLE as exc:
+    except (Busy, Retry):
+        raise
+    except Exception as exc:
+        if _stopping():
+            # Cancelled (the worker is stopping), and giving back a connection stuck in a cancelled COPY
+            # raised on the way out: still a cancellation, so arq hands the job back instead of failing it.
+            raise asyncio.CancelledError() from exc
+        if not isinstance(exc, UNAVAILABLE):
+            raise
         # The database went away (before the attempt was recorded, or taking the connection with it):
         # the next attempt closes whatever this one left as abandoned.
         log.warning("database unavailable; import will be retried", job_id=job_id, error=type(exc).__name__)
         raise Retry(defer=backoff(importer.settings, 1, None)) from None
+
+
+def _stopping() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _attempt(
