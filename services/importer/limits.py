@@ -55,7 +55,8 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - now - burst * interval
 if wait > 0 then return wait end
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+-- PX takes whole milliseconds; a rate that does not divide 1000 gives a fractional interval.
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
 return 0
 """
 )

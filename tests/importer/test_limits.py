@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 from arq.worker import Worker
+from redis.asyncio import Redis
 
+from services.importer.limits import Busy, ProviderRate
 from services.importer.worker import ARQ_MAX_TRIES
 from tests.importer.conftest import Importer
 from tests.importer.support import export_body
@@ -177,3 +180,11 @@ async def test_a_stuck_job_is_handed_on_after_the_import_timeout_plus_ten_second
     # arq keeps a job "in progress" for the longest job timeout + 10 s; a dead worker's job waits that long.
     assert 129_000 <= ttl <= 130_000
     assert worker.functions["import_export"].max_tries == ARQ_MAX_TRIES
+
+
+async def test_a_rate_that_does_not_divide_a_second(redis: Redis) -> None:
+    # 3 per second is an interval of 333.33 ms: the key's expiry must still be whole milliseconds.
+    rate = ProviderRate(redis, rate=3.0, burst=1, overrides={})
+    assert await rate.wait("demo", max_wait=5.0) == 0.0
+    with pytest.raises(Busy):
+        await rate.wait("demo", max_wait=0.0)
