@@ -32,7 +32,11 @@ def _filters(function: Any) -> Any:
             click.option("--tenant", help="Only this tenant."),
             click.option("--module", help="Only this module."),
             click.option(
-                "--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="Export date from (YYYY-MM-DD)."
+                "--from",
+                "--since",
+                "date_from",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="Export date from (YYYY-MM-DD); --since is the same.",
             ),
             click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Export date to (YYYY-MM-DD)."),
         ]

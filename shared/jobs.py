@@ -14,6 +14,7 @@ def refresh_job_id(tenant: str, provider: str, due: float | None) -> str:
     stamp = "init" if due is None else str(int(due * 1000))
     return f"refresh:{tenant}:{provider}:{stamp}"
 
+
 IMPORT_EXPORT = "import_export"
 
 

@@ -97,7 +97,7 @@ async def test_rerun_failed_picks_the_latest_failed_matching_the_filters(importe
     exports.set("users", GOOD, tenant="acme")
     await importer.run("acme", "users", "2024-05-01", job_id="manual")  # now succeeded: not failed any more
 
-    code, out, err = await cli(importer, "rerun", "--failed", "--tenant", "acme")
+    code, out, err = await cli(importer, "rerun", "--failed", "--since", "2024-05-01", "--tenant", "acme")
 
     assert code == 0, err
     assert out.splitlines()[0].startswith("enqueued acme/currencies/2024-05-01 as job")
