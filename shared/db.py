@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -17,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logging import get_logger
+from shared.urls import redact_url
 
 log = get_logger(__name__)
 
@@ -75,15 +75,6 @@ async def create_pool_with_retry(dsn: str, wait: float, **kwargs: Any) -> asyncp
         except UNAVAILABLE as exc:
             if loop.time() + delay > deadline:
                 raise
-            log.warning("database unavailable; retrying", database=safe_dsn(dsn), error=type(exc).__name__)
+            log.warning("database unavailable; retrying", database=redact_url(dsn), error=type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-def safe_dsn(dsn: str) -> str:
-    """The DSN for logs and messages: any password replaced by ***."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,8 +1,6 @@
-"""Creating Redis clients the same way everywhere, and naming a Redis URL without its password."""
+"""Creating Redis clients the same way everywhere."""
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
@@ -17,14 +15,3 @@ def create_redis(url: str, timeout: float) -> Redis:
         retry_on_timeout=False,
     )
     return client
-
-
-def safe_url(url: str) -> str:
-    """The URL for logs and error messages: any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

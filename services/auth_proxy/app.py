@@ -19,10 +19,11 @@ from services.auth_proxy.upstream import UpstreamPool
 from shared.crypto import RecordUnreadable, Sealer
 from shared.logging import get_logger
 from shared.ops_http import add_ops_routes
-from shared.redis_client import create_redis, safe_url
+from shared.redis_client import create_redis
 from shared.refresh import Refresher
 from shared.tenants import TenantsConfig, load_tenants
 from shared.token_store import TokenStore
+from shared.urls import redact_url
 
 log = get_logger(__name__)
 
@@ -55,7 +56,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await redis.ping()
     except (RedisError, OSError) as exc:
         # Keep starting: the in-memory tokens and /ready tell the rest, and the feed reconnects.
-        log.error("redis unreachable at start", redis_url=safe_url(settings.redis_url), error=type(exc).__name__)
+        log.error("redis unreachable at start", redis_url=redact_url(settings.redis_url), error=type(exc).__name__)
     app[keys.REDIS] = redis
     yield
     await redis.aclose()

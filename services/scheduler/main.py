@@ -19,8 +19,8 @@ from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes,
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
-from shared.redis_client import safe_url
 from shared.tenants import ConfigError, TenantsConfig, load_tenants
+from shared.urls import redact_url
 
 log = get_logger(__name__)
 
@@ -70,7 +70,7 @@ class Scheduler:
 
     def _reachable(self) -> None:
         if not self.healthy:
-            log.info("redis reachable; scheduling", redis_url=safe_url(self.settings.redis_url))
+            log.info("redis reachable; scheduling", redis_url=redact_url(self.settings.redis_url))
         self.healthy = True
         REDIS_UP.set(1)
         LAST_TICK.set_to_current_time()
@@ -116,7 +116,7 @@ async def serve(settings: SchedulerSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info(
         "scheduler started",
-        redis_url=safe_url(settings.redis_url),
+        redis_url=redact_url(settings.redis_url),
         pairs=len(list(tenants.pairs())),
         imports=sum(len(entries) for entries in scheduler.imports.groups.values()),
         schedules=len(scheduler.imports.groups),
