@@ -7,6 +7,7 @@ is permanent and must not be retried in a loop; everything else (timeouts,
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from shared.tenants import Credentials, Provider
 
 log = get_logger(__name__)
 
+# RFC 6750 §2.1: what a bearer token may consist of.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # RFC 6749 §5.2 errors that no retry will cure.
 PERMANENT_ERRORS = frozenset(
     {"invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
@@ -105,6 +108,11 @@ def _issued(
         keys = ", ".join(sorted(k for k in body if k != "refresh_token")) or "none"
         raise TokenRequestError(
             "invalid_response", f"token response has no access_token (keys: {keys})", permanent=False
+        )
+    if not _B64TOKEN.fullmatch(access):
+        # It goes into an Authorization header: CR, LF or spaces would break (or inject into) every request.
+        raise TokenRequestError(
+            "invalid_response", "token response's access_token is not a bearer token (RFC 6750)", permanent=False
         )
     expires_in = _expires_in(provider, body)
     new_refresh = body.get("refresh_token")

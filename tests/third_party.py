@@ -119,6 +119,8 @@ class ThirdParty:
             return web.Response(text="<html><body>Login</body></html>", content_type="text/html")
         if mode == "empty":
             return web.Response(body=b"", content_type="application/json")
+        if mode == "header_breaking_token":
+            return web.json_response({"access_token": "abc\r\nX-Evil: 1", "token_type": "Bearer", "expires_in": 60})
         if mode == "no_access_token":
             return web.json_response({"token_type": "Bearer", "expires_in": 60})
         if mode in ("invalid_client", "invalid_grant"):

@@ -146,6 +146,7 @@ async def test_stalled_refresher_cannot_overwrite_a_newer_token(redis: Redis, to
         ("html200", "invalid_response", "not a JSON object"),
         ("empty", "invalid_response", "not a JSON object"),
         ("no_access_token", "invalid_response", "no access_token"),
+        ("header_breaking_token", "invalid_response", "not a bearer token"),
         ("server_error", "http_error", "HTTP 503"),
     ],
 )
