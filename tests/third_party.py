@@ -6,8 +6,10 @@ It records every call and can be told to fail in the ways real providers do
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -49,8 +51,12 @@ class ThirdParty:
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     refuse_all_tokens: bool = False
+    # The caller's address of every API call: one port for two calls means a kept-alive connection.
+    api_peers: list[tuple[str, int]] = field(default_factory=list)
     # Set whenever an API call arrives, so tests can wait for "the request reached the upstream".
     api_called: asyncio.Event = field(default_factory=asyncio.Event)
+    # Ends a stalled answer early (the test is done with it).
+    unstall: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
 
     @property
@@ -143,6 +149,7 @@ class ThirdParty:
         client = self.valid(request.headers.get("Authorization"))
         body = await request.read() if tail != "upload" else b""
         self.api_calls.append(ApiCall(request.method, request.raw_path, dict(request.headers), body, client))
+        self.api_peers.append(request.transport.get_extra_info("peername") if request.transport else ("", 0))
         self.api_called.set()
         if client is None:
             return web.json_response({"error": "invalid_token"}, status=401)
@@ -157,6 +164,8 @@ class ThirdParty:
             return web.json_response({"slow": True})
         if tail == "big":
             return await self._big(request, int(request.query["size"]))
+        if tail == "pattern":
+            return await self._pattern(request, int(request.query["size"]), int(request.query.get("cut", "-1")))
         if tail == "upload":
             total = 0
             async for chunk in request.content.iter_chunked(1 << 16):
@@ -184,6 +193,34 @@ class ThirdParty:
             sent += len(part)
         await response.write_eof()
         return response
+
+    async def _pattern(self, request: web.Request, size: int, cut: int) -> web.StreamResponse:
+        """``pattern_bytes(size)`` in uneven writes; with ``cut`` the connection drops after that many bytes
+        (``stall=S``: it goes quiet for S seconds instead)."""
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        await response.prepare(request)
+        body = pattern_bytes(size)
+        end = size if cut < 0 else cut
+        sent = 0
+        while sent < end:
+            step = min(end - sent, 40_000 + sent % 7_919)
+            await response.write(body[sent : sent + step])
+            sent += step
+        if cut < 0:
+            await response.write_eof()
+            return response
+        if "stall" in request.query:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.unstall.wait(), float(request.query["stall"]))
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+
+def pattern_bytes(size: int) -> bytes:
+    """Each 4-byte word holds its own index: any lost, doubled or swapped piece of a body shows."""
+    return array.array("I", range(size // 4 + 1)).tobytes()[:size]
 
 
 @asynccontextmanager

@@ -106,8 +106,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     forwarder = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, pool, cache)
     app[keys.FORWARDER] = forwarder
     yield
-    if forwarder.access_log is not None:
-        forwarder.access_log.flush()
+    forwarder.close()
     await pool.close()
     await session.close()
 

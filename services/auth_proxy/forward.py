@@ -22,9 +22,18 @@ from yarl import URL
 
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
-from services.auth_proxy.metrics import REFUSED, RequestCounters
+from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
+from services.auth_proxy.splice import (
+    SPLICE_SUPPORTED,
+    CallerGone,
+    Pipes,
+    UpstreamCut,
+    flushed,
+    plain_socket,
+    relay,
+)
 from services.auth_proxy.token_cache import NoToken, TokenCache
 from services.auth_proxy.upstream import Origin, UpstreamPool, UpstreamResponse, UpstreamUnreachable
 from shared.logging import get_logger
@@ -38,6 +47,7 @@ _CHUNK = 64 << 10
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
+SPLICED, COPIED = STREAMED.labels("splice"), STREAMED.labels("copy")
 
 Body = bytes | AsyncIterator[bytes] | None
 Upstream = UpstreamResponse | aiohttp.ClientResponse
@@ -140,6 +150,7 @@ class Forwarder:
         self._replay_limit = settings.proxy_replay_body_limit
         self._buffer_limit = settings.proxy_buffer_response_limit
         self.access_log = AccessLog(settings.log_json) if settings.proxy_access_log else None
+        self._pipes = Pipes() if SPLICE_SUPPORTED and settings.proxy_splice else None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -296,22 +307,59 @@ class Forwarder:
         except ConnectionError:
             # The caller hung up before the headers went out; aiohttp closes quietly.
             return response
-        if no_body or await self._stream(upstream, response, ex):
+        if no_body or await self._copy_body(request, upstream, response, ex):
             await response.write_eof()
         return response
 
-    async def _stream(self, upstream: Upstream, response: web.StreamResponse, ex: _Exchange) -> bool:
+    async def _copy_body(
+        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
+    ) -> bool:
+        """The body by ``splice`` where both legs allow it, else through the process; False if the caller left."""
+        spliced = await self._splice(request, upstream, response, ex)
+        if spliced is not None:
+            SPLICED.inc()
+            return spliced
+        COPIED.inc()
+        return await self._stream(request, upstream, response, ex)
+
+    async def _splice(
+        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
+    ) -> bool | None:
+        """None where splicing is not possible: TLS on either leg, no known length, or an answer already read."""
+        pipes = self._pipes
+        transport = request.transport
+        sink = plain_socket(transport)
+        if pipes is None or sink is None or transport is None or not isinstance(upstream, UpstreamResponse):
+            return None
+        pipe = pipes.take()
+        handed = upstream.hand_over_body() if pipe is not None else None
+        if handed is None or pipe is None:
+            if pipe is not None:
+                pipes.give_back(pipe, empty=True)
+            return None
+        source, taken, left = handed
+        try:
+            # The first write sends the held-back headers too; the relay starts once the transport is empty.
+            await response.write(taken)
+            await flushed(transport, sink)
+            await relay(source, sink, left, pipe, pipes, self._settings.proxy_read_timeout)
+        except (ConnectionError, CallerGone):
+            return False
+        except (UpstreamCut, TimeoutError) as exc:
+            return _cut_short(request, ex, str(exc) or "no bytes within the read timeout")
+        upstream.body_relayed()
+        return True
+
+    async def _stream(
+        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
+    ) -> bool:
         """Copy the body with backpressure; False if the caller went away before the end."""
         content = upstream.content
         while True:
             try:
                 chunk = await content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                # The status line is gone already; all that is left is to cut the response short.
-                log.warning(
-                    "upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=type(exc).__name__
-                )
-                raise
+                return _cut_short(request, ex, type(exc).__name__)
             if not chunk:
                 return True
             try:
@@ -320,6 +368,12 @@ class Forwarder:
             except ConnectionError:
                 # The caller hung up: not the upstream's fault, and nothing to answer.
                 return False
+
+    def close(self) -> None:
+        if self._pipes is not None:
+            self._pipes.close()
+        if self.access_log is not None:
+            self.access_log.flush()
 
     async def _maybe_store(
         self,
@@ -338,3 +392,13 @@ class Forwarder:
         kept = [(k, v) for k, v in headers.items() if k.lower() not in _NOT_CACHED_HEADERS]
         await self._cache.put(cache_key, upstream.status, kept, payload, ttl)
         ex.cache = "store"
+
+
+def _cut_short(request: web.Request, ex: _Exchange, error: str) -> bool:
+    """The upstream failed after the status line went out: the caller's connection is closed, short of the length.
+
+    Raising would do the same with an aiohttp traceback at error level for what is the provider's fault.
+    """
+    log.warning("upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=error)
+    request.protocol.force_close()
+    return False

@@ -20,6 +20,11 @@ CACHE = Counter(
     "Response cache lookups by result (hit, miss, store, bypass).",
     ["tenant", "provider", "result"],
 )
+STREAMED = Counter(
+    "conduit_proxy_streamed_responses_total",
+    "Answers over the buffer limit, by how the body went: splice (socket to socket in the kernel) or copy.",
+    ["how"],
+)
 REFUSED = Counter(
     "conduit_proxy_refused_total",
     "Requests refused before any upstream call, by reason.",

@@ -32,6 +32,8 @@ class ProxySettings(TokenSettings):
     # aiohttp's limit on one request header line; larger headers get a 400.
     proxy_max_header_size: int = Field(default=8190, gt=0)
     proxy_access_log: bool = True
+    # Large sized answers go socket to socket with splice(2) where neither leg is TLS (Linux).
+    proxy_splice: bool = True
     # Seconds SIGTERM waits for in-flight requests before closing.
     proxy_shutdown_timeout: float = Field(default=30.0, ge=0)
     proxy_cache_enabled: bool = False

@@ -1,4 +1,4 @@
-"""A 1 GB response passes through the proxy process with its memory flat (streaming with backpressure)."""
+"""A 1 GB response passes through the proxy process with its memory flat, spliced or copied with backpressure."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 SIZE = 1 << 30
 
 
-async def test_one_gigabyte_streams_with_flat_memory(proxy_process: Callable[..., tuple[Services, Service]]) -> None:
-    services, proxy = proxy_process()
+@pytest.mark.parametrize("splice", ["true", "false"], ids=["splice", "copy"])
+async def test_one_gigabyte_streams_with_flat_memory(
+    proxy_process: Callable[..., tuple[Services, Service]], splice: str
+) -> None:
+    services, proxy = proxy_process(CONDUIT_PROXY_SPLICE=splice)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, proxy)
