@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -82,8 +83,10 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.proxy_connect_timeout, sock_read=settings.proxy_read_timeout
     )
+    ca_file = settings.proxy_upstream_ca_file
+    tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.proxy_pool_size, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(limit=settings.proxy_pool_size, ttl_dns_cache=300, ssl=tls),
         timeout=timeout,
         # Never keep cookies: one tenant's session must not leak into another's requests.
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -98,6 +101,7 @@ async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         read_bufsize=256 << 10,
+        tls=tls,
     )
     cache = None
     if settings.proxy_cache_enabled:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FilePath
 
 from shared.settings import TokenSettings
 
@@ -19,6 +19,9 @@ class ProxySettings(TokenSettings):
 
     proxy_host: str = "0.0.0.0"
     proxy_port: int = Field(default=8080, ge=0, le=65535)
+    # CA bundle that upstream TLS certificates are verified against, instead of the system's
+    # (a private CA, or a TLS-intercepting egress gateway). Unset: the system's trust store.
+    proxy_upstream_ca_file: FilePath | None = None
     # Upstream timeouts: a connect or read timeout gives the caller a 504.
     proxy_connect_timeout: float = Field(default=5.0, gt=0)
     proxy_read_timeout: float = Field(default=60.0, gt=0)

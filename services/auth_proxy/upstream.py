@@ -290,7 +290,15 @@ class UpstreamResponse:
 class UpstreamPool:
     """Keep-alive connections to every origin, at most ``limit`` open at once (0: no limit)."""
 
-    def __init__(self, *, limit: int, connect_timeout: float, read_timeout: float, read_bufsize: int) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int,
+        connect_timeout: float,
+        read_timeout: float,
+        read_bufsize: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -298,7 +306,7 @@ class UpstreamPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -58,6 +59,11 @@ def start_proxy(redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Pa
         path = tenants_file(
             tmp_path, party, tenants or ["acme", "globex"], extra_providers=overrides.pop("extra", None)
         )
+        if "api_base_url" in overrides:
+            # The API elsewhere than the token endpoint (over TLS, say).
+            data = yaml.safe_load(path.read_text())
+            data["providers"]["demo"]["api_base_url"] = overrides.pop("api_base_url")
+            path.write_text(yaml.safe_dump(data))
         settings = ProxySettings(
             redis_url=overrides.pop("redis_url", redis_url),
             tenants_file=path,

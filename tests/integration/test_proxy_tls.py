@@ -1,0 +1,121 @@
+"""The proxy against an upstream over real TLS on 127.0.0.1, as every production provider is (``https://``)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.auth_proxy.metrics import STREAMED
+from tests.integration.conftest import Proxy
+from tests.third_party import ThirdParty, pattern_bytes, serve
+
+SIZE = 3_000_001
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, signer: Any) -> Any:
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A CA file for the proxy to trust, and the upstream's server context with a certificate it signed."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("Conduit test CA", ca_key, None, ca_key)
+    leaf = _certificate("127.0.0.1", leaf_key, ca, ca_key)
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (folder / "leaf.key").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(folder / "leaf.pem", folder / "leaf.key")
+    return folder / "ca.pem", server
+
+
+@pytest.fixture
+def tls_proxy(
+    start_proxy: Callable[..., Any], party: ThirdParty, pki: tuple[Path, ssl.SSLContext]
+) -> Callable[..., Any]:
+    """The proxy with the demo provider's API over TLS (its token endpoint stays plain, as in the fixtures)."""
+    ca_file, server_tls = pki
+
+    @asynccontextmanager
+    async def start(trust: bool = True) -> AsyncIterator[Proxy]:
+        async with serve(party.app(), tls=server_tls) as tls_url:
+            overrides: dict[str, Any] = {"proxy_upstream_ca_file": ca_file} if trust else {}
+            async with start_proxy(party, api_base_url=f"{tls_url}/api/", **overrides) as proxy:
+                yield proxy
+
+    return start
+
+
+async def test_requests_and_large_answers_over_tls(tls_proxy: Callable[..., Any]) -> None:
+    copied = STREAMED.labels("copy")._value.get()  # type: ignore[attr-defined]
+    async with tls_proxy() as proxy:
+        small = await proxy.get("/resources/42?x=1")
+        assert small.status == 200 and (await small.json())["path"] == "/api/resources/42?x=1"
+        assert proxy.party.api_calls[-1].tenant_client == "acme-demo"
+        big = await proxy.get(f"/pattern?size={SIZE}")
+        assert await big.read() == pattern_bytes(SIZE)
+
+        async def chunks() -> Any:
+            for _ in range(32):
+                yield b"u" * (1 << 16)
+
+        upload = await proxy.request("POST", "/upload", data=chunks())
+        assert (await upload.json())["received"] == 32 << 16
+    # TLS bytes cannot be spliced: the large answer took the copy path.
+    assert STREAMED.labels("copy")._value.get() == copied + 1  # type: ignore[attr-defined]
+    # The small and the large answer shared one kept-alive TLS connection.
+    assert proxy.party.api_peers[0] == proxy.party.api_peers[1]
+
+
+async def test_an_untrusted_certificate_is_a_502_not_a_leak(tls_proxy: Callable[..., Any]) -> None:
+    async with tls_proxy(trust=False) as proxy:
+        calls = len(proxy.party.api_calls)
+        response = await proxy.get("/resources/42")
+        assert response.status == 502
+        body = await response.json()
+        assert body["error"] == "upstream_unreachable"
+        assert "Bearer" not in str(body) and "token" not in body["message"]
+        # Nothing reached the API: the TLS handshake failed before any request was sent.
+        assert len(proxy.party.api_calls) == calls
+
+
+def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from services.auth_proxy.settings import ProxySettings
+
+    with pytest.raises(ValidationError, match="proxy_upstream_ca_file"):
+        ProxySettings(proxy_upstream_ca_file=tmp_path / "nope.pem")
