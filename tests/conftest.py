@@ -7,17 +7,21 @@ environment when reachable, else throwaway real servers it starts.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from devtools.servers import ensure_servers
 
-TEST_REDIS_DB = int(os.environ.get("CONDUIT_TEST_REDIS_DB", "13"))
+# Databases test sessions may lease: 0 holds the leases and `make run`, 11 and 12 the benches.
+_LEASABLE_DBS = (10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 14, 15, 13)
+_LEASE = "conduit:tests:redis-db:{}"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,10 +32,27 @@ def server_urls() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(server_urls: dict[str, str]) -> str:
+def redis_url(server_urls: dict[str, str]) -> Iterator[str]:
+    """A Redis database of this test session's own, flushed per test by ``redis``.
+
+    Two sessions on one Redis (two checkouts, a helper's run beside CI) would flush each other's
+    tokens and arq jobs: each session leases a database number in database 0 and gives it back at
+    the end (a crashed session's lease lapses in an hour). ``CONDUIT_TEST_REDIS_DB`` pins one.
+    """
     base = server_urls["CONDUIT_REDIS_URL"].rsplit("/", 1)
     root = base[0] if base[-1].isdigit() else server_urls["CONDUIT_REDIS_URL"].rstrip("/")
-    return f"{root}/{TEST_REDIS_DB}"
+    if os.environ.get("CONDUIT_TEST_REDIS_DB"):
+        yield f"{root}/{os.environ['CONDUIT_TEST_REDIS_DB']}"
+        return
+    leases = SyncRedis.from_url(f"{root}/0")
+    token = secrets.token_hex(8)
+    db = next((n for n in _LEASABLE_DBS if leases.set(_LEASE.format(n), token, nx=True, ex=3600)), _LEASABLE_DBS[0])
+    try:
+        yield f"{root}/{db}"
+    finally:
+        if leases.get(_LEASE.format(db)) == token.encode():
+            leases.delete(_LEASE.format(db))
+        leases.close()
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@ real Redis, the fake export server, and a real arq worker in burst mode to run i
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job
 from arq.worker import Worker
 from pydantic import SecretStr
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from conduit.db_cli import apply_migrations, read_migrations
@@ -33,9 +31,6 @@ from tests.importer.support import Exports, running_exports
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "migrations"
 TENANTS = ("acme", "globex")
-# Redis databases importer test sessions may lease (0 holds the leases and `make run`, 12 the bench, 13 the root
-# fixture's tests).
-_LEASABLE_DBS = (11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 14, 15)
 
 
 def with_search_path(dsn: str, schema: str) -> str:
@@ -59,30 +54,6 @@ class Database:
 
     async def runs(self) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM import_runs ORDER BY id")
-
-
-@pytest.fixture(scope="session")
-def redis_url(server_urls: dict[str, str]) -> Iterator[str]:
-    """A Redis database of this test session's own (the root fixture flushes it per test, as for the others).
-
-    arq's queue, job keys and results live there under the contract's job ids, so two sessions on one Redis
-    (two checkouts, CI jobs side by side) would run and flush each other's jobs: each session leases a
-    database number in database 0 and gives it back at the end (a crashed session's lease lapses in an hour).
-    """
-    base = server_urls["CONDUIT_REDIS_URL"].rsplit("/", 1)
-    root = base[0] if base[-1].isdigit() else server_urls["CONDUIT_REDIS_URL"].rstrip("/")
-    if os.environ.get("CONDUIT_TEST_IMPORTER_REDIS_DB"):
-        yield f"{root}/{os.environ['CONDUIT_TEST_IMPORTER_REDIS_DB']}"
-        return
-    leases = SyncRedis.from_url(f"{root}/0")
-    token = secrets.token_hex(8)
-    db = next((n for n in _LEASABLE_DBS if leases.set(f"conduit:tests:importer-db:{n}", token, nx=True, ex=3600)), 11)
-    try:
-        yield f"{root}/{db}"
-    finally:
-        if leases.get(f"conduit:tests:importer-db:{db}") == token.encode():
-            leases.delete(f"conduit:tests:importer-db:{db}")
-        leases.close()
 
 
 @pytest.fixture(scope="session")
