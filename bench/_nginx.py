@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from bench._procs import Service, pinned
+from devtools.pki import Pki
 
 # Where Debian puts it; /usr/sbin is not on every user's PATH.
 _CANDIDATES = ("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
@@ -40,7 +41,8 @@ http {{
     open_file_cache_valid 600s;
     keepalive_requests 10000000;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096 {tls};
+        {certificate}
         root {dir}/www;
     }}
 }}
@@ -63,7 +65,8 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=4096 {reuseport};
         location / {{
-            proxy_pass http://api;
+            proxy_pass {scheme}://api;
+            {verify}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Tenant-ID "";
@@ -98,15 +101,36 @@ def write_files(workdir: Path, sizes: dict[str, int]) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def upstream(workdir: Path, port: int, cpus: str | None) -> Service:
+def upstream(workdir: Path, port: int, cpus: str | None, tls: Pki | None = None) -> Service:
+    """The static upstream; over TLS (HTTP/1.1, session tickets on) with ``tls``."""
     conf = _UPSTREAM.format(
-        common=_COMMON.format(dir=workdir, name="upstream"), temp=_temp(workdir, "upstream"), dir=workdir, port=port
+        common=_COMMON.format(dir=workdir, name="upstream"),
+        temp=_temp(workdir, "upstream"),
+        dir=workdir,
+        port=port,
+        tls="ssl" if tls else "",
+        certificate=f"ssl_certificate {tls.cert}; ssl_certificate_key {tls.key};" if tls else "",
     )
     return _start(workdir, "upstream", conf, cpus)
 
 
-def baseline(workdir: Path, port: int, upstream_port: int, workers: int, token: str, cpus: str | None) -> Service:
+def baseline(
+    workdir: Path,
+    port: int,
+    upstream_port: int,
+    workers: int,
+    token: str,
+    cpus: str | None,
+    upstream_ca: Path | None = None,
+) -> Service:
+    """nginx as the proxy; with ``upstream_ca`` it speaks TLS upstream and verifies the certificate, as the proxy."""
+    verify = (
+        f"proxy_ssl_verify on; proxy_ssl_trusted_certificate {upstream_ca}; proxy_ssl_name 127.0.0.1; "
+        "proxy_ssl_session_reuse on;"
+    )
     conf = _BASELINE.format(
+        scheme="https" if upstream_ca else "http",
+        verify=verify if upstream_ca else "",
         common=_COMMON.format(dir=workdir, name="nginx"),
         temp=_temp(workdir, "nginx"),
         dir=workdir,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -79,15 +80,22 @@ class Service:
             return ""
 
 
-def wait_http(service: Service, url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
-    """Wait until ``url`` answers 200, or raise with the end of the service's log."""
+def wait_http(
+    service: Service, url: str, headers: dict[str, str] | None = None, timeout: float = 30.0, ca: Path | None = None
+) -> None:
+    """Wait until ``url`` answers 200 (over TLS verified against ``ca``, if given), or raise with the service's log."""
+    if ca is not None:
+        url = url.replace("http://", "https://", 1)
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if not service.alive():
             raise BenchError(f"{service.name} exited with {service.proc.returncode}:\n{service.tail()}")
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers or {}), timeout=2, context=context
+            ) as resp:
                 if resp.status == 200:
                     return
                 last = f"HTTP {resp.status}"

@@ -15,6 +15,9 @@ TARGET_PEAK_MB = 150.0
 _LAYOUTS = {
     "one-core": "nginx with 1 worker or the proxy with 1 process pinned to CPU 0 (`taskset -c 0`); "
     "wrk (1 thread), the upstream nginx and the token endpoint pinned to CPU 1",
+    "one-core-tls": "as one-core, with the upstream over TLS as every production provider is (nginx verifying "
+    "its certificate with `proxy_ssl_verify`, the proxy with `CONDUIT_PROXY_UPSTREAM_CA_FILE`): large answers "
+    "cannot be spliced and are copied through the proxy",
     "two-process": "nginx with 2 workers, the proxy with `--processes 2` (its RSS: the parent's, the two "
     "workers' and multiprocessing's resource tracker's together); nothing pinned, wrk (1 thread) and the "
     "upstream share both CPUs",

@@ -26,6 +26,7 @@ from bench import _nginx, _wrk
 from bench._procs import BenchError, Service, cpu_seconds, free_port, pinned, rss_bytes, wait_http
 from bench._proxy_report import Row, render, summarise
 from bench._report import DOC, section, write_section
+from devtools.pki import make_pki
 
 SIZES = {"1k": 1024, "1m": 1 << 20}
 CONNECTIONS = (64, 256)
@@ -42,10 +43,13 @@ class Layout:
     target_cpus: str | None
     load_cpus: str | None
     wrk_threads: int
+    upstream_tls: bool = False
 
 
 LAYOUTS = {
     "one-core": Layout("one-core", 1, "0", "1", 1),
+    # As production: the provider's API is https://, so the body cannot be spliced and both sides decrypt.
+    "one-core-tls": Layout("one-core-tls", 1, "0", "1", 1, upstream_tls=True),
     # One wrk thread here too: on two cores a second one only takes CPU from the side under test.
     "two-process": Layout("two-process", 2, None, None, 1),
 }
@@ -164,16 +168,18 @@ def _bench(opts: argparse.Namespace) -> list[Config]:
 def _bench_layout(opts: argparse.Namespace, layout: Layout, workdir: Path, token_port: int) -> list[Config]:
     with contextlib.ExitStack() as stack:
         up_port, nginx_port, proxy_port = free_port(), free_port(), free_port()
-        upstream = stack.enter_context(_running(_nginx.upstream(workdir, up_port, layout.load_cpus)))
-        wait_http(upstream, f"http://127.0.0.1:{up_port}/resources/{opts.sizes[0]}")
+        pki = make_pki(workdir) if layout.upstream_tls else None
+        upstream = stack.enter_context(_running(_nginx.upstream(workdir, up_port, layout.load_cpus, pki)))
+        wait_http(upstream, f"http://127.0.0.1:{up_port}/resources/{opts.sizes[0]}", ca=pki.ca if pki else None)
         targets: dict[str, Service] = {}
         if "nginx" in opts.targets:
-            targets["nginx"] = stack.enter_context(
-                _running(_nginx.baseline(workdir, nginx_port, up_port, layout.processes, "bench", layout.target_cpus))
+            nginx = _nginx.baseline(
+                workdir, nginx_port, up_port, layout.processes, "bench", layout.target_cpus, pki.ca if pki else None
             )
+            targets["nginx"] = stack.enter_context(_running(nginx))
         if "proxy" in opts.targets:
             targets["proxy"] = stack.enter_context(
-                _running(_proxy(opts, layout, workdir, proxy_port, up_port, token_port))
+                _running(_proxy(opts, layout, workdir, proxy_port, up_port, token_port, pki.ca if pki else None))
             )
         ports = {"nginx": nginx_port, "proxy": proxy_port}
         for target, service in targets.items():
@@ -239,7 +245,13 @@ def _log_problems(log: Path, offset: int) -> dict[str, int]:
 
 
 def _proxy(
-    opts: argparse.Namespace, layout: Layout, workdir: Path, port: int, up_port: int, token_port: int
+    opts: argparse.Namespace,
+    layout: Layout,
+    workdir: Path,
+    port: int,
+    up_port: int,
+    token_port: int,
+    upstream_ca: Path | None,
 ) -> Service:
     _forget_token(opts.redis_url)
     tenants = workdir / "tenants.yaml"
@@ -249,7 +261,7 @@ def _proxy(
                 "providers": {
                     PROVIDER: {
                         "token_url": f"http://127.0.0.1:{token_port}/oauth/token",
-                        "api_base_url": f"http://127.0.0.1:{up_port}",
+                        "api_base_url": f"{'https' if upstream_ca else 'http'}://127.0.0.1:{up_port}",
                     }
                 },
                 "tenants": {
@@ -272,6 +284,8 @@ def _proxy(
         "CONDUIT_PROXY_SHUTDOWN_TIMEOUT": "2",
         "CONDUIT_LOG_LEVEL": "INFO",
     }
+    if upstream_ca:
+        env["CONDUIT_PROXY_UPSTREAM_CA_FILE"] = str(upstream_ca)
     command = [_conduit(), "proxy", "--processes", str(layout.processes)]
     log = workdir / "proxy.log"
     log.unlink(missing_ok=True)
