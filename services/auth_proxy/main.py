@@ -1,4 +1,9 @@
-"""Running the proxy as a process: logging, one or more worker processes, clean SIGTERM."""
+"""Running the proxy as a process: logging, one or more worker processes, clean SIGTERM.
+
+With ``--processes N`` the parent only starts the children and passes signals on.
+It imports the settings and nothing of the app (aiohttp, Redis, cryptography...):
+``serve`` imports those, in each child.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,19 @@ import os
 import signal
 import sys
 
-from aiohttp import web
-
-from services.auth_proxy.app import create_app
 from services.auth_proxy.settings import ProxySettings
-from shared.crypto import TokenKeyError
-from shared.logging import configure_logging, get_logger
-from shared.tenants import ConfigError
-
-log = get_logger(__name__)
+from shared.config_errors import ConfigError, TokenKeyError
 
 
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
+    from aiohttp import web
+
+    from services.auth_proxy.app import create_app
+    from shared.logging import configure_logging, get_logger
+
     configure_logging(settings.log_level, settings.log_json)
+    log = get_logger(__name__)
     try:
         app = create_app(settings)
     except (ConfigError, TokenKeyError) as exc:
