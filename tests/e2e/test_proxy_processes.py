@@ -1,7 +1,8 @@
 """`conduit proxy --processes 2`: two children serve, the parent only supervises and stays small.
 
-The parent holds none of the app (aiohttp, cryptography, the Redis client); the
-shared objects a process has loaded are listed in /proc/PID/maps, which the test reads.
+The parent holds none of the app (aiohttp, cryptography, the Redis client) and
+there is no multiprocessing resource tracker beside it; the shared objects a
+process has loaded are listed in /proc/PID/maps, which the test reads.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ async def test_two_children_serve_and_the_parent_holds_none_of_the_app(
             async with session.get(f"{proxy.ops_url}/x", headers={"X-Tenant-ID": "acme"}) as response:
                 assert response.status == 200
             kids = children(proxy.proc.pid)
+            assert len(kids) == 2, [Path(f"/proc/{k}/cmdline").read_bytes() for k in kids]
             assert loaded(proxy.proc.pid) == set()
+            # It forks its children, which is only safe from a process of one thread.
+            assert len(list(Path(f"/proc/{proxy.proc.pid}/task").iterdir())) == 1
             # The check can see them: a child that answered has them all.
             assert any(loaded(kid) == set(APP_EXTENSIONS) for kid in kids)
         proxy.proc.send_signal(signal.SIGTERM)
