@@ -7,8 +7,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from shared.crypto import TokenKeyError
-from shared.tenants import ConfigError
+from shared.config_errors import ConfigError, TokenKeyError
 
 
 def guard(action: Any) -> Any:

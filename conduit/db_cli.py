@@ -19,9 +19,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncpg
 import click
+
+if TYPE_CHECKING:
+    import asyncpg
 
 # Any constant works; this one spells "conduit" so it is recognisable in pg_locks.
 MIGRATION_LOCK = 0x636F6E64756974
@@ -92,6 +95,9 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
 
 
 async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    # Imported here: `conduit` registers every command at start, and `conduit proxy` never talks to PostgreSQL.
+    import asyncpg
+
     try:
         async with conn.transaction():
             await conn.execute(migration.sql)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
-
-class TokenKeyError(Exception):
-    """The token key is missing or malformed (the message never contains the key)."""
+# Raised here, defined apart so `conduit` can catch it without importing cryptography.
+from shared.config_errors import TokenKeyError as TokenKeyError
 
 
 class RecordUnreadable(Exception):

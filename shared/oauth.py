@@ -3,21 +3,28 @@
 A refusal the provider means for good (``invalid_grant``, ``invalid_client``...)
 is permanent and must not be retried in a loop; everything else (timeouts,
 5xx, an HTML error page, a JSON without ``access_token``) is transient.
+
+authlib and httpx2 (with anyio, joserfc, httpcore2, h11 under them) are imported
+by the first token request, not with this module: every proxy process imports
+it, yet tokens are refreshed by the workers on schedule and a proxy rarely asks
+for one itself, so most proxies would carry them (about 4 MB) for nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from pydantic import SecretStr
 
 from shared.logging import get_logger
 from shared.tenants import Credentials, Provider
+
+if TYPE_CHECKING:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = get_logger(__name__)
 
@@ -58,24 +65,27 @@ async def request_token(
     started = time.time()
     try:
         body = await _call(provider, credentials, refresh_token, timeout)
-    except (OAuthError, httpx2.HTTPError, ValueError) as exc:
+    except _client_errors() as exc:
         raise _classify(exc, timeout, secrets) from None
     return _issued(provider, body, refresh_token, started, secrets)
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    # Evaluated only once an exception is on its way, by when _call has imported these.
+    import httpx2
+    from authlib.integrations.httpx_client import OAuthError
+
+    return (OAuthError, httpx2.HTTPError, ValueError)
 
 
 async def _call(
     provider: Provider, credentials: Credentials, refresh_token: SecretStr | None, timeout: float
 ) -> dict[str, Any]:
-    secret = credentials.client_secret.get_secret_value() if credentials.client_secret else None
-    async with AsyncOAuth2Client(
-        client_id=credentials.client_id,
-        client_secret=secret,
-        token_endpoint_auth_method=provider.client_auth_method,
-        scope=" ".join(provider.scopes) or None,
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-    ) as client:
+    # Made in a thread: the first call imports authlib and httpx2 (50-110 ms here) and every
+    # call loads the CA bundle into a new SSL context (30-45 ms); on the event loop either
+    # would hold up every request the process is serving meanwhile.
+    client = await asyncio.to_thread(_new_client, provider, credentials, timeout)
+    async with client:
         url = str(provider.token_url)
         if refresh_token is not None:
             token = await client.refresh_token(url, refresh_token=refresh_token.get_secret_value())
@@ -84,7 +94,25 @@ async def _call(
     return dict(token)
 
 
+def _new_client(provider: Provider, credentials: Credentials, timeout: float) -> AsyncOAuth2Client:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+    secret = credentials.client_secret.get_secret_value() if credentials.client_secret else None
+    return AsyncOAuth2Client(
+        client_id=credentials.client_id,
+        client_secret=secret,
+        token_endpoint_auth_method=provider.client_auth_method,
+        scope=" ".join(provider.scopes) or None,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
 def _classify(exc: Exception, timeout: float, secrets: list[str]) -> TokenRequestError:
+    import httpx2
+    from authlib.integrations.httpx_client import OAuthError
+
     if isinstance(exc, OAuthError):
         code = str(exc.error or "oauth_error")
         detail = _scrub(f"token endpoint refused: {code}: {exc.description or ''}".rstrip(": "), secrets)

@@ -8,12 +8,13 @@ their own Redis, token endpoint and upstream.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.refresh import RefreshPolicy
+if TYPE_CHECKING:
+    from shared.refresh import RefreshPolicy
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -48,6 +49,10 @@ class TokenSettings(CommonSettings):
     token_permanent_pause: float = Field(default=3600.0, gt=0)
 
     def refresh_policy(self) -> RefreshPolicy:
+        # Imported here: shared.refresh brings Redis, cryptography and prometheus, which a
+        # process that only reads its settings (the parent of `conduit proxy --processes N`) does not need.
+        from shared.refresh import RefreshPolicy
+
         return RefreshPolicy(
             request_timeout=self.token_request_timeout,
             lock_timeout=self.token_lock_timeout,

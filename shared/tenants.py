@@ -28,16 +28,15 @@ from pydantic import (
     model_validator,
 )
 
+# Raised here, defined apart so `conduit` can catch it without importing this module.
+from shared.config_errors import ConfigError as ConfigError
+
 # Tenant and provider names end up in Redis keys, job ids, metric labels and
 # headers, so they are kept to a conservative alphabet.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 GrantType = Literal["client_credentials", "refresh_token"]
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
-
-
-class ConfigError(Exception):
-    """The tenants file cannot be used; the message says where and why."""
 
 
 class _Strict(BaseModel):
@@ -160,7 +159,9 @@ class TenantImports(_Strict):
 class ImportDefaults(_Strict):
     """The top-level ``imports:`` section: the schedule and spread window every tenant starts from."""
 
-    schedule: ScheduleSpec = ScheduleSpec(cron=DEFAULT_IMPORT_CRON, timezone=DEFAULT_IMPORT_TIMEZONE)
+    # Not validated here: that would import croniter with this module, in every process, the proxy
+    # too (see _check_cron); tests/unit/test_tenants.py validates these constants instead.
+    schedule: ScheduleSpec = ScheduleSpec.model_construct(cron=DEFAULT_IMPORT_CRON, timezone=DEFAULT_IMPORT_TIMEZONE)
     # The day's imports start spread over this many seconds after the schedule fires.
     spread: Seconds = DEFAULT_IMPORT_SPREAD
 

@@ -27,9 +27,9 @@ async def party() -> AsyncIterator[ThirdParty]:
 def proxy_process(
     party: ThirdParty, redis_url: str, redis: object, token_key: SecretStr, tmp_path: Path
 ) -> Callable[..., tuple[Services, Service]]:
-    """Start `conduit proxy` for tenant acme against ``party``; extra settings as keyword arguments."""
+    """Start `conduit proxy` for tenant acme against ``party``; options as arguments, settings as keywords."""
 
-    def start(**settings: str) -> tuple[Services, Service]:
+    def start(*options: str, **settings: str) -> tuple[Services, Service]:
         port = free_port()
         env = base_env(
             CONDUIT_REDIS_URL=redis_url,
@@ -40,7 +40,7 @@ def proxy_process(
             **settings,
         )
         services = Services(env, tmp_path)
-        return services, services.start("proxy", "proxy", ops_port=port)
+        return services, services.start("proxy", "proxy", *options, ops_port=port)
 
     return start
 

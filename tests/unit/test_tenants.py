@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.tenants import ConfigError, load_tenants
+from shared.tenants import ConfigError, ImportDefaults, ScheduleSpec, load_tenants
 
 GOOD = """
 providers:
@@ -92,3 +92,10 @@ def test_tenant_name_alphabet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ACME_SECRET", "x")
     with pytest.raises(ConfigError, match="tenant 'ac/me'"):
         load_tenants(write(tmp_path, GOOD.replace("  acme:", "  ac/me:")))
+
+
+def test_default_schedule_is_valid() -> None:
+    # The default is built without validation (so croniter stays out of the proxy); check it here.
+    default = ImportDefaults().schedule
+    assert ScheduleSpec.model_validate(default.model_dump()) == default
+    assert default.cron and default.timezone
