@@ -84,3 +84,27 @@ def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="proxy_upstream_ca_file"):
         ProxySettings(proxy_upstream_ca_file=tmp_path / "nope.pem")
+
+
+async def test_tls_connections_receive_in_smaller_pieces(party: ThirdParty, pki: tuple[Path, ssl.SSLContext]) -> None:
+    """A canary: asyncio's ciphertext buffer is shrunk through its private attributes; a Python that
+    renames them would silently bring back 256 KiB per connection, and this fails instead."""
+    from services.auth_proxy.upstream import _CIPHERTEXT_READ, Origin, UpstreamPool
+
+    ca_file, server_tls = pki
+    async with serve(party.app(), tls=server_tls) as url:
+        pool = UpstreamPool(
+            limit=1,
+            connect_timeout=1,
+            read_timeout=1,
+            read_bufsize=1 << 16,
+            tls=ssl.create_default_context(cafile=ca_file),
+        )
+        conn = await pool._connect(Origin.parse(url))
+        try:
+            assert conn.transport is not None
+            protocol = conn.transport._ssl_protocol  # type: ignore[attr-defined]
+            assert protocol.max_size == len(protocol._ssl_buffer) == _CIPHERTEXT_READ
+        finally:
+            conn.close()
+            await pool.close()
