@@ -366,6 +366,20 @@ def test_external_urls_without_passwords_may_be_plain_values(render: Callable[..
     assert env(container(plain, "worker"))["CONDUIT_REDIS_URL"]["value"] == "redis://redis:6379/0"
 
 
+def test_an_upstream_ca_bundle_is_mounted_for_the_proxy_only(render: Callable[..., Objects], default: Objects) -> None:
+    assert "CONDUIT_PROXY_UPSTREAM_CA_FILE" not in env(container(default, "proxy"))
+    objects = render(
+        "--set", "proxy.upstreamCA.existingConfigMap=egress-ca", "--set", "proxy.upstreamCA.key=bundle.pem"
+    )
+    proxy = find(objects, "Deployment", "conduit-proxy")["spec"]["template"]["spec"]
+    assert {"name": "upstream-ca", "configMap": {"name": "egress-ca"}} in proxy["volumes"]
+    mount = next(m for m in proxy["containers"][0]["volumeMounts"] if m["name"] == "upstream-ca")
+    variable = env(proxy["containers"][0])["CONDUIT_PROXY_UPSTREAM_CA_FILE"]["value"]
+    assert variable == f"{mount['mountPath']}/bundle.pem" and mount["readOnly"] is True
+    for component in ("worker", "scheduler"):
+        assert "CONDUIT_PROXY_UPSTREAM_CA_FILE" not in env(container(objects, component))
+
+
 def test_tenants_file_is_the_mounted_config_map(objects: Objects) -> None:
     config_map = find(objects, "ConfigMap", "conduit-tenants")
     tenants = yaml.safe_load(config_map["data"]["tenants.yaml"])
