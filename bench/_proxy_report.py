@@ -18,8 +18,8 @@ _LAYOUTS = {
     "one-core-tls": "as one-core, with the upstream over TLS as every production provider is (nginx verifying "
     "its certificate with `proxy_ssl_verify`, the proxy with `CONDUIT_PROXY_UPSTREAM_CA_FILE`): large answers "
     "cannot be spliced and are copied through the proxy",
-    "two-process": "nginx with 2 workers, the proxy with `--processes 2` (its RSS: the parent's, the two "
-    "workers' and multiprocessing's resource tracker's together); nothing pinned, wrk (1 thread) and the "
+    "two-process": "nginx with 2 workers, the proxy with `--processes 2` (its RSS: the parent's and the two "
+    "workers' together); nothing pinned, wrk (1 thread) and the "
     "upstream share both CPUs",
 }
 _BODY = {"1k": "1 KB", "1m": "1 MB"}
