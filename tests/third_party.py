@@ -204,10 +204,14 @@ class ThirdParty:
         body = pattern_bytes(size)
         end = size if cut < 0 else cut
         sent = 0
-        while sent < end:
-            step = min(end - sent, 40_000 + sent % 7_919)
-            await response.write(body[sent : sent + step])
-            sent += step
+        try:
+            while sent < end:
+                step = min(end - sent, 40_000 + sent % 7_919)
+                await response.write(body[sent : sent + step])
+                sent += step
+        except ConnectionError:
+            # The proxy hung up (its caller left): a provider would just stop, with nothing to log.
+            return response
         if cut < 0:
             await response.write_eof()
             return response
