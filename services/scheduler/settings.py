@@ -14,9 +14,11 @@ class SchedulerSettings(CommonSettings):
     scheduler_http_port: int = Field(default=8082, ge=0, le=65535)
     # Seconds between two looks at what is due.
     scheduler_tick: float = Field(default=0.25, gt=0)
-    # Refreshes due this far ahead are enqueued now, deferred to their time, so a
-    # worker starts them on time even if the scheduler is briefly slow.
-    scheduler_refresh_lookahead: float = Field(default=5.0, ge=0)
+    # Refreshes due this far ahead are enqueued now, deferred to their time. arq starts
+    # jobs in the order of their time, so such a refresh waits behind every import
+    # enqueued before it; at 0 a refresh is enqueued once due, ahead of all of them
+    # (token_refresh.py), which the ticks' 0.25 s make on time enough.
+    scheduler_refresh_lookahead: float = Field(default=0.0, ge=0)
     # An import whose schedule fired at most this many seconds ago and was never
     # enqueued (no scheduler was running) is enqueued when a scheduler starts. It is
     # also how far back every tick looks, hence at least a minute: a slow tick never misses a fire.

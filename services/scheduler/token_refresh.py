@@ -14,6 +14,10 @@ from shared.jobs import REFRESH_TOKEN, refresh_job_id
 from shared.tenants import TenantsConfig
 
 _EXPIRES_AFTER = 86400.0
+# arq starts the jobs in its queue in the order of their scores (their times). A refresh that is
+# due now is scored this much earlier, so a backlog of imports (a daily cycle, a busy tenant) does
+# not hold it: it takes the next free slot.
+_AHEAD_OF_IMPORTS = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +49,21 @@ async def plan_refreshes(redis: ArqRedis, tenants: TenantsConfig, now: float, lo
 async def enqueue_refreshes(redis: ArqRedis, planned: list[PlannedRefresh], now: float | None = None) -> int:
     """Enqueue the planned refreshes; arq drops ids it already has, so replicas never double up.
 
+    One due now goes ahead of every waiting import; one planned ahead waits for its time.
+
     Times come from the scheduler's clock (``now``), not arq's, so a tick is driven by one clock.
     """
     now = time.time() if now is None else now
     enqueued = 0
     for job in planned:
         start = job.run_at if job.run_at is not None else now
+        score = start if job.run_at is not None else now - _AHEAD_OF_IMPORTS
         if await redis.enqueue_job(
             REFRESH_TOKEN,
             job.tenant,
             job.provider,
             _job_id=job.job_id,
-            _defer_until=datetime.fromtimestamp(start, tz=UTC),
+            _defer_until=datetime.fromtimestamp(score, tz=UTC),
             # arq's default: the job is dropped if it has not started a day after it should have.
             _expires=start - now + _EXPIRES_AFTER,
         ):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from arq import Worker, func
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
 
 from services.scheduler.main import Scheduler
-from shared.jobs import REFRESH_TOKEN
+from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.tenants import TenantsConfig
 from tests.scheduler.support import jobs, utc
 
@@ -45,3 +48,37 @@ async def test_a_queued_refresh_is_not_offered_to_redis_every_tick(
     assert await scheduler.tick(start + 45) == 0  # still within 30 s of being offered
     assert await scheduler.tick(start + 62) == 1
     assert sorted(j.args[0] for j in await jobs(arq_redis, REFRESH_TOKEN)) == ["acme", "globex"]
+
+
+async def test_a_due_refresh_runs_ahead_of_an_import_backlog(
+    write_tenants: Callable[..., TenantsConfig], make_scheduler: Callable[..., Scheduler], arq_redis: ArqRedis
+) -> None:
+    """arq starts jobs in the order of their times: a refresh due now must not wait behind imports queued before."""
+    now = time.time()
+    for n in range(20):
+        await arq_redis.enqueue_job(
+            IMPORT_EXPORT,
+            "acme",
+            f"m{n}",
+            "2026-05-01",
+            _job_id=f"import-{n}",
+            _defer_until=datetime.fromtimestamp(now - 60 + n, tz=UTC),
+        )
+    scheduler = make_scheduler(write_tenants({"acme": None}), modules=[])
+    assert await scheduler.tick(now) == 1  # acme's first refresh, due at once
+    started: list[str] = []
+
+    async def record(ctx: dict[str, Any], *args: str) -> None:
+        started.append(ctx["job_id"])
+
+    worker = Worker(
+        [func(record, name=IMPORT_EXPORT), func(record, name=REFRESH_TOKEN)],  # type: ignore[arg-type]
+        redis_pool=arq_redis,
+        burst=True,
+        poll_delay=0,
+        max_jobs=1,
+        handle_signals=False,
+    )
+    await worker.main()
+    assert len(started) == 21
+    assert started[0] == "refresh:acme:demo:init"
