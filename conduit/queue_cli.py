@@ -19,6 +19,7 @@ import orjson
 from tabulate import tabulate
 
 from conduit.cli_support import guard
+from shared.jobs import REFRESH_TOKEN
 
 _CHUNK = 1000
 
@@ -91,7 +92,7 @@ async def _count_queued(redis: Any, chunk: list[tuple[bytes, float]], now: float
     payloads = await redis.mget([job_key_prefix + i for i in ids])
     running = await redis.mget([in_progress_key_prefix + i for i in ids])
     for job_id, (_, score), payload, busy in zip(ids, chunk, payloads, running, strict=True):
-        kind = _kind(job_id, payload)
+        kind, enqueued_ms = _describe(job_id, payload)
         row = kinds.setdefault(kind, KindStatus(kind))
         if busy is not None:
             row.running += 1
@@ -99,7 +100,10 @@ async def _count_queued(redis: Any, chunk: list[tuple[bytes, float]], now: float
             row.deferred += 1
         else:
             row.queued += 1
-            age = now - score / 1000
+            # Since its score: when it was meant to start (an import caught up late has waited since its
+            # fire time). A due refresh is scored a day early to go ahead of imports: since it was enqueued.
+            start_ms = max(score, enqueued_ms) if kind == REFRESH_TOKEN else score
+            age = now - start_ms / 1000
             row.oldest_queued_age = max(age, row.oldest_queued_age or 0.0)
 
 
@@ -120,17 +124,22 @@ async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
                 kinds.setdefault(result.function, KindStatus(result.function)).failed += 1
 
 
-def _kind(job_id: str, payload: bytes | None) -> str:
-    """The job's function name; a job whose payload expired is named by its id's prefix."""
+def _describe(job_id: str, payload: bytes | None) -> tuple[str, float]:
+    """The job's function name and when it was enqueued (ms; 0 if unknown).
+
+    A job whose payload expired is named by its id's prefix.
+    """
     from arq.jobs import DeserializationError, deserialize_job
 
     if payload is not None:
         try:
-            return deserialize_job(payload).function
+            job = deserialize_job(payload)
         except DeserializationError:
             pass
+        else:
+            return job.function, job.enqueue_time.timestamp() * 1000
     prefix, sep, _ = job_id.partition(":")
-    return f"{prefix} (expired)" if sep else "(expired)"
+    return (f"{prefix} (expired)" if sep else "(expired)"), 0.0
 
 
 def _chunks(entries: list[tuple[bytes, float]]) -> Iterator[list[tuple[bytes, float]]]:

@@ -97,6 +97,18 @@ async def test_queue_status_counts_each_kind(env: dict[str, str], arq_redis: Arq
     assert (imports["queued"], imports["running"], imports["deferred"], imports["failed"]) == (2, 0, 1, 1)
     assert 600 <= imports["oldest_queued_age"] < 660
     assert (refreshes["queued"], refreshes["running"], refreshes["deferred"]) == (0, 1, 0)
+    # A due refresh is scored a day early to go ahead of imports; it has waited since it was enqueued.
+    await arq_redis.enqueue_job(
+        REFRESH_TOKEN,
+        "globex",
+        "demo",
+        _job_id="refresh:globex:demo:init",
+        _defer_until=now - timedelta(days=1),
+        _expires=3600,
+    )
+    code, out, _ = await invoke(env, "queue", "status", "--json")
+    refreshes = {r["kind"]: r for r in orjson.loads(out)}[REFRESH_TOKEN]
+    assert refreshes["queued"] == 1 and refreshes["oldest_queued_age"] < 60
     code, out, _ = await invoke(env, "queue", "status")
     assert code == 0
     assert out.splitlines()[0].split() == ["kind", "queued", "running", "deferred", "failed", "oldest", "queued"]
