@@ -18,11 +18,21 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from devtools.servers import ensure_servers
+from shared.logging import configure_logging
 
 # Databases test sessions may lease: 0 holds the leases and `make run`, 11 and 12 the benches.
 _LEASABLE_DBS = (10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 14, 15, 13)
 _LEASE = "conduit:tests:redis-db:{}"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_through_logging() -> None:
+    """Logs as a process has them (structlog through logging, JSON lines), so caplog sees them.
+
+    First thing in the session: structlog caches each logger's configuration on first use.
+    """
+    configure_logging("INFO", json=True)
 
 
 @pytest.fixture(scope="session")

@@ -255,8 +255,13 @@ class Forwarder:
                 )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} did not answer in time") from None
-        except (aiohttp.ClientConnectorError, UpstreamUnreachable):
-            raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable") from None
+        except (aiohttp.ClientConnectorError, UpstreamUnreachable) as exc:
+            # The caller learns which provider and whether TLS failed; the log keeps the OS or TLS
+            # reason (addresses and certificate errors, never a header) for whoever runs the proxy.
+            log.warning("upstream unreachable", provider=ex.provider, request_id=ex.req_id, error=str(exc))
+            tls = isinstance(exc, aiohttp.ClientSSLError) or getattr(exc, "tls", False)
+            reason = ": the TLS handshake failed (is its certificate trusted?)" if tls else ""
+            raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable{reason}") from None
         except aiohttp.ClientError as exc:
             raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
         ex.upstream_seconds = time.perf_counter() - sent

@@ -49,6 +49,10 @@ _CIPHERTEXT_READ = 128 << 10
 class UpstreamUnreachable(aiohttp.ClientConnectionError):
     """No connection could be opened: refused, unresolvable, or the TLS handshake failed."""
 
+    def __init__(self, message: str, tls: bool = False) -> None:
+        super().__init__(message)
+        self.tls = tls  # the TLS handshake failed (an untrusted or mismatched certificate, say)
+
 
 class BadUpstreamResponse(aiohttp.ClientError):
     """The upstream's answer is not valid HTTP/1.1."""
@@ -449,6 +453,8 @@ class UpstreamPool:
                 )
         except TimeoutError:
             raise aiohttp.ConnectionTimeoutError(f"connection timeout to {origin.host_header}") from None
+        except ssl.SSLError as exc:
+            raise UpstreamUnreachable(f"TLS with {origin.host_header} failed: {exc}", tls=True) from None
         except OSError as exc:
             raise UpstreamUnreachable(f"cannot connect to {origin.host_header}: {exc}") from None
         return conn

@@ -14,19 +14,12 @@ import pytest
 
 from services.auth_proxy.metrics import STREAMED
 from services.auth_proxy.splice import SPLICE_SUPPORTED
-from shared.logging import configure_logging
 from tests.integration.conftest import Proxy
 from tests.third_party import ThirdParty, pattern_bytes
 
 pytestmark = pytest.mark.skipif(not SPLICE_SUPPORTED, reason="os.splice is Linux-only")
 
 SIZE = 5_000_003  # not a multiple of any pipe, read or write size
-
-
-@pytest.fixture(autouse=True)
-def _logs_through_logging() -> None:
-    """The proxy's logs as a process has them (structlog through logging), so caplog sees them."""
-    configure_logging("INFO", json=True)
 
 
 def streamed(how: str) -> float:

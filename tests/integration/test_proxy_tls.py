@@ -65,16 +65,21 @@ async def test_requests_and_large_answers_over_tls(tls_proxy: Callable[..., Any]
     assert proxy.party.api_peers[0] == proxy.party.api_peers[1]
 
 
-async def test_an_untrusted_certificate_is_a_502_not_a_leak(tls_proxy: Callable[..., Any]) -> None:
+async def test_an_untrusted_certificate_is_a_502_not_a_leak(
+    tls_proxy: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
     async with tls_proxy(trust=False) as proxy:
         calls = len(proxy.party.api_calls)
         response = await proxy.get("/resources/42")
         assert response.status == 502
         body = await response.json()
-        assert body["error"] == "upstream_unreachable"
+        assert body["error"] == "upstream_unreachable" and "TLS handshake failed" in body["message"]
         assert "Bearer" not in str(body) and "token" not in body["message"]
         # Nothing reached the API: the TLS handshake failed before any request was sent.
         assert len(proxy.party.api_calls) == calls
+    # Whoever runs the proxy sees why, and nothing secret.
+    [logged] = [str(r.msg) for r in caplog.records if "upstream unreachable" in str(r.msg)]
+    assert "CERTIFICATE_VERIFY_FAILED" in logged and "Bearer" not in logged and "secret" not in logged
 
 
 def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
