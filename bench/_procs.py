@@ -83,9 +83,7 @@ class Service:
 def wait_http(
     service: Service, url: str, headers: dict[str, str] | None = None, timeout: float = 30.0, ca: Path | None = None
 ) -> None:
-    """Wait until ``url`` answers 200 (over TLS verified against ``ca``, if given), or raise with the service's log."""
-    if ca is not None:
-        url = url.replace("http://", "https://", 1)
+    """Wait until ``url`` answers 200 (an https one verified against ``ca``), or raise with the service's log."""
     context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     deadline = time.monotonic() + timeout
     last = "no answer"

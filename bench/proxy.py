@@ -170,7 +170,8 @@ def _bench_layout(opts: argparse.Namespace, layout: Layout, workdir: Path, token
         up_port, nginx_port, proxy_port = free_port(), free_port(), free_port()
         pki = make_pki(workdir) if layout.upstream_tls else None
         upstream = stack.enter_context(_running(_nginx.upstream(workdir, up_port, layout.load_cpus, pki)))
-        wait_http(upstream, f"http://127.0.0.1:{up_port}/resources/{opts.sizes[0]}", ca=pki.ca if pki else None)
+        scheme = "https" if pki else "http"
+        wait_http(upstream, f"{scheme}://127.0.0.1:{up_port}/resources/{opts.sizes[0]}", ca=pki.ca if pki else None)
         targets: dict[str, Service] = {}
         if "nginx" in opts.targets:
             nginx = _nginx.baseline(
