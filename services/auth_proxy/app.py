@@ -1,4 +1,9 @@
-"""The auth proxy's app factory: callers send no token, the proxy adds the tenant's and forwards."""
+"""The auth proxy: callers send no token, the proxy adds the tenant's and forwards.
+
+``ProxyApp`` owns what serving needs (Redis, the token cache and its change
+feed, the upstream pool, the forwarder) and answers every request the server
+parses: the operations endpoints itself, everything else through the forwarder.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,19 @@ import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from multidict import CIMultiDict
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.auth_proxy import keys
 from services.auth_proxy.forward import Forwarder
 from services.auth_proxy.response_cache import ResponseCache
+from services.auth_proxy.server import Exchange, Limits, Server
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
 from services.auth_proxy.upstream import UpstreamPool
 from shared.crypto import RecordUnreadable, Sealer
 from shared.logging import get_logger
-from shared.ops_http import add_ops_routes
+from shared.ops_http import OPS_PATHS, ops_answer
 from shared.redis_client import create_redis
 from shared.refresh import Refresher
 from shared.tenants import TenantsConfig, load_tenants
@@ -29,114 +35,140 @@ from shared.urls import redact_url
 log = get_logger(__name__)
 
 
-def create_app(settings: ProxySettings | None = None, tenants: TenantsConfig | None = None) -> web.Application:
-    """Build the proxy. Bad settings or a bad tenants file raise here, before anything listens."""
-    settings = settings or ProxySettings()
-    tenants = tenants or load_tenants(settings.tenants_file)
-    sealer = Sealer(settings.token_key, settings.token_key_old)
-    app = web.Application(handler_args={"max_field_size": settings.proxy_max_header_size})
-    app[keys.SETTINGS] = settings
-    app[keys.TENANTS] = tenants
-    app[keys.FEED] = keys.FeedState()
-    app.cleanup_ctx.append(_redis_ctx)
-    app.cleanup_ctx.append(lambda a: _tokens_ctx(a, sealer))
-    app.cleanup_ctx.append(_forwarder_ctx)
-    add_ops_routes(app, lambda: _ready(app))
-    app.router.add_route("*", "/{tail:.*}", _forward)
-    return app
+class ProxyApp:
+    """The proxy's parts, started and stopped together; ``handle`` is the server's one handler."""
 
+    def __init__(self, settings: ProxySettings | None = None, tenants: TenantsConfig | None = None) -> None:
+        """Bad settings or a bad tenants file raise here, before anything listens."""
+        self.settings = settings = settings or ProxySettings()
+        self.tenants = tenants or load_tenants(settings.tenants_file)
+        self._sealer = Sealer(settings.token_key, settings.token_key_old)
+        self.feed_connected = False
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._redis: Redis | None = None
+        self._store: TokenStore | None = None
+        self._forwarder: Forwarder | None = None
 
-async def _forward(request: web.Request) -> web.StreamResponse:
-    return await request.app[keys.FORWARDER].handle(request)
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_field_size=self.settings.proxy_max_header_size,
+            keepalive_timeout=self.settings.proxy_keepalive_timeout,
+        )
 
+    async def start(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
 
-async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    redis = create_redis(settings.redis_url, settings.redis_timeout)
-    try:
-        await redis.ping()
-    except (RedisError, OSError) as exc:
-        # Keep starting: the in-memory tokens and /ready tell the rest, and the feed reconnects.
-        log.error("redis unreachable at start", redis_url=redact_url(settings.redis_url), error=type(exc).__name__)
-    app[keys.REDIS] = redis
-    yield
-    await redis.aclose()
+    async def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
 
+    async def handle(self, request: Exchange) -> None:
+        path = request.raw_path.partition("?")[0]
+        if path in OPS_PATHS and request.method in ("GET", "HEAD"):
+            # Never logged, never counted: probes hit these every few seconds.
+            status, content_type, body = await ops_answer(path, self.ready)
+            request.answer(status, CIMultiDict({"Content-Type": content_type}), body)
+            return
+        assert self._forwarder is not None, "ProxyApp.start() first"
+        await self._forwarder.handle(request)
 
-async def _tokens_ctx(app: web.Application, sealer: Sealer) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    store = TokenStore(app[keys.REDIS], sealer)
-    cache = TokenCache(store, Refresher(store, app[keys.TENANTS], settings.refresh_policy()))
-    app[keys.STORE] = store
-    app[keys.TOKEN_CACHE] = cache
-    feed = app[keys.FEED]
-    listener = asyncio.create_task(listen_for_changes(cache, store, lambda up: setattr(feed, "connected", up)))
-    yield
-    listener.cancel()
-    cache.forget()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listener
-
-
-async def _forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.proxy_connect_timeout, sock_read=settings.proxy_read_timeout
-    )
-    ca_file = settings.proxy_upstream_ca_file
-    tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.proxy_pool_size, ttl_dns_cache=300, ssl=tls),
-        timeout=timeout,
-        # Never keep cookies: one tenant's session must not leak into another's requests.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        trust_env=False,
-        read_bufsize=256 << 10,
-    )
-    # Requests with a body in memory (nearly all) take the lean pool; streamed uploads the session.
-    pool = UpstreamPool(
-        limit=settings.proxy_pool_size,
-        connect_timeout=settings.proxy_connect_timeout,
-        read_timeout=settings.proxy_read_timeout,
-        read_bufsize=256 << 10,
-        tls=tls,
-    )
-    cache = None
-    if settings.proxy_cache_enabled:
-        cache = ResponseCache(app[keys.REDIS], settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
-    app[keys.SESSION] = session
-    forwarder = Forwarder(settings, app[keys.TENANTS], app[keys.TOKEN_CACHE], session, pool, cache)
-    app[keys.FORWARDER] = forwarder
-    yield
-    forwarder.close()
-    await pool.close()
-    await session.close()
-
-
-async def _ready(app: web.Application) -> dict[str, str]:
-    checks = {"redis": "ok", "token_store": "ok", "token_feed": "ok"}
-    try:
-        await app[keys.REDIS].ping()
-    except (RedisError, OSError) as exc:
-        checks["redis"] = f"unreachable: {type(exc).__name__}"
-        checks["token_store"] = "unknown"
-    else:
-        checks["token_store"] = await _store_readable(app)
-    if not app[keys.FEED].connected:
-        checks["token_feed"] = "not subscribed to token changes"
-    return checks
-
-
-async def _store_readable(app: web.Application) -> str:
-    """Reading one record proves the token key matches what is stored."""
-    for tenant, provider in app[keys.TENANTS].pairs():
+    async def ready(self) -> dict[str, str]:
+        checks = {"redis": "ok", "token_store": "ok", "token_feed": "ok"}
+        assert self._redis is not None
         try:
-            await app[keys.STORE].get(tenant, provider)
-        except RecordUnreadable as exc:
-            return str(exc)
+            await self._redis.ping()
         except (RedisError, OSError) as exc:
-            return f"unreadable: {type(exc).__name__}"
-        break
-    return "ok"
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+            checks["token_store"] = "unknown"
+        else:
+            checks["token_store"] = await self._store_readable()
+        if not self.feed_connected:
+            checks["token_feed"] = "not subscribed to token changes"
+        return checks
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        redis = create_redis(settings.redis_url, settings.redis_timeout)
+        stack.push_async_callback(redis.aclose)
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            # Keep starting: the in-memory tokens and /ready tell the rest, and the feed reconnects.
+            log.error("redis unreachable at start", redis_url=redact_url(settings.redis_url), error=type(exc).__name__)
+        self._redis = redis
+        self._store = store = TokenStore(redis, self._sealer)
+        tokens = TokenCache(store, Refresher(store, self.tenants, settings.refresh_policy()))
+        listener = asyncio.create_task(listen_for_changes(tokens, store, self._feed_state))
+        stack.push_async_callback(_cancelled, listener)
+        stack.callback(tokens.forget)
+
+        ca_file = settings.proxy_upstream_ca_file
+        tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.proxy_pool_size, ttl_dns_cache=300, ssl=tls),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=settings.proxy_connect_timeout, sock_read=settings.proxy_read_timeout
+            ),
+            # Never keep cookies: one tenant's session must not leak into another's requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            trust_env=False,
+            read_bufsize=256 << 10,
+        )
+        stack.push_async_callback(session.close)
+        # Requests with a body in memory (nearly all) take the lean pool; streamed uploads the session.
+        pool = UpstreamPool(
+            limit=settings.proxy_pool_size,
+            connect_timeout=settings.proxy_connect_timeout,
+            read_timeout=settings.proxy_read_timeout,
+            read_bufsize=256 << 10,
+            tls=tls,
+        )
+        stack.push_async_callback(pool.close)
+        cache = None
+        if settings.proxy_cache_enabled:
+            cache = ResponseCache(redis, settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
+        self._forwarder = Forwarder(settings, self.tenants, tokens, session, pool, cache)
+        stack.callback(self._forwarder.close)
+
+    def _feed_state(self, connected: bool) -> None:
+        self.feed_connected = connected
+
+    async def _store_readable(self) -> str:
+        """Reading one record proves the token key matches what is stored."""
+        assert self._store is not None
+        for tenant, provider in self.tenants.pairs():
+            try:
+                await self._store.get(tenant, provider)
+            except RecordUnreadable as exc:
+                return str(exc)
+            except (RedisError, OSError) as exc:
+                return f"unreadable: {type(exc).__name__}"
+            break
+        return "ok"
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(app: ProxyApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Start ``app`` listening on host:port (0: a free port) in this event loop; yields its URL, then drains."""
+    await app.start()
+    try:
+        server = Server(app.handle, app.limits)
+        bound_host, bound_port = (await server.listen(host, port))[0]
+        try:
+            yield f"http://{bound_host}:{bound_port}"
+        finally:
+            await server.shutdown(app.settings.proxy_shutdown_timeout)
+    finally:
+        await app.stop()

@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -24,6 +23,7 @@ from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
+from services.auth_proxy.server import CallerBodyError, Exchange
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.splice import (
     SPLICE_SUPPORTED,
@@ -62,16 +62,16 @@ class ProxyError(Exception):
         self.code = code
         self.retry_after = retry_after
 
-    def response(self, req_id: str) -> web.Response:
-        headers = {"X-Request-ID": req_id}
+    def answer(self, request: Exchange, req_id: str) -> None:
+        headers = CIMultiDict({"Content-Type": "application/json", "X-Request-ID": req_id})
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
         body = orjson.dumps({"error": self.code, "message": str(self), "request_id": req_id})
-        return web.Response(status=self.status, body=body, content_type="application/json", headers=headers)
+        request.answer(self.status, headers, body)
 
 
 @dataclass(slots=True)
-class _Exchange:
+class _Trace:
     """What one request accumulates for its log line and metrics."""
 
     req_id: str
@@ -152,23 +152,23 @@ class Forwarder:
         self.access_log = AccessLog(settings.log_json) if settings.proxy_access_log else None
         self._pipes = Pipes() if SPLICE_SUPPORTED and settings.proxy_splice else None
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Exchange) -> None:
         started = time.perf_counter()
-        ex = _Exchange(request_id(request.headers))
+        ex = _Trace(request_id(request.headers))
         try:
-            response = await self._handle(request, ex)
+            await self._handle(request, ex)
         except ProxyError as exc:
             if exc.status < 500 or exc.code == "no_token":
                 REFUSED.labels(exc.code).inc()
-            response = exc.response(ex.req_id)
+            exc.answer(request, ex.req_id)
         method = request.method if request.method in _KNOWN_METHODS else "OTHER"
-        self._counters.count(ex.tenant, ex.provider, method, response.status)
+        self._counters.count(ex.tenant, ex.provider, method, request.status)
         if self.access_log is not None:
             self.access_log.write(
                 {
                     "method": method,
                     "path": request.path,
-                    "status": response.status,
+                    "status": request.status,
                     "tenant": ex.tenant,
                     "provider": ex.provider,
                     "request_id": ex.req_id,
@@ -177,9 +177,8 @@ class Forwarder:
                     "cache": ex.cache,
                 }
             )
-        return response
 
-    async def _handle(self, request: web.Request, ex: _Exchange) -> web.StreamResponse:
+    async def _handle(self, request: Exchange, ex: _Trace) -> None:
         ex.tenant, ex.provider = self._route(request)
         try:
             target = upstream_target(request.raw_path)
@@ -193,19 +192,22 @@ class Forwarder:
                 cached = await self._cache.get(cache_key)
                 ex.cache = "hit" if cached else "miss"
                 if cached is not None:
-                    headers = [*cached.headers, ("Age", str(cached.age)), ("X-Request-ID", ex.req_id)]
-                    return web.Response(status=cached.status, body=cached.body, headers=headers)
+                    headers = CIMultiDict(cached.headers)
+                    headers["Age"] = str(cached.age)
+                    headers["X-Request-ID"] = ex.req_id
+                    request.answer(cached.status, headers, cached.body)
+                    return
         body, replayable = await self._request_body(request)
         record = await self._token(ex)
         upstream = await self._send(request, target, body, record, ex)
         if upstream.status == 401 and replayable:
             upstream = await self._retry_after_401(request, target, body, record, upstream, ex)
         try:
-            return await self._respond(request, upstream, ex, cache_key, cache_ttl)
+            await self._respond(request, upstream, ex, cache_key, cache_ttl)
         finally:
             upstream.release()
 
-    def _route(self, request: web.Request) -> tuple[str, str]:
+    def _route(self, request: Exchange) -> tuple[str, str]:
         tenant_id = request.headers.get("X-Tenant-ID")
         if not tenant_id:
             raise ProxyError(400, "missing_tenant", "the X-Tenant-ID header is required")
@@ -217,24 +219,25 @@ class Forwarder:
             raise ProxyError(404, "unknown_provider", f"tenant {tenant_id!r} has no provider {provider[:64]!r}")
         return tenant_id, provider
 
-    async def _request_body(self, request: web.Request) -> tuple[Body, bool]:
+    async def _request_body(self, request: Exchange) -> tuple[Body, bool]:
         """Small bodies are read whole so they can be replayed; large or chunked ones stream."""
         if not request.body_exists:
             return None, True
         length = request.content_length
         if length is not None and length <= self._replay_limit:
-            return await request.read(), True
-        return request.content.iter_chunked(_CHUNK), False
+            try:
+                return await request.read(), True
+            except CallerBodyError as exc:
+                raise ProxyError(400, "bad_request_body", str(exc)) from None
+        return request.body_chunks(_CHUNK), False
 
-    async def _token(self, ex: _Exchange) -> TokenRecord:
+    async def _token(self, ex: _Trace) -> TokenRecord:
         try:
             return await self._tokens.get(ex.tenant, ex.provider)
         except NoToken as exc:
             raise ProxyError(503, "no_token", str(exc), retry_after=exc.retry_after) from None
 
-    async def _send(
-        self, request: web.Request, target: str, body: Body, record: TokenRecord, ex: _Exchange
-    ) -> Upstream:
+    async def _send(self, request: Exchange, target: str, body: Body, record: TokenRecord, ex: _Trace) -> Upstream:
         assert record.access_token is not None
         headers = upstream_headers(
             request.headers, f"{record.token_type} {record.access_token.get_secret_value()}", ex.req_id
@@ -255,6 +258,8 @@ class Forwarder:
                 )
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} did not answer in time") from None
+        except CallerBodyError as exc:
+            raise ProxyError(400, "bad_request_body", str(exc)) from None
         except (aiohttp.ClientConnectorError, UpstreamUnreachable) as exc:
             # The caller learns which provider and whether TLS failed; the log keeps the OS or TLS
             # reason (addresses and certificate errors, never a header) for whoever runs the proxy.
@@ -263,13 +268,16 @@ class Forwarder:
             reason = ": the TLS handshake failed (is its certificate trusted?)" if tls else ""
             raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable{reason}") from None
         except aiohttp.ClientError as exc:
+            if _caused_by_caller(exc):
+                # aiohttp wraps the failure of a streamed upload's source: the caller's body, not the provider.
+                raise ProxyError(400, "bad_request_body", "the request body broke off") from None
             raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
         ex.upstream_seconds = time.perf_counter() - sent
         self._counters.latency(ex.provider, ex.upstream_seconds)
         return upstream
 
     async def _retry_after_401(
-        self, request: web.Request, target: str, body: Body, record: TokenRecord, first: Upstream, ex: _Exchange
+        self, request: Exchange, target: str, body: Body, record: TokenRecord, first: Upstream, ex: _Trace
     ) -> Upstream:
         """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
         try:
@@ -283,12 +291,12 @@ class Forwarder:
 
     async def _respond(
         self,
-        request: web.Request,
+        request: Exchange,
         upstream: Upstream,
-        ex: _Exchange,
+        ex: _Trace,
         cache_key: str | None,
         cache_ttl: float | None,
-    ) -> web.StreamResponse:
+    ) -> None:
         headers = downstream_headers(upstream.headers, ex.req_id)
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
@@ -303,33 +311,25 @@ class Forwarder:
             except aiohttp.ClientError as exc:
                 raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
             await self._maybe_store(cache_key, cache_ttl, upstream, headers, payload, ex)
-            return web.Response(status=upstream.status, headers=headers, body=payload)
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        if length is not None:
-            response.content_length = length
+            request.answer(upstream.status, headers, payload)
+            return
+        request.begin(upstream.status, headers, length)
         try:
-            await response.prepare(request)
+            if no_body or await self._copy_body(request, upstream, ex):
+                await request.finish()
         except ConnectionError:
-            # The caller hung up before the headers went out; aiohttp closes quietly.
-            return response
-        if no_body or await self._copy_body(request, upstream, response, ex):
-            await response.write_eof()
-        return response
+            pass  # the caller hung up: nothing to answer, and not the upstream's fault
 
-    async def _copy_body(
-        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
-    ) -> bool:
+    async def _copy_body(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool:
         """The body by ``splice`` where both legs allow it, else through the process; False if the caller left."""
-        spliced = await self._splice(request, upstream, response, ex)
+        spliced = await self._splice(request, upstream, ex)
         if spliced is not None:
             SPLICED.inc()
             return spliced
         COPIED.inc()
-        return await self._stream(request, upstream, response, ex)
+        return await self._stream(request, upstream, ex)
 
-    async def _splice(
-        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
-    ) -> bool | None:
+    async def _splice(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool | None:
         """None where splicing is not possible: TLS on either leg, no known length, or an answer already read."""
         pipes = self._pipes
         transport = request.transport
@@ -345,7 +345,7 @@ class Forwarder:
         source, taken, left = handed
         try:
             # The first write sends the held-back headers too; the relay starts once the transport is empty.
-            await response.write(taken)
+            await request.write(taken)
             await flushed(transport, sink)
             await relay(source, sink, left, pipe, pipes, self._settings.proxy_read_timeout)
         except (ConnectionError, CallerGone):
@@ -355,9 +355,7 @@ class Forwarder:
         upstream.body_relayed()
         return True
 
-    async def _stream(
-        self, request: web.Request, upstream: Upstream, response: web.StreamResponse, ex: _Exchange
-    ) -> bool:
+    async def _stream(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool:
         """Copy the body with backpressure; False if the caller went away before the end."""
         content = upstream.content
         while True:
@@ -369,7 +367,7 @@ class Forwarder:
                 return True
             try:
                 # write() waits for the caller to drain: backpressure keeps memory flat.
-                await response.write(chunk)
+                await request.write(chunk)
             except ConnectionError:
                 # The caller hung up: not the upstream's fault, and nothing to answer.
                 return False
@@ -387,7 +385,7 @@ class Forwarder:
         upstream: Upstream,
         headers: CIMultiDict[str],
         payload: bytes,
-        ex: _Exchange,
+        ex: _Trace,
     ) -> None:
         if self._cache is None or cache_key is None or cache_ttl is None:
             return
@@ -399,11 +397,17 @@ class Forwarder:
         ex.cache = "store"
 
 
-def _cut_short(request: web.Request, ex: _Exchange, error: str) -> bool:
-    """The upstream failed after the status line went out: the caller's connection is closed, short of the length.
-
-    Raising would do the same with an aiohttp traceback at error level for what is the provider's fault.
-    """
+def _cut_short(request: Exchange, ex: _Trace, error: str) -> bool:
+    """The upstream failed after the status line went out: the caller's connection is closed, short of the length."""
     log.warning("upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=error)
-    request.protocol.force_close()
+    request.close_connection()
+    return False
+
+
+def _caused_by_caller(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, CallerBodyError):
+            return True
+        seen = seen.__cause__ or seen.__context__
     return False

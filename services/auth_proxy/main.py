@@ -8,43 +8,60 @@ threads, sockets and event loops, which is what makes forking it safe.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import multiprocessing
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
 from shared.config_errors import ConfigError, TokenKeyError
 
+if TYPE_CHECKING:
+    from services.auth_proxy.app import ProxyApp
+
 
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
-    from aiohttp import web
-
-    from services.auth_proxy.app import create_app
+    from services.auth_proxy.app import ProxyApp
     from shared.logging import configure_logging, get_logger
 
     configure_logging(settings.log_level, settings.log_json)
     log = get_logger(__name__)
     try:
-        app = create_app(settings)
+        app = ProxyApp(settings)
     except (ConfigError, TokenKeyError) as exc:
         log.error("invalid configuration", error=str(exc))
         print(f"conduit proxy: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _settle_gc()
     log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
-    web.run_app(
-        app,
-        host=settings.proxy_host,
-        port=settings.proxy_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.proxy_shutdown_timeout,
-        reuse_port=reuse_port,
-    )
+    try:
+        asyncio.run(_serve(app, reuse_port))
+    except OSError as exc:
+        log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=str(exc))
+        raise SystemExit(1) from None
     log.info("proxy stopped", pid=os.getpid())
+
+
+async def _serve(app: ProxyApp, reuse_port: bool) -> None:
+    from services.auth_proxy.server import Server
+
+    settings = app.settings
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    try:
+        server = Server(app.handle, app.limits)
+        await server.listen(settings.proxy_host, settings.proxy_port, reuse_port)
+        _settle_gc()
+        await stop.wait()
+        await server.shutdown(settings.proxy_shutdown_timeout)
+    finally:
+        await app.stop()
 
 
 def _settle_gc() -> None:

@@ -32,8 +32,10 @@ class ProxySettings(TokenSettings):
     proxy_replay_body_limit: int = Field(default=1 << 20, ge=0)
     # Responses up to this size are read whole (cheaper); larger ones stream with backpressure.
     proxy_buffer_response_limit: int = Field(default=64 << 10, ge=0)
-    # aiohttp's limit on one request header line; larger headers get a 400.
+    # Limit on one request header line; larger headers are refused with a 431.
     proxy_max_header_size: int = Field(default=8190, gt=0)
+    # Seconds an idle caller connection is kept open for its next request.
+    proxy_keepalive_timeout: float = Field(default=75.0, gt=0)
     proxy_access_log: bool = True
     # Large sized answers go socket to socket with splice(2) where neither leg is TLS (Linux).
     proxy_splice: bool = True

@@ -14,14 +14,14 @@ import yaml
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from services.auth_proxy.app import create_app
+from services.auth_proxy.app import ProxyApp, running_proxy
 from services.auth_proxy.settings import ProxySettings
 from shared.crypto import Sealer
 from shared.refresh import Refresher
 from shared.tenants import load_tenants
 from shared.token_store import TokenStore
 from tests.helpers import tenants_file
-from tests.third_party import ThirdParty, running_third_party, serve
+from tests.third_party import ThirdParty, running_third_party
 
 
 @dataclass
@@ -74,7 +74,10 @@ def start_proxy(redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Pa
         )
         config = load_tenants(path)
         refresher = Refresher(TokenStore(redis, Sealer(token_key)), config, settings.refresh_policy())
-        async with serve(create_app(settings, config)) as url, aiohttp.ClientSession(auto_decompress=False) as session:
+        async with (
+            running_proxy(ProxyApp(settings, config)) as url,
+            aiohttp.ClientSession(auto_decompress=False) as session,
+        ):
             yield Proxy(url, party, session, settings, refresher)
 
     return start

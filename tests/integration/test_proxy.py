@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from collections.abc import Callable
 from typing import Any
@@ -269,3 +270,61 @@ async def test_response_cache_is_per_tenant_and_honours_cache_control(
         await proxy.get("/x")
         await proxy.get("/x")
         assert len(party.api_calls) == calls + 5
+
+
+async def test_a_compressed_request_body_reaches_the_upstream_as_sent(proxy: Proxy) -> None:
+    original = b'{"rows": "' + b"r" * 50_000 + b'"}'
+    squeezed = gzip.compress(original)
+    response = await proxy.request("POST", "/x", data=squeezed, headers={"Content-Encoding": "gzip"})
+    assert response.status == 200
+    call = proxy.party.api_calls[-1]
+    # The fake provider decompresses what it got: only the bytes as sent decompress to the original.
+    assert call.headers["Content-Encoding"] == "gzip" and call.body == original
+    assert int(call.headers["Content-Length"]) == len(squeezed)
+
+
+async def test_a_refused_request_with_a_body_leaves_the_connection_usable(proxy: Proxy) -> None:
+    parts = urlsplit(proxy.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(
+            b"POST /x HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: nobody\r\nContent-Length: 70000\r\n\r\n" + b"b" * 70_000
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        assert b"unknown_tenant" in await reader.readexactly(length)
+        writer.write(b"GET /after HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+    assert [c.path_qs for c in proxy.party.api_calls] == ["/api/after"]
+
+
+async def test_an_upgrade_is_not_proxied_and_the_connection_closes_after_the_answer(proxy: Proxy) -> None:
+    head = (
+        b"GET /ws HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    status, _ = await raw_request(proxy.url, head)  # reads to EOF: the proxy closed after answering
+    assert status == 200
+    sent = proxy.party.api_calls[-1].headers
+    assert "Upgrade" not in sent and "upgrade" not in sent.get("Connection", "").lower()
+
+
+async def test_a_caller_leaving_mid_upload_is_not_an_error(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = urlsplit(proxy.url)
+    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"10000\r\n" + b"u" * 0x10000 + b"\r\n")
+    await writer.drain()
+    await proxy.party.api_called.wait()  # the upload has reached the provider
+    writer.close()
+    await writer.wait_closed()
+    # The proxy goes on serving, and logs no error (the fake provider's aiohttp server does: its upload broke off).
+    assert (await proxy.get("/after")).status == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name != "aiohttp.server"]
+    # Counted as the caller's doing (4xx), not as the provider failing (5xx).
+    assert '"path":"/upload","status":400' in capsys.readouterr().err

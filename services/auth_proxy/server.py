@@ -1,0 +1,494 @@
+"""The proxy's server side: HTTP/1.1 connections read by aiohttp's parser and answered directly.
+
+Why not ``aiohttp.web``: per 1 KB request its server side (the router, the
+request object, the ``StreamResponse`` machinery around every answer) cost
+about a quarter of the proxy's CPU, more than anything the proxy itself does.
+This module keeps the parts of aiohttp that matter and are hard to get right:
+the C llhttp request parser (size limits, refusal of malformed requests and
+CR/LF in headers, chunked bodies, pipelining), ``StreamReader`` for request
+bodies with its flow control, ``BaseProtocol``'s write backpressure and
+aiohttp's header serializer. What it adds is small: one task per connection
+answering requests in order, an answer written in one call, keep-alive and its
+idle timeout, ``Expect: 100-continue``, and a drain on shutdown.
+
+Request bodies are not decompressed (a proxy passes ``Content-Encoding`` on
+untouched). A request whose body was not read to its end (refused before any
+upstream call, say) has the rest discarded, within limits, so that the caller
+reads the answer instead of a reset; past those limits the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.http_writer import _serialize_headers  # the C serializer aiohttp's own writer uses
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from services.auth_proxy.metrics import REFUSED
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+Handler = Callable[["Exchange"], Awaitable[None]]
+
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+# A request body's reader holds up to twice this before the connection stops reading.
+_BODY_BUFFER = 64 << 10
+# Pipelined requests parsed ahead of the one being answered; past this the connection stops reading.
+_MAX_QUEUED = 16
+# What is read and thrown away of a body the handler left unread, before giving up on the connection.
+_DISCARD_BYTES = 1 << 20
+_DISCARD_SECONDS = 2.0
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+# Where aiohttp's parser errors quote the offending bytes.
+_ECHOED = re.compile(r"b'|b\"|bytearray\(")
+
+
+class CallerBodyError(Exception):
+    """The caller's request body broke off or was malformed (bad chunk framing, short of its length)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may carry, and how long an idle keep-alive connection is kept."""
+
+    max_field_size: int = 8190
+    max_line_size: int = 8190
+    max_headers: int = 128
+    keepalive_timeout: float = 75.0
+
+
+class Exchange:
+    """One request on a connection, and its answer.
+
+    The handler answers with ``answer`` (head and body in one write) or with
+    ``begin``, ``write`` and ``finish`` for a streamed body, whose head goes out
+    with its first bytes. ``status`` is 0 until an answer has begun.
+    """
+
+    __slots__ = (
+        "method",
+        "raw_path",
+        "headers",
+        "status",
+        "_message",
+        "_conn",
+        "_body",
+        "_keep_alive",
+        "_expect_continue",
+        "_head",
+        "_chunked",
+        "_finished",
+    )
+
+    def __init__(self, conn: _Connection, message: RawRequestMessage, body: StreamReader) -> None:
+        self.method = message.method
+        self.raw_path = message.path
+        self.headers: CIMultiDictProxy[str] = message.headers
+        self.status = 0
+        self._message = message
+        self._conn = conn
+        self._body = body
+        self._keep_alive = not message.should_close and not message.upgrade
+        self._expect_continue = (
+            body is not EMPTY_PAYLOAD
+            and message.version >= (1, 1)
+            and message.headers.get("Expect", "").lower() == "100-continue"
+        )
+        self._head: bytes | None = None
+        self._chunked = False
+        self._finished = False
+
+    # -- the request
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query: for logs."""
+        return self._message.url.path
+
+    @property
+    def body_exists(self) -> bool:
+        return self._body is not EMPTY_PAYLOAD
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None else None  # the parser refused anything but digits
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._conn.transport
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        self._send_continue()
+        return await self._body.read()
+
+    async def body_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The body as it arrives, at most ``size`` bytes at a time, with backpressure."""
+        self._send_continue()
+        async for chunk in self._body.iter_chunked(size):
+            yield chunk
+
+    def _send_continue(self) -> None:
+        if self._expect_continue:
+            self._expect_continue = False
+            self._conn.send(_CONTINUE)
+
+    # -- the answer
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def close_connection(self) -> None:
+        """No further request on this connection: after a short answer, say."""
+        self._keep_alive = False
+
+    def answer(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
+        """The whole answer in one write (its head only for HEAD and body-less statuses)."""
+        head = self._make_head(status, headers, len(body))
+        self._finished = True
+        try:
+            self._conn.send(head if self.method == "HEAD" or _bodiless(status) else head + body)
+        except ConnectionError:
+            self._keep_alive = False  # the caller left: there is no one to tell
+
+    def begin(self, status: int, headers: CIMultiDict[str], length: int | None) -> None:
+        """Start a streamed answer of ``length`` bytes (None: chunked); the head waits for the first write."""
+        self._head = self._make_head(status, headers, length)
+
+    async def write(self, data: bytes) -> None:
+        """Send body bytes, waiting while the caller is slow: raises ConnectionResetError once it has gone."""
+        if self._chunked and data:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        self._conn.send(data)
+        await self._conn.drain()
+
+    async def finish(self) -> None:
+        tail = _LAST_CHUNK if self._chunked else b""
+        if self._head is not None:
+            tail, self._head = self._head + tail, None
+        if tail:
+            self._conn.send(tail)
+        self._finished = True
+        await self._conn.drain()
+
+    def _make_head(self, status: int, headers: CIMultiDict[str], length: int | None) -> bytes:
+        if self.status:
+            raise RuntimeError("this request was answered already")
+        self.status = status
+        if self._conn.server.draining or self._expect_continue:
+            # Draining; or the caller still waits for a 100 Continue and will not send the body now.
+            self._keep_alive = False
+        if not _bodiless(status):
+            if length is not None:
+                headers["Content-Length"] = str(length)
+            elif self.method != "HEAD" and self._message.version >= (1, 1):
+                headers["Transfer-Encoding"] = "chunked"
+                self._chunked = True
+            elif self.method != "HEAD":
+                self._keep_alive = False  # HTTP/1.0: the body ends where the connection does
+        if not self._keep_alive:
+            headers["Connection"] = "close"
+        elif self._message.version < (1, 1):
+            headers["Connection"] = "keep-alive"
+        if "Date" not in headers:
+            headers["Date"] = self._conn.server.date()
+        return _serialize_headers(f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", headers)
+
+    def _reusable(self) -> bool:
+        return self._finished and self._keep_alive
+
+
+def _bodiless(status: int) -> bool:
+    return status < 200 or status in (204, 304)
+
+
+class _Connection(BaseProtocol):
+    """One caller's connection: requests parsed as they arrive, answered one after another by one task."""
+
+    def __init__(self, server: Server) -> None:
+        loop = server.loop
+        limits = server.limits
+        parser = HttpRequestParser(
+            self,
+            loop,
+            _BODY_BUFFER,
+            max_line_size=limits.max_line_size,
+            max_field_size=limits.max_field_size,
+            max_headers=limits.max_headers,
+            payload_exception=CallerBodyError,
+            auto_decompress=False,
+            max_msg_queue_size=_MAX_QUEUED,
+        )
+        super().__init__(loop, parser)
+        self.server = server
+        self.busy = False
+        self._queue: deque[tuple[RawRequestMessage, StreamReader] | HttpProcessingError] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._body: StreamReader | None = None
+        self._eof = False
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        self._idle_since = self._loop.time()
+        self._idle_timer = self._loop.call_later(self.server.limits.keepalive_timeout, self._idle_check)
+        self._task = self._loop.create_task(self._serve())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._body is not None and not self._body.is_eof():
+            self._body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self._eof:
+            return
+        try:
+            messages, upgraded, _ = parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._queue.append(exc)
+            self._parser = None  # nothing after a malformed request can be trusted
+            self._pause_reading_for_buffer()
+        else:
+            self._queue.extend(messages)
+            if upgraded:
+                # An Upgrade (WebSocket, h2c) is not proxied: this request is answered, then the connection closes.
+                self._parser = None
+                self._upgraded = True
+            if len(self._queue) >= _MAX_QUEUED and not self._buffer_paused:
+                self._pause_reading_for_buffer()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        # The caller will send no more but may still read: answer what came, then close.
+        self._eof = True
+        if self._body is not None and not self._body.is_eof():
+            self._body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
+        if self._parser is not None:
+            try:
+                self._parser.feed_eof()
+            except HttpProcessingError:
+                pass  # a truncated body: its reader already holds the error
+        self._wake()
+        return True
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the caller closed the connection")
+        transport.write(data)
+
+    async def drain(self) -> None:
+        await self._drain_helper()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _idle_check(self) -> None:
+        """One timer per connection, re-armed only when it fires (not rescheduled on every request)."""
+        self._idle_timer = None
+        if self.transport is None:
+            return
+        timeout = self.server.limits.keepalive_timeout
+        idle_for = self._loop.time() - self._idle_since
+        if not self.busy and not self._queue and idle_for >= timeout:
+            self.close()
+            return
+        self._idle_timer = self._loop.call_later(max(timeout - idle_for, 1.0), self._idle_check)
+
+    async def _serve(self) -> None:
+        try:
+            while await self._next():
+                item = self._queue.popleft()
+                if isinstance(item, HttpProcessingError):
+                    self._refuse(item)
+                    return
+                if self._parser is not None:
+                    self._parser.message_consumed()
+                    if self._buffer_paused and len(self._queue) <= _MAX_QUEUED // 2:
+                        self._resume_queue()
+                message, body = item
+                if not await self._answer(Exchange(self, message, body)):
+                    return
+        finally:
+            self.close()
+
+    async def _next(self) -> bool:
+        """Wait for the next request; False when the connection is done (closed, idle at shutdown, EOF)."""
+        while not self._queue:
+            if self.transport is None or self._eof or self._parser is None or self.server.draining:
+                return False
+            self._idle_since = self._loop.time()
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        return self.transport is not None
+
+    async def _answer(self, exchange: Exchange) -> bool:
+        """Run the handler on one request; whether the connection can take the next one."""
+        self.busy = True
+        self._body = exchange._body
+        try:
+            await self.server.handler(exchange)
+        except Exception:
+            log.exception("request failed", method=exchange.method, path=exchange.path)
+            if not exchange.status:
+                body = orjson.dumps({"error": "internal_error", "message": "the proxy failed to handle this request"})
+                exchange.close_connection()
+                try:
+                    exchange.answer(500, CIMultiDict({"Content-Type": "application/json"}), body)
+                except ConnectionError:
+                    pass
+            return False
+        finally:
+            self.busy = False
+            self._body = None
+        if not exchange._reusable():
+            return False
+        return await self._discard_unread(exchange._body)
+
+    async def _discard_unread(self, body: StreamReader) -> bool:
+        """Read away what the handler left of the body, so the next request can be parsed."""
+        if body is EMPTY_PAYLOAD or body.is_eof():
+            return True
+        left = _DISCARD_BYTES
+        try:
+            async with asyncio.timeout(_DISCARD_SECONDS):
+                while left > 0:
+                    chunk = await body.readany()
+                    if not chunk:
+                        return body.is_eof()
+                    left -= len(chunk)
+        except (TimeoutError, CallerBodyError):
+            pass
+        return False
+
+    def _resume_queue(self) -> None:
+        self.data_received(b"")  # parse what arrived while the queue was full
+        if len(self._queue) < _MAX_QUEUED:
+            self._resume_reading_for_buffer()
+
+    def _refuse(self, exc: HttpProcessingError) -> None:
+        """A request the parser refused: a JSON error naming the problem, then the connection closes."""
+        status, reason = _refusal(exc, self.server.limits)
+        log.info("malformed request refused", status=status, reason=reason)
+        REFUSED.labels("malformed_request").inc()
+        body = orjson.dumps({"error": "bad_request", "message": reason})
+        head = _serialize_headers(
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            CIMultiDict(
+                {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                    "Connection": "close",
+                    "Date": self.server.date(),
+                }
+            ),
+        )
+        try:
+            self.send(head + body)
+        except ConnectionError:
+            pass
+
+
+def _refusal(exc: HttpProcessingError, limits: Limits) -> tuple[int, str]:
+    """Status and reason for a refused request; never echoes the caller's bytes (they may hold a credential)."""
+    if isinstance(exc, LineTooLong):
+        if "bytearray(" in str(exc.message):  # llhttp was still reading the target
+            return 414, f"the request target is longer than {limits.max_line_size} bytes"
+        return 431, f"a request header is longer than {limits.max_field_size} bytes"
+    kept = []
+    for line in str(exc.message).splitlines():
+        line = _ECHOED.split(line.strip(), maxsplit=1)[0].strip()
+        if line and not line.startswith("^"):
+            kept.append(line.rstrip(":."))
+    return 400, ": ".join(kept)[:200] or type(exc).__name__
+
+
+class Server:
+    """Listening sockets, the open connections, and a graceful stop."""
+
+    def __init__(self, handler: Handler, limits: Limits | None = None) -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self._servers: list[asyncio.Server] = []
+        self._second = -1
+        self._date = ""
+
+    async def listen(self, host: str, port: int, reuse_port: bool = False) -> list[tuple[str, int]]:
+        """Start accepting on host:port; the addresses bound (port 0 picks a free one)."""
+        server = await self.loop.create_server(
+            lambda: _Connection(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        self._servers.append(server)
+        return [s.getsockname()[:2] for s in server.sockets if s.family in (socket.AF_INET, socket.AF_INET6)]
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let requests in flight finish for up to ``timeout`` s."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            if not conn.busy and not conn._queue:
+                conn.close()
+            conn._wake()
+        tasks = [c._task for c in self.connections if c._task is not None and not c._task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("requests still in flight at shutdown were cut off", count=len(pending))
+                await asyncio.wait(pending, timeout=1.0)
+        for conn in list(self.connections):
+            conn.close()
+        for server in self._servers:
+            await server.wait_closed()
+
+    def date(self) -> str:
+        """The Date header's value, formatted once a second."""
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+        return self._date
