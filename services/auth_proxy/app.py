@@ -35,6 +35,11 @@ from shared.urls import redact_url
 log = get_logger(__name__)
 
 
+def create_app(settings: ProxySettings | None = None, tenants: TenantsConfig | None = None) -> ProxyApp:
+    """The proxy's app factory. Bad settings or a bad tenants file raise here, before anything listens."""
+    return ProxyApp(settings, tenants)
+
+
 class ProxyApp:
     """The proxy's parts, started and stopped together; ``handle`` is the server's one handler."""
 

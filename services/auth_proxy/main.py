@@ -25,13 +25,13 @@ if TYPE_CHECKING:
 
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
-    from services.auth_proxy.app import ProxyApp
+    from services.auth_proxy.app import create_app
     from shared.logging import configure_logging, get_logger
 
     configure_logging(settings.log_level, settings.log_json)
     log = get_logger(__name__)
     try:
-        app = ProxyApp(settings)
+        app = create_app(settings)
     except (ConfigError, TokenKeyError) as exc:
         log.error("invalid configuration", error=str(exc))
         print(f"conduit proxy: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.http_writer import _serialize_headers  # the C serializer aiohttp's own writer uses
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.auth_proxy.metrics import REFUSED
@@ -249,7 +250,10 @@ class _Connection(BaseProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        super().connection_made(transport)  # TCP_NODELAY
+        assert self.transport is not None
+        # As aiohttp's server does: a caller that vanished without closing is found out.
+        tcp_keepalive(self.transport)
         self.server.connections.add(self)
         self._idle_since = self._loop.time()
         self._idle_timer = self._loop.call_later(self.server.limits.keepalive_timeout, self._idle_check)

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from demo.app import DemoSettings
 from demo.app import create_app as create_demo
-from services.auth_proxy.app import ProxyApp, running_proxy
+from services.auth_proxy.app import create_app, running_proxy
 from services.auth_proxy.settings import ProxySettings
 from shared.modules import catalogue
 from shared.tenants import load_tenants
@@ -45,7 +45,7 @@ async def demo_behind_proxy(
     async with serve(create_demo(settings)) as demo_url:
         path = demo_tenants(tmp_path, demo_url)
         proxy = ProxySettings(redis_url=redis_url, tenants_file=path, token_key=token_key, proxy_access_log=False)
-        async with running_proxy(ProxyApp(proxy, load_tenants(path))) as proxy_url:
+        async with running_proxy(create_app(proxy, load_tenants(path))) as proxy_url:
             yield demo_url, proxy_url
 
 

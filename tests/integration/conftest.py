@@ -14,7 +14,7 @@ import yaml
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from services.auth_proxy.app import ProxyApp, running_proxy
+from services.auth_proxy.app import create_app, running_proxy
 from services.auth_proxy.settings import ProxySettings
 from shared.crypto import Sealer
 from shared.refresh import Refresher
@@ -75,7 +75,7 @@ def start_proxy(redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Pa
         config = load_tenants(path)
         refresher = Refresher(TokenStore(redis, Sealer(token_key)), config, settings.refresh_policy())
         async with (
-            running_proxy(ProxyApp(settings, config)) as url,
+            running_proxy(create_app(settings, config)) as url,
             aiohttp.ClientSession(auto_decompress=False) as session,
         ):
             yield Proxy(url, party, session, settings, refresher)

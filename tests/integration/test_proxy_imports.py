@@ -35,10 +35,10 @@ CHILD = """
 import asyncio, sys
 import aiohttp, orjson
 import conduit.cli  # as `conduit proxy` does
-from services.auth_proxy.app import ProxyApp, running_proxy
+from services.auth_proxy.app import create_app, running_proxy
 
 async def main():
-    async with running_proxy(ProxyApp()) as url, aiohttp.ClientSession() as session:
+    async with running_proxy(create_app()) as url, aiohttp.ClientSession() as session:
         async with session.get(url + "/x", headers={"X-Tenant-ID": "acme"}) as response:
             status = response.status
     print(orjson.dumps({"status": status, "modules": sorted({m.split(".")[0] for m in sys.modules})}).decode())
