@@ -217,6 +217,15 @@ class Exchange:
         return self._finished and self._keep_alive
 
 
+def _internal_error(exchange: Exchange) -> None:
+    """A 500 where the handler failed before answering; past that point the connection just closes."""
+    if exchange.status:
+        return
+    exchange.close_connection()
+    body = orjson.dumps({"error": "internal_error", "message": "the proxy failed to handle this request"})
+    exchange.answer(500, CIMultiDict({"Content-Type": "application/json"}), body)
+
+
 def _bodiless(status: int) -> bool:
     return status < 200 or status in (204, 304)
 
@@ -368,17 +377,15 @@ class _Connection(BaseProtocol):
             await self.server.handler(exchange)
         except Exception:
             log.exception("request failed", method=exchange.method, path=exchange.path)
-            if not exchange.status:
-                body = orjson.dumps({"error": "internal_error", "message": "the proxy failed to handle this request"})
-                exchange.close_connection()
-                try:
-                    exchange.answer(500, CIMultiDict({"Content-Type": "application/json"}), body)
-                except ConnectionError:
-                    pass
+            _internal_error(exchange)
             return False
         finally:
             self.busy = False
             self._body = None
+        if not exchange.status:
+            log.error("request left unanswered", method=exchange.method, path=exchange.path)
+            _internal_error(exchange)
+            return False
         if not exchange._reusable():
             return False
         return await self._discard_unread(exchange._body)

@@ -251,6 +251,7 @@ async def test_head_and_204_answers_carry_no_body(connect: Connect) -> None:
         (b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400, "invalid header token"),
         (b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "content-length"),
         (b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "transfer-encoding"),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "content-length"),
         (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Secret: s3cr3t\rInjected: b\r\n\r\n", 400, "lf after header"),
         (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: s3cr3t" + b"a" * 9000 + b"\r\n\r\n", 431, "8190 bytes"),
         (b"GET /s3cr3t" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414, "8190 bytes"),
@@ -299,6 +300,33 @@ async def test_a_handler_that_fails_gets_a_500_and_a_closed_connection(connect: 
         answer = await read_answer(reader)
         assert answer.status == 500 and b"internal_error" in answer.body
         assert await reader.read() == b""
+
+
+async def test_a_handler_that_does_not_answer_gets_a_500_too(connect: Connect) -> None:
+    async def silent(request: Exchange) -> None:
+        return None
+
+    async with listening(silent) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answer(reader)).status == 500
+        assert await reader.read() == b""
+
+
+async def test_deep_pipelines_are_read_in_batches_and_all_answered(connect: Connect) -> None:
+    async with listening(echo) as server:
+        reader, writer = await connect(server)
+        # More than the server parses ahead (16): it stops reading, answers, and reads on.
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(100)))
+        answers = [await read_answer(reader) for _ in range(100)]
+        assert [a.headers["x-path"] for a in answers] == [f"/{n}" for n in range(100)]
+
+
+async def test_a_request_that_never_completes_its_head_is_closed_after_the_idle_timeout(connect: Connect) -> None:
+    async with listening(echo, keepalive_timeout=0.2) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and nothing more
+        assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
 async def test_a_caller_leaving_mid_body_fails_the_body_read(connect: Connect) -> None:
