@@ -147,7 +147,10 @@ class Exchange:
     def _send_continue(self) -> None:
         if self._expect_continue:
             self._expect_continue = False
-            self._conn.send(_CONTINUE)
+            try:
+                self._conn.send(_CONTINUE)
+            except ConnectionError:
+                pass  # the caller left: reading the body fails with CallerBodyError
 
     # -- the answer
 
