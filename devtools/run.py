@@ -59,10 +59,14 @@ def _port(name: str) -> int:
     return int(os.environ.get(f"CONDUIT_RUN_{name.upper().replace('-', '_')}_PORT", PORTS[name]))
 
 
-def _wait_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30.0) -> None:
+def _wait_ready(
+    name: str, proc: subprocess.Popen[bytes], url: str, log: Path, stopping: list[int], timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if stopping:
+                return  # Ctrl-C while starting: it stopped because it was asked to
             raise SystemExit(f"{name} exited with {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
@@ -94,7 +98,11 @@ def main() -> None:
     conduit = str(Path(sys.executable).with_name("conduit"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def stop(*_: object) -> None:
+    stopping: list[int] = []
+
+    def stop(*signum: object) -> None:
+        if signum:
+            stopping.append(1)
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -104,12 +112,15 @@ def main() -> None:
     try:
         _migrate(conduit, env, logs / "migrate.log")
         for name in ("demo-api", "proxy", "worker", "scheduler"):
+            if stopping:
+                break
             log = logs / f"{name}.log"
             with log.open("ab") as handle:
                 procs[name] = subprocess.Popen([conduit, name], env=env, stdout=handle, stderr=subprocess.STDOUT)
             check = "/health_check" if name == "demo-api" else "/ready"
-            _wait_ready(name, procs[name], f"http://127.0.0.1:{_port(name)}{check}", log)
-        _banner(env, logs)
+            _wait_ready(name, procs[name], f"http://127.0.0.1:{_port(name)}{check}", log, stopping)
+        if not stopping:
+            _banner(env, logs)
         for proc in procs.values():
             proc.wait()
     finally:
