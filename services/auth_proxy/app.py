@@ -17,9 +17,10 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.auth_proxy.exchange import Exchange
 from services.auth_proxy.forward import Forwarder
 from services.auth_proxy.response_cache import ResponseCache
-from services.auth_proxy.server import Exchange, Limits, Server
+from services.auth_proxy.server import Limits, Server
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
 from services.auth_proxy.upstream import UpstreamPool

@@ -20,10 +20,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from services.auth_proxy.egress import EgressRefused, upstream_target
+from services.auth_proxy.exchange import CallerBodyError, Exchange
 from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
-from services.auth_proxy.server import CallerBodyError, Exchange
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.splice import (
     SPLICE_SUPPORTED,

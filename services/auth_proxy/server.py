@@ -20,31 +20,29 @@ reads the answer instead of a reset; past those limits the connection closes.
 from __future__ import annotations
 
 import asyncio
-import http
 import re
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.http_writer import _serialize_headers  # the C serializer aiohttp's own writer uses
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
+from services.auth_proxy.exchange import CallerBodyError, Exchange, head_bytes, internal_error
 from services.auth_proxy.metrics import REFUSED
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-Handler = Callable[["Exchange"], Awaitable[None]]
+Handler = Callable[[Exchange], Awaitable[None]]
 
-_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 # A request body's reader holds up to twice this before the connection stops reading.
 _BODY_BUFFER = 64 << 10
 # Pipelined requests parsed ahead of the one being answered; past this the connection stops reading.
@@ -52,14 +50,8 @@ _MAX_QUEUED = 16
 # What is read and thrown away of a body the handler left unread, before giving up on the connection.
 _DISCARD_BYTES = 1 << 20
 _DISCARD_SECONDS = 2.0
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
 # Where aiohttp's parser errors quote the offending bytes.
 _ECHOED = re.compile(r"b'|b\"|bytearray\(")
-
-
-class CallerBodyError(Exception):
-    """The caller's request body broke off or was malformed (bad chunk framing, short of its length)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,167 +62,6 @@ class Limits:
     max_line_size: int = 8190
     max_headers: int = 128
     keepalive_timeout: float = 75.0
-
-
-class Exchange:
-    """One request on a connection, and its answer.
-
-    The handler answers with ``answer`` (head and body in one write) or with
-    ``begin``, ``write`` and ``finish`` for a streamed body, whose head goes out
-    with its first bytes. ``status`` is 0 until an answer has begun.
-    """
-
-    __slots__ = (
-        "method",
-        "raw_path",
-        "headers",
-        "status",
-        "_message",
-        "_conn",
-        "_body",
-        "_keep_alive",
-        "_expect_continue",
-        "_head",
-        "_chunked",
-        "_finished",
-    )
-
-    def __init__(self, conn: _Connection, message: RawRequestMessage, body: StreamReader) -> None:
-        self.method = message.method
-        self.raw_path = message.path
-        self.headers: CIMultiDictProxy[str] = message.headers
-        self.status = 0
-        self._message = message
-        self._conn = conn
-        self._body = body
-        self._keep_alive = not message.should_close and not message.upgrade
-        self._expect_continue = (
-            body is not EMPTY_PAYLOAD
-            and message.version >= (1, 1)
-            and message.headers.get("Expect", "").lower() == "100-continue"
-        )
-        self._head: bytes | None = None
-        self._chunked = False
-        self._finished = False
-
-    # -- the request
-
-    @property
-    def path(self) -> str:
-        """The decoded path, without the query: for logs."""
-        return self._message.url.path
-
-    @property
-    def body_exists(self) -> bool:
-        return self._body is not EMPTY_PAYLOAD
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None else None  # the parser refused anything but digits
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._conn.transport
-
-    async def read(self) -> bytes:
-        """The whole body."""
-        self._send_continue()
-        return await self._body.read()
-
-    async def body_chunks(self, size: int) -> AsyncIterator[bytes]:
-        """The body as it arrives, at most ``size`` bytes at a time, with backpressure."""
-        self._send_continue()
-        async for chunk in self._body.iter_chunked(size):
-            yield chunk
-
-    def _send_continue(self) -> None:
-        if self._expect_continue:
-            self._expect_continue = False
-            try:
-                self._conn.send(_CONTINUE)
-            except ConnectionError:
-                pass  # the caller left: reading the body fails with CallerBodyError
-
-    # -- the answer
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def close_connection(self) -> None:
-        """No further request on this connection: after a short answer, say."""
-        self._keep_alive = False
-
-    def answer(self, status: int, headers: CIMultiDict[str], body: bytes) -> None:
-        """The whole answer in one write (its head only for HEAD and body-less statuses)."""
-        head = self._make_head(status, headers, len(body))
-        self._finished = True
-        try:
-            self._conn.send(head if self.method == "HEAD" or _bodiless(status) else head + body)
-        except ConnectionError:
-            self._keep_alive = False  # the caller left: there is no one to tell
-
-    def begin(self, status: int, headers: CIMultiDict[str], length: int | None) -> None:
-        """Start a streamed answer of ``length`` bytes (None: chunked); the head waits for the first write."""
-        self._head = self._make_head(status, headers, length)
-
-    async def write(self, data: bytes) -> None:
-        """Send body bytes, waiting while the caller is slow: raises ConnectionResetError once it has gone."""
-        if self._chunked and data:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        self._conn.send(data)
-        await self._conn.drain()
-
-    async def finish(self) -> None:
-        tail = _LAST_CHUNK if self._chunked else b""
-        if self._head is not None:
-            tail, self._head = self._head + tail, None
-        if tail:
-            self._conn.send(tail)
-        self._finished = True
-        await self._conn.drain()
-
-    def _make_head(self, status: int, headers: CIMultiDict[str], length: int | None) -> bytes:
-        if self.status:
-            raise RuntimeError("this request was answered already")
-        self.status = status
-        if self._conn.server.draining or self._expect_continue:
-            # Draining; or the caller still waits for a 100 Continue and will not send the body now.
-            self._keep_alive = False
-        if not _bodiless(status):
-            if length is not None:
-                headers["Content-Length"] = str(length)
-            elif self.method != "HEAD" and self._message.version >= (1, 1):
-                headers["Transfer-Encoding"] = "chunked"
-                self._chunked = True
-            elif self.method != "HEAD":
-                self._keep_alive = False  # HTTP/1.0: the body ends where the connection does
-        if not self._keep_alive:
-            headers["Connection"] = "close"
-        elif self._message.version < (1, 1):
-            headers["Connection"] = "keep-alive"
-        if "Date" not in headers:
-            headers["Date"] = self._conn.server.date()
-        return _serialize_headers(f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", headers)
-
-    def _reusable(self) -> bool:
-        return self._finished and self._keep_alive
-
-
-def _internal_error(exchange: Exchange) -> None:
-    """A 500 where the handler failed before answering; past that point the connection just closes."""
-    if exchange.status:
-        return
-    exchange.close_connection()
-    body = orjson.dumps({"error": "internal_error", "message": "the proxy failed to handle this request"})
-    exchange.answer(500, CIMultiDict({"Content-Type": "application/json"}), body)
-
-
-def _bodiless(status: int) -> bool:
-    return status < 200 or status in (204, 304)
 
 
 class _Connection(BaseProtocol):
@@ -313,6 +144,13 @@ class _Connection(BaseProtocol):
         self._wake()
         return True
 
+    @property
+    def draining(self) -> bool:
+        return self.server.draining
+
+    def date(self) -> str:
+        return self.server.date()
+
     def send(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -375,23 +213,23 @@ class _Connection(BaseProtocol):
     async def _answer(self, exchange: Exchange) -> bool:
         """Run the handler on one request; whether the connection can take the next one."""
         self.busy = True
-        self._body = exchange._body
+        self._body = exchange.body_reader
         try:
             await self.server.handler(exchange)
         except Exception:
             log.exception("request failed", method=exchange.method, path=exchange.path)
-            _internal_error(exchange)
+            internal_error(exchange)
             return False
         finally:
             self.busy = False
             self._body = None
         if not exchange.status:
             log.error("request left unanswered", method=exchange.method, path=exchange.path)
-            _internal_error(exchange)
+            internal_error(exchange)
             return False
-        if not exchange._reusable():
+        if not exchange.reusable():
             return False
-        return await self._discard_unread(exchange._body)
+        return await self._discard_unread(exchange.body_reader)
 
     async def _discard_unread(self, body: StreamReader) -> bool:
         """Read away what the handler left of the body, so the next request can be parsed."""
@@ -420,8 +258,8 @@ class _Connection(BaseProtocol):
         log.info("malformed request refused", status=status, reason=reason)
         REFUSED.labels("malformed_request").inc()
         body = orjson.dumps({"error": "bad_request", "message": reason})
-        head = _serialize_headers(
-            f"HTTP/1.1 {status} {_REASONS[status]}",
+        head = head_bytes(
+            status,
             CIMultiDict(
                 {
                     "Content-Type": "application/json",

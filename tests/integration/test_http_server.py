@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict
 
-from services.auth_proxy.server import CallerBodyError, Exchange, Limits, Server
+from services.auth_proxy.exchange import CallerBodyError, Exchange
+from services.auth_proxy.server import Limits, Server
 
 
 @dataclass
