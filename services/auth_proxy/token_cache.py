@@ -171,6 +171,7 @@ class TokenCache:
 async def listen_for_changes(cache: TokenCache, store: TokenStore, on_state: Callable[[bool], None]) -> None:
     """Follow ``TOKENS_CHANGED`` for ever, reconnecting with backoff; reports connectivity to ``on_state``."""
     delay = 0.1
+    this = asyncio.current_task()
     while True:
         try:
             async with store.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -182,6 +183,11 @@ async def listen_for_changes(cache: TokenCache, store: TokenStore, on_state: Cal
                     # get_message's own timeout, not listen(): a quiet channel must not trip the
                     # client's socket_timeout, which would drop the feed every few seconds.
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if this is not None and this.cancelling():
+                        # redis-py can turn a cancellation into a quiet timeout in there (its
+                        # zero-timeout readiness check); left alone, the feed ran on and the
+                        # proxy could not stop.
+                        raise asyncio.CancelledError
                     if message is not None:
                         _dispatch(cache, message)
         except (RedisError, OSError) as exc:

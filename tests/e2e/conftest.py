@@ -30,7 +30,7 @@ def proxy_process(
     """Start `conduit proxy` for tenant acme against ``party``; options as arguments, settings as keywords."""
 
     def start(*options: str, **settings: str) -> tuple[Services, Service]:
-        port = free_port()
+        port = int(settings.pop("CONDUIT_PROXY_PORT", 0)) or free_port()
         env = base_env(
             CONDUIT_REDIS_URL=redis_url,
             CONDUIT_TENANTS_FILE=str(tenants_file(tmp_path, party, ["acme"])),

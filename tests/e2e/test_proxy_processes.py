@@ -8,6 +8,7 @@ process has loaded are listed in /proc/PID/maps, which the test reads.
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,19 @@ async def test_two_children_serve_and_the_parent_holds_none_of_the_app(
     finally:
         services.stop_all()
     assert proxy.output().count('"proxy stopped"') == 2
+
+
+def test_a_port_in_use_stops_the_proxy_with_a_clear_error(
+    proxy_process: Callable[..., tuple[Services, Service]],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        services, proxy = proxy_process(CONDUIT_PROXY_PORT=str(port))
+        try:
+            # It must exit by itself: a process that hangs here ignores SIGTERM too.
+            assert proxy.proc.wait(20) == 1
+        finally:
+            services.stop_all()
+    assert '"cannot listen"' in proxy.output() and "address already in use" in proxy.output()

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -93,3 +94,20 @@ async def test_the_change_feed_survives_a_quiet_channel(
     finally:
         feed.cancel()
         await client.aclose()
+
+
+async def test_the_change_feed_stops_when_cancelled_at_any_point(
+    redis_url: str, token_key: SecretStr, tmp_path: Path, party: ThirdParty
+) -> None:
+    # redis-py's get_message can swallow a cancellation (its zero-timeout readiness check turns it
+    # into a TimeoutError); the feed then ran on and a proxy that failed to listen never exited.
+    client = create_redis(redis_url, 2.0)  # as the proxy makes it
+    store = TokenStore(client, Sealer(token_key))
+    cache = TokenCache(store, Refresher(store, load(tmp_path, party, ["acme"])))
+    for step in range(40):
+        feed = asyncio.create_task(listen_for_changes(cache, store, lambda up: None))
+        await asyncio.sleep(step / 2000)  # let it get that far: connecting, subscribing, reading
+        feed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(feed, 5)
+    await client.aclose()
