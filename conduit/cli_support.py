@@ -7,14 +7,14 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from shared.config_errors import ConfigError, TokenKeyError
+from shared.config_errors import ConfigError, ListenError, TokenKeyError
 
 
 def guard(action: Any) -> Any:
-    """Configuration problems end the command with their message, not a traceback."""
+    """Configuration problems (and a port already taken) end the command with their message, not a traceback."""
     try:
         return action()
-    except (ConfigError, TokenKeyError) as exc:
+    except (ConfigError, TokenKeyError, ListenError) as exc:
         raise click.ClickException(str(exc)) from None
     except ValidationError as exc:
         raise click.ClickException(describe_settings_error(exc)) from None

@@ -15,3 +15,7 @@ class ConfigError(Exception):
 
 class TokenKeyError(Exception):
     """The token key is missing or malformed (the message never contains the key)."""
+
+
+class ListenError(Exception):
+    """A port a process must listen on is taken or not allowed; the message names it and the OS reason."""

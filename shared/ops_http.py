@@ -8,11 +8,14 @@ aiohttp app (workers, the scheduler), the proxy serves them from its own server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from shared.config_errors import ListenError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -55,5 +58,10 @@ async def start_ops_server(host: str, port: int, ready: ReadyCheck) -> web.AppRu
     add_ops_routes(app, ready)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {host}:{port} for /health_check, /ready and /metrics: {reason}") from None
     return runner

@@ -40,7 +40,9 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     try:
         asyncio.run(_serve(app, reuse_port))
     except OSError as exc:
-        log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=str(exc))
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=reason)
+        print(f"conduit proxy: cannot listen on {settings.proxy_host}:{settings.proxy_port}: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
     log.info("proxy stopped", pid=os.getpid())
 

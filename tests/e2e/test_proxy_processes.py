@@ -68,4 +68,7 @@ def test_a_port_in_use_stops_the_proxy_with_a_clear_error(
             assert proxy.proc.wait(20) == 1
         finally:
             services.stop_all()
-    assert '"cannot listen"' in proxy.output() and "address already in use" in proxy.output()
+    output = proxy.output()
+    assert '"event":"cannot listen"' in output and "Address already in use" in output
+    assert f"conduit proxy: cannot listen on 127.0.0.1:{port}: Address already in use" in output
+    assert "Traceback" not in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -149,3 +150,21 @@ def test_the_scheduler_refuses_to_start_on_a_bad_schedule(tmp_path: Path, import
     done = subprocess.run([CONDUIT, "scheduler"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert str(path) in done.stderr and named in done.stderr
+
+
+def test_a_taken_ops_port_stops_the_scheduler_with_one_clear_line(tenants: TenantsConfig, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "CONDUIT_TENANTS_FILE": str(tenants.path),
+            "CONDUIT_REDIS_URL": redis_url,
+            "CONDUIT_SCHEDULER_HTTP_HOST": "127.0.0.1",
+            "CONDUIT_SCHEDULER_HTTP_PORT": str(port),
+            "PATH": "/usr/bin:/bin",
+        }
+        done = subprocess.run([CONDUIT, "scheduler"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "address already in use" in done.stderr.lower()
+    assert "Traceback" not in done.stderr
