@@ -25,7 +25,13 @@ class Service:
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # A process that ignores SIGTERM fails its test; it must not outlive it.
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -52,7 +58,17 @@ class Services:
         return service
 
     def stop_all(self) -> dict[str, int]:
-        return {s.name: s.stop() for s in self.running}
+        """Every service stopped, even when one of them hangs (that one's TimeoutExpired is raised after)."""
+        codes: dict[str, int] = {}
+        hung: subprocess.TimeoutExpired | None = None
+        for service in self.running:
+            try:
+                codes[service.name] = service.stop()
+            except subprocess.TimeoutExpired as exc:
+                hung = hung or exc
+        if hung is not None:
+            raise hung
+        return codes
 
 
 def base_env(**values: str) -> dict[str, str]:
