@@ -158,7 +158,9 @@ async def test_requests_to_one_provider_keep_to_its_rate(importer: Importer) -> 
     assert len(arrivals) == 6
     # 20 per second with no burst: six requests take at least 5 intervals of 50 ms.
     assert arrivals[-1] - arrivals[0] >= 5 * 0.05 * 0.9
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) >= 0.05 * 0.5
+    # Each arrival lags its permit by however long the worker took to send it, so one gap can come out
+    # short by that much (24 ms seen in CI); unlimited, the three workers' requests land together.
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) >= 0.05 * 0.25
 
 
 async def test_a_stuck_job_is_handed_on_after_the_import_timeout_plus_ten_seconds(importer: Importer) -> None:
