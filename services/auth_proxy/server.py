@@ -107,8 +107,7 @@ class _Connection(BaseProtocol):
         self.server.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self._body is not None and not self._body.is_eof():
-            self._body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
+        self._fail_unfinished_bodies()
         self._wake()
 
     def data_received(self, data: bytes) -> None:
@@ -134,15 +133,21 @@ class _Connection(BaseProtocol):
     def eof_received(self) -> bool:
         # The caller will send no more but may still read: answer what came, then close.
         self._eof = True
-        if self._body is not None and not self._body.is_eof():
-            self._body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
         if self._parser is not None:
             try:
                 self._parser.feed_eof()
             except HttpProcessingError:
-                pass  # a truncated body: its reader already holds the error
+                pass  # a truncated body: failed just below
+        self._fail_unfinished_bodies()
         self._wake()
         return True
+
+    def _fail_unfinished_bodies(self) -> None:
+        """No more bytes will come: a body still short of its end, being read or queued, fails instead of waiting."""
+        bodies = [self._body] + [item[1] for item in self._queue if isinstance(item, tuple)]
+        for body in bodies:
+            if body is not None and body is not EMPTY_PAYLOAD and not body.is_eof():
+                body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
 
     @property
     def draining(self) -> bool:

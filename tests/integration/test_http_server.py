@@ -348,6 +348,38 @@ async def test_a_caller_leaving_mid_body_fails_the_body_read(connect: Connect) -
         await asyncio.wait_for(failed.wait(), 5)
 
 
+async def test_a_queued_request_whose_body_never_ends_fails_when_the_caller_stops_sending(connect: Connect) -> None:
+    failed, release = asyncio.Event(), asyncio.Event()
+
+    async def read_all(request: Exchange) -> None:
+        if request.raw_path == "/a":
+            await release.wait()  # so that the end of input comes while /b is still queued
+        try:
+            body = await request.read()
+        except CallerBodyError:
+            failed.set()
+            request.answer(400, CIMultiDict(), b"short")
+            return
+        request.answer(200, CIMultiDict(), body)
+
+    async with listening(read_all) as server:
+        reader, writer = await connect(server)
+        # The second request, pipelined behind the first, is cut short; then the caller half-closes.
+        writer.write(
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort"
+        )
+        writer.write_eof()
+        async with asyncio.timeout(5):
+            while not any(c._eof for c in server.connections):
+                await asyncio.sleep(0.01)  # the server's own state: no event marks the end of input
+        release.set()
+        assert (await read_answer(reader)).body == b"ok"
+        await asyncio.wait_for(failed.wait(), 5)
+        assert (await read_answer(reader)).status == 400
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
 async def test_idle_keep_alive_connections_are_closed_after_the_timeout(connect: Connect) -> None:
     async with listening(echo, keepalive_timeout=0.2) as server:
         reader, writer = await connect(server)
