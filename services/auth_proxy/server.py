@@ -120,6 +120,8 @@ class _Connection(BaseProtocol):
             self._queue.append(exc)
             self._parser = None  # nothing after a malformed request can be trusted
             self._pause_reading_for_buffer()
+            # A body being read (bad chunk framing in a later packet, say) fails now instead of waiting.
+            self._fail_unfinished_bodies(f"the request body is malformed: {_refusal(exc, self.server.limits)[1]}")
         else:
             self._queue.extend(messages)
             if upgraded:
@@ -142,12 +144,12 @@ class _Connection(BaseProtocol):
         self._wake()
         return True
 
-    def _fail_unfinished_bodies(self) -> None:
+    def _fail_unfinished_bodies(self, reason: str = "the caller closed the connection mid-body") -> None:
         """No more bytes will come: a body still short of its end, being read or queued, fails instead of waiting."""
         bodies = [self._body] + [item[1] for item in self._queue if isinstance(item, tuple)]
         for body in bodies:
             if body is not None and body is not EMPTY_PAYLOAD and not body.is_eof():
-                body.set_exception(CallerBodyError("the caller closed the connection mid-body"))
+                body.set_exception(CallerBodyError(reason))
 
     @property
     def draining(self) -> bool:

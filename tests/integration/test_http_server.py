@@ -380,6 +380,30 @@ async def test_a_queued_request_whose_body_never_ends_fails_when_the_caller_stop
         assert await asyncio.wait_for(reader.read(), 5) == b""
 
 
+async def test_bad_chunk_framing_after_the_head_fails_the_body_being_read(connect: Connect) -> None:
+    reasons: list[str] = []
+
+    async def read_all(request: Exchange) -> None:
+        try:
+            await request.read()
+        except CallerBodyError as exc:
+            reasons.append(str(exc))
+            request.answer(400, CIMultiDict(), b"bad body")
+
+    async with listening(read_all) as server:
+        reader, writer = await connect(server)
+        writer.write(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while not any(c._body is not None for c in server.connections):
+                await asyncio.sleep(0.01)  # the server's own state: the handler is reading the body
+        writer.write(b"ZZs3cr3t\r\nabc\r\n")  # not a chunk size, in a later packet
+        answer = await read_answer(reader)
+        assert (answer.status, answer.body) == (400, b"bad body")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert reasons == ["the request body is malformed: Invalid character in chunk size"]
+
+
 async def test_idle_keep_alive_connections_are_closed_after_the_timeout(connect: Connect) -> None:
     async with listening(echo, keepalive_timeout=0.2) as server:
         reader, writer = await connect(server)
