@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
-from shared.config_errors import ConfigError, TokenKeyError
+from shared.config_errors import ConfigError, ListenError, TokenKeyError
 
 if TYPE_CHECKING:
     from services.auth_proxy.app import ProxyApp
@@ -39,10 +39,9 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
     try:
         asyncio.run(_serve(app, reuse_port))
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=reason)
-        print(f"conduit proxy: cannot listen on {settings.proxy_host}:{settings.proxy_port}: {reason}", file=sys.stderr)
+    except ListenError as exc:
+        log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=str(exc))
+        print(f"conduit proxy: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     log.info("proxy stopped", pid=os.getpid())
 

@@ -20,6 +20,7 @@ reads the answer instead of a reset; past those limits the connection closes.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import time
@@ -37,6 +38,7 @@ from multidict import CIMultiDict
 
 from services.auth_proxy.exchange import CallerBodyError, Exchange, head_bytes, internal_error
 from services.auth_proxy.metrics import REFUSED
+from shared.config_errors import ListenError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -310,15 +312,19 @@ class Server:
         self._date = ""
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> list[tuple[str, int]]:
-        """Start accepting on host:port; the addresses bound (port 0 picks a free one)."""
-        server = await self.loop.create_server(
-            lambda: _Connection(self),
-            host,
-            port,
-            reuse_address=True,
-            reuse_port=reuse_port or None,
-            backlog=1024,
-        )
+        """Start accepting on host:port; the addresses bound (port 0 picks a free one). Raises ListenError."""
+        try:
+            server = await self.loop.create_server(
+                lambda: _Connection(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+                backlog=1024,
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
         self._servers.append(server)
         return [s.getsockname()[:2] for s in server.sockets if s.family in (socket.AF_INET, socket.AF_INET6)]
 

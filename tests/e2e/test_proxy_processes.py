@@ -69,6 +69,6 @@ def test_a_port_in_use_stops_the_proxy_with_a_clear_error(
         finally:
             services.stop_all()
     output = proxy.output()
-    assert '"event":"cannot listen"' in output and "Address already in use" in output
+    assert '"event":"cannot listen"' in output
     assert f"conduit proxy: cannot listen on 127.0.0.1:{port}: Address already in use" in output
     assert "Traceback" not in output
