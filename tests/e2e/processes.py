@@ -77,18 +77,21 @@ def base_env(**values: str) -> dict[str, str]:
     return env
 
 
-async def wait_ready(session: aiohttp.ClientSession, service: Service, timeout: float = 30.0) -> None:
-    """Poll /ready until it answers 200; fail with the service's log if it dies or never gets there."""
+async def wait_ready(
+    session: aiohttp.ClientSession, service: Service, timeout: float = 30.0, status: int = 200
+) -> None:
+    """Poll /ready until it answers ``status`` (200: ready; 503: not); fail with the service's log if it dies
+    or never gets there."""
     deadline = time.monotonic() + timeout
     while True:
         assert service.proc.poll() is None, f"{service.name} exited:\n{service.output()[-3000:]}"
         try:
             async with session.get(service.ops_url + "/ready") as response:
-                if response.status == 200:
+                if response.status == status:
                     return
         except aiohttp.ClientConnectionError:
             pass
-        assert time.monotonic() < deadline, f"{service.name} not ready:\n{service.output()[-3000:]}"
+        assert time.monotonic() < deadline, f"{service.name} /ready never {status}:\n{service.output()[-3000:]}"
         await _yield_briefly()
 
 

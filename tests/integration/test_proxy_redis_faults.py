@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -10,31 +9,9 @@ from typing import Any
 
 import pytest
 
-from devtools.processes import free_port
-from devtools.server_binaries import find_redis
 from tests.integration.conftest import Proxy
+from tests.private_redis import PrivateRedis
 from tests.third_party import ThirdParty
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a fixed port so it can be stopped and started again."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tmp_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = find_redis().path
-        args = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self._proc = subprocess.Popen([*args, "--dir", str(self._dir)], stdout=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
 
 
 @pytest.fixture
