@@ -187,17 +187,22 @@ class Refresher:
         )
 
     async def _put_with_retry(self, record: TokenRecord, fence: int) -> bool:
-        # With refresh-token rotation the old refresh token is already spent:
-        # losing this write would lose the tenant's grant, so try hard.
-        for attempt in range(5):
+        # With refresh-token rotation the old refresh token is already spent: losing this write would lose
+        # the tenant's grant, so keep trying through a Redis outage for as long as the lock lasts (the
+        # fence still refuses the write if a newer refresh got in first).
+        deadline = time.monotonic() + self.policy.lock_timeout
+        failures = 0
+        while True:
             try:
                 return await self.store.put(record, fence)
             except RedisError:
-                if attempt == 4:
+                failures += 1
+                if time.monotonic() >= deadline:
                     raise
-                log.warning("storing the new token failed; retrying", tenant=record.tenant, provider=record.provider)
-                await asyncio.sleep(0.2 * 2**attempt)
-        return False
+                if failures == 1:
+                    pair = {"tenant": record.tenant, "provider": record.provider}
+                    log.warning("storing the new token failed; retrying until redis is back", **pair)
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** (failures - 1)))
 
     async def _record_failure(self, current: TokenRecord, fence: int, exc: TokenRequestError) -> TokenRecord:
         now = time.time()

@@ -18,6 +18,7 @@ from shared.crypto import RecordUnreadable, Sealer
 from shared.refresh import RefreshBlocked, Refresher, RefreshFailed, RefreshPolicy
 from shared.token_store import TokenRecord, TokenStore
 from tests.helpers import load
+from tests.scheduler.fault_proxy import fault_proxy
 from tests.third_party import ThirdParty, running_third_party
 
 
@@ -210,3 +211,31 @@ async def test_client_secret_post(redis: Redis, token_key: SecretStr, tmp_path: 
     refresher = make(redis, token_key, tmp_path, party, client_auth_method="client_secret_post")
     record = await refresher.refresh("globex", "demo", trigger="operator")
     assert record is not None and party.token_calls[0].client_id == "globex-demo"
+
+
+async def test_redis_away_while_a_rotated_token_is_stored_keeps_the_grant(
+    redis: Redis, redis_url: str, token_key: SecretStr, tmp_path: Path, party: ThirdParty
+) -> None:
+    """The provider has spent the old refresh token: the new one is stored once Redis is back (4 s here)."""
+    async with fault_proxy(redis_url) as proxy:
+        proxied = Redis.from_url(proxy.url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            refresher = make(proxied, token_key, tmp_path, party, grant_type="refresh_token")
+            party.token_delay = 0.5
+            refreshing = asyncio.create_task(refresher.refresh("acme", "demo", trigger="scheduled"))
+            while not party.token_calls:  # the token request is on its way
+                await asyncio.sleep(0.01)
+            proxy.set("down")
+            await asyncio.sleep(4.0)  # the outage itself, longer than the old retries lasted
+            proxy.set("up")
+            record = await asyncio.wait_for(refreshing, 30)
+        finally:
+            await proxied.aclose()
+    assert record is not None and record.generation == 1
+    party.token_delay = 0
+    # The rotated refresh token was kept, and the lock released: the next refresh works at once.
+    again = await make(redis, token_key, tmp_path, party, grant_type="refresh_token").refresh(
+        "acme", "demo", trigger="operator", force=True
+    )
+    assert again is not None and again.generation == 2
+    assert [c.refresh_token for c in party.token_calls][1] == record.refresh_token.get_secret_value()
