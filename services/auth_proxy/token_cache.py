@@ -194,7 +194,8 @@ async def listen_for_changes(cache: TokenCache, store: TokenStore, on_state: Cal
             on_state(False)
             log.error("lost the token change feed; reconnecting", error=type(exc).__name__, retry_in=delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # Capped low: /ready stays 503 until the feed is back, so this is how late recovery shows.
+            delay = min(delay * 2, 2.0)
 
 
 def _dispatch(cache: TokenCache, message: dict[str, object]) -> None:

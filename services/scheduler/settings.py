@@ -25,5 +25,6 @@ class SchedulerSettings(CommonSettings):
     scheduler_catch_up: float = Field(default=86400.0, ge=60)
     # Enqueued later than this after its schedule fired, an import counts as a missed run caught up.
     scheduler_late_after: float = Field(default=60.0, gt=0)
-    # Longest wait between two attempts while Redis is unreachable.
-    scheduler_retry_max: float = Field(default=10.0, gt=0)
+    # Longest wait between two attempts while Redis is unreachable: also how late, at most, the
+    # scheduler notices that Redis is back.
+    scheduler_retry_max: float = Field(default=2.0, gt=0)
