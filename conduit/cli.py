@@ -27,13 +27,13 @@ def proxy(processes: int) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run an arq worker (the same as `arq services.importer.worker.WorkerSettings`)."""
-    from arq.worker import run_worker
+    """Run an arq worker on `services.importer.worker.WorkerSettings` that, unlike the plain `arq` command's,
+    lives through Redis outages."""
 
     def run() -> None:
-        from services.importer.worker import WorkerSettings
+        from services.importer.worker import run as run_worker
 
-        run_worker(WorkerSettings)  # type: ignore[arg-type]
+        run_worker()
 
     guard(run)
 

@@ -1,4 +1,5 @@
-"""The arq worker: ``arq services.importer.worker.WorkerSettings`` or ``conduit worker``.
+"""The arq worker: ``conduit worker`` (:func:`run`), which lives through Redis outages, or, without that,
+``arq services.importer.worker.WorkerSettings``.
 
 Per-process resources are made once in ``startup`` and kept in arq's ``ctx``:
 the token refresher (on arq's own Redis connection), and for imports a
@@ -16,14 +17,15 @@ from typing import Any
 
 import aiohttp
 from arq.connections import RedisSettings
-from arq.worker import func
+from arq.worker import func, get_kwargs
 from redis.exceptions import RedisError
 
 from services.importer.import_job import Importer, import_export
 from services.importer.limits import ProviderRate, TenantSlots
+from services.importer.outage_worker import OutageTolerantWorker
 from services.importer.schema import check_schema
 from services.importer.settings import ImporterSettings
-from services.importer.token_jobs import refresh_token
+from services.importer.token_jobs import REFRESH_MAX_TRIES, refresh_token
 from shared.crypto import Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
@@ -54,7 +56,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     async def ready() -> dict[str, str]:
         checks = {"redis": "ok", "database": "ok"}
         try:
-            await ctx["redis"].ping()
+            # arq's client has no read timeout: a Redis that stopped answering would hang /ready.
+            async with asyncio.timeout(2):
+                await ctx["redis"].ping()
         except (RedisError, OSError) as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
         try:
@@ -121,7 +125,13 @@ def functions(settings: ImporterSettings) -> list[Any]:
     expires: the longest of these timeouts + 10 s after the job started.
     """
     return [
-        func(refresh_token, name=REFRESH_TOKEN, timeout=settings.worker_refresh_timeout, keep_result=60, max_tries=1),
+        func(
+            refresh_token,
+            name=REFRESH_TOKEN,
+            timeout=settings.worker_refresh_timeout,
+            keep_result=60,
+            max_tries=REFRESH_MAX_TRIES,
+        ),
         func(
             import_export,
             name=IMPORT_EXPORT,
@@ -147,3 +157,8 @@ class WorkerSettings:
     # refreshed often enough that a hung worker is noticed within a minute.
     health_check_key = f"arq:health-check:{socket.gethostname()}"
     health_check_interval = 20
+
+
+def run() -> None:
+    """Run the worker until SIGTERM or SIGINT (``conduit worker``)."""
+    OutageTolerantWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]

@@ -1,0 +1,135 @@
+"""arq's ``Worker``, living through a Redis outage of any length instead of exiting.
+
+arq lets every Redis error end ``Worker.main``, and with it the process: in the poll loop
+(``_poll_iteration``: reading the queue, ``start_jobs``, ``heart_beat``) and in the job tasks, whose
+errors that loop re-raises (``run_job``'s first reads, ``finish_job``'s write of the outcome). Neither
+arq nor redis-py has a setting for "wait for Redis and carry on": ``RedisSettings.conn_retries`` only
+covers the first connection, and a redis-py ``Retry`` that never gives up would hang /ready and SIGTERM
+during an outage and stall running imports on their progress events. So this subclass wraps those
+methods, each around arq's own code:
+
+- the poll loop waits and tries again (0.1 s doubling to 2 s), saying so once per outage, and writes the
+  health key at once when Redis is back (``arq --check`` reads it);
+- a job's outcome (result, retry, hand-back) is written when Redis is back, however long that takes,
+  so a job that ran is not run again; only a stopping worker gives up (the job's in-progress key then
+  hands it on, and the ledger keeps a committed import from being imported twice);
+- a job whose start failed is handed back at once rather than when its in-progress key expires.
+
+Run it with ``conduit worker``; the plain ``arq`` command runs arq's own ``Worker`` (no class setting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from signal import Signals
+from typing import Any
+
+from arq.worker import Worker
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+REDIS_AWAY = (RedisError, OSError)
+# 0.1 s, 0.2 s, ... 2 s: quick after a blip, at most 2 s late after a long outage.
+PAUSES = ExponentialBackoff(cap=2.0, base=0.05)
+
+
+class OutageTolerantWorker(Worker):
+    """arq's worker, waiting for Redis where arq would exit (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._poll_failures = 0
+        self._down_since = 0.0
+        self._stopping = False
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_AWAY as exc:
+            self._poll_failures += 1
+            pause = PAUSES.compute(self._poll_failures)
+            if self._poll_failures == 1:
+                self._down_since = time.monotonic()
+                log.error("redis unavailable; the worker waits for it", error=_name(exc), retry_in=pause)
+            await asyncio.sleep(pause)
+        else:
+            if self._poll_failures:
+                log.info("redis reachable again", seconds_away=round(time.monotonic() - self._down_since, 1))
+                self._poll_failures = 0
+                # The health key may have expired meanwhile; write it now, not an interval later.
+                self._last_health_check = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except REDIS_AWAY:
+            # arq counted the job it was starting (counter and semaphore) before the Redis call that
+            # failed, and only frees both when a job task ends: give them back, or the slot is lost.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_AWAY as exc:
+            # The outcome writes below wait for Redis, so this is arq reading the job before running it:
+            # the job did not run. Hand it back now (delete its in-progress key, arq's own way).
+            log.warning("redis unavailable as a job started; handing it back", job_id=job_id, error=_name(exc))
+            await self.finish_job(job_id, False, None, None, False, None, None)
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        parent = super().finish_job
+        await self._until_written(job_id, lambda: parent(job_id, *args, **kwargs))
+
+    async def finish_failed_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        parent = super().finish_failed_job
+        await self._until_written(job_id, lambda: parent(job_id, *args, **kwargs))
+
+    async def _until_written(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        # arq's outcome writes are one MULTI/EXEC of deletes, ZREMs and SETs: writing again is harmless.
+        failures = 0
+        while True:
+            try:
+                await write()
+            except REDIS_AWAY as exc:
+                if self._stopping:
+                    log.warning("stopping with a job's outcome unwritten", job_id=job_id, error=_name(exc))
+                    return
+                failures += 1
+                if failures == 1:
+                    log.warning("cannot write a job's outcome; waiting for redis", job_id=job_id, error=_name(exc))
+                await asyncio.sleep(PAUSES.compute(failures))
+            else:
+                if failures:
+                    log.info("job outcome written after redis came back", job_id=job_id)
+                return
+
+    def handle_sig(self, signum: Signals) -> None:
+        self._stopping = True
+        super().handle_sig(signum)
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        self._stopping = True
+        super().handle_sig_wait_for_completion(signum)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except REDIS_AWAY as exc:
+            # arq deletes its health key before on_shutdown; with Redis away that fails, and the
+            # database pool and the ops server must still be closed.
+            log.warning("stopping while redis is unavailable", error=_name(exc))
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            await self.pool.aclose(close_connection_pool=True)
+            self._pool = None
+
+
+def _name(exc: BaseException) -> str:
+    return type(exc).__name__
