@@ -14,7 +14,10 @@ Around the pipeline it decides what a failure means:
 
 Every attempt is a ledger row; an attempt whose worker died is closed as
 ``abandoned`` by the next one, which can only start once the dead worker's
-database session (and with it the run's advisory lock) is gone.
+database session (and with it the run's advisory lock) is gone. A job whose
+import already committed (its outcome never reached Redis, and arq handed it
+out again) returns that outcome without importing again: the ledger, not arq,
+says what is done.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import aiohttp
 import asyncpg
 from arq.worker import Retry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.importer import ledger
 from services.importer.errors import BadExport, Busy, ImportFailed, Transient
@@ -95,6 +99,10 @@ async def import_export(ctx: dict[str, Any], tenant: str, module: str, export_da
     except Busy as busy:
         log.info("import deferred", tenant=tenant, module=module, export_date=export_date, reason=str(busy))
         raise Retry(defer=busy.defer * random.uniform(1.0, 2.0)) from None
+    except RedisError as exc:
+        # The tenant slot or the provider rate, before the attempt started (progress events never raise).
+        log.warning("redis unavailable; import will be retried", job_id=job_id, error=type(exc).__name__)
+        raise Retry(defer=backoff(importer.settings, 1, None)) from None
 
 
 def _check_args(importer: Importer, tenant: str, module: str, export_date: str) -> str | None:
@@ -115,10 +123,15 @@ async def _with_connection(importer: Importer, key: ledger.RunKey, job_id: str, 
             locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key.lock_name())
             if not locked:
                 raise Busy("the same import is running on another worker", importer.settings.importer_busy_defer)
+            done = await ledger.committed_outcome(conn, key, job_id)
+            if done is not None:
+                # arq handed the job out again (its outcome never reached Redis): it is done already.
+                log.info("import already committed; not run again", job_id=job_id, outcome=done)
+                return done
             await importer.rate.wait(importer.tenants.tenants[key.tenant].default, _RATE_WAIT)
             attempt = await ledger.start_attempt(conn, key, job_id, importer.worker_id)
             return await _attempt(importer, conn, key, job_id, attempt, started)
-    except (Busy, Retry):
+    except (Busy, Retry, RedisError):
         raise
     except Exception as exc:
         if _stopping():

@@ -89,6 +89,26 @@ async def queue_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str) -> A
     return await _insert_attempt(conn, key, job_id, "queued", None)
 
 
+async def committed_outcome(conn: asyncpg.Connection, key: RunKey, job_id: str) -> str | None:
+    """What the job returned if its latest attempt committed an import (as ``import_export`` words it), else None.
+
+    A failed attempt is not final in this sense: running the job again is what a retry is.
+    """
+    # The key first: the unique (tenant_id, module, export_date, attempt) index finds the rows.
+    row = await conn.fetchrow(
+        "SELECT status, rows_imported, rows_rejected FROM import_runs "
+        "WHERE tenant_id = $1 AND module = $2 AND export_date = $3 AND job_id = $4 AND status <> 'queued' "
+        "ORDER BY attempt DESC LIMIT 1",
+        key.tenant,
+        key.module,
+        key.export_date,
+        job_id,
+    )
+    if row is None or row["status"] not in ("succeeded", "partially_rejected"):
+        return None
+    return f"{row['status']}: {row['rows_imported']} rows imported, {row['rows_rejected']} rejected"
+
+
 async def attempts_of_job(conn: asyncpg.Connection, job_id: str) -> int:
     """How many times this job has started (its retry budget counts these)."""
     count: int = await conn.fetchval(
