@@ -46,6 +46,7 @@ class OutageTolerantWorker(Worker):
         self._poll_failures = 0
         self._down_since = 0.0
         self._stopping = False
+        self._writes: set[asyncio.Task[Any]] = set()
 
     async def _poll_iteration(self) -> None:
         try:
@@ -93,6 +94,11 @@ class OutageTolerantWorker(Worker):
 
     async def _until_written(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
         # arq's outcome writes are one MULTI/EXEC of deletes, ZREMs and SETs: writing again is harmless.
+        # arq shields them, so this runs in a task of its own, which close() waits for.
+        this = asyncio.current_task()
+        if this is not None:
+            self._writes.add(this)
+            this.add_done_callback(self._writes.discard)
         failures = 0
         while True:
             try:
@@ -119,6 +125,12 @@ class OutageTolerantWorker(Worker):
         super().handle_sig_wait_for_completion(signum)
 
     async def close(self) -> None:
+        if self._stopping:
+            # A stop during an outage cancels job tasks that wait for their outcome to be written: let those
+            # writes make their last try, and drop the cancelled tasks, which arq's close() gathers without
+            # return_exceptions (it would stop there, before on_shutdown).
+            await asyncio.gather(*self._writes, *self.tasks.values(), return_exceptions=True)
+            self.tasks = {job_id: task for job_id, task in self.tasks.items() if not task.cancelled()}
         try:
             await super().close()
         except REDIS_AWAY as exc:

@@ -73,14 +73,20 @@ async def arq_client(url: str) -> AsyncIterator[ArqRedis]:
 
 
 def start_services(
-    tmp_path: Path, party: ThirdParty, exports: Exports, redis_url: str, database_url: str, token_key: SecretStr
+    tmp_path: Path,
+    party: ThirdParty,
+    exports: Exports,
+    redis_url: str,
+    database_url: str,
+    token_key: SecretStr,
+    only: tuple[str, ...] = ("proxy", "worker", "scheduler"),
 ) -> tuple[Services, dict[str, Service]]:
     path = tenants_file(tmp_path, party, ["acme"])
     data = yaml.safe_load(path.read_text())
     # No daily imports: the only imports are the test's own.
     data["tenants"]["acme"]["imports"] = {"include": []}
     path.write_text(yaml.safe_dump(data))
-    ports = {name: free_port() for name in ("proxy", "worker", "scheduler")}
+    ports = {name: free_port() for name in only}
     env = base_env(
         CONDUIT_REDIS_URL=redis_url,
         CONDUIT_DATABASE_URL=database_url,
@@ -88,9 +94,9 @@ def start_services(
         CONDUIT_TOKEN_KEY=token_key.get_secret_value(),
         CONDUIT_LOG_LEVEL="DEBUG",
         CONDUIT_PROXY_HOST="127.0.0.1",
-        CONDUIT_PROXY_PORT=str(ports["proxy"]),
-        CONDUIT_WORKER_HTTP_PORT=str(ports["worker"]),
-        CONDUIT_SCHEDULER_HTTP_PORT=str(ports["scheduler"]),
+        CONDUIT_PROXY_PORT=str(ports.get("proxy", 0)),
+        CONDUIT_WORKER_HTTP_PORT=str(ports.get("worker", 0)),
+        CONDUIT_SCHEDULER_HTTP_PORT=str(ports.get("scheduler", 0)),
         CONDUIT_WORKER_POLL_DELAY="0.1",
         # The worker fetches exports straight from the fake (the proxy's own part is /resources below).
         CONDUIT_PROXY_URL=exports.url,
@@ -210,3 +216,42 @@ async def test_every_process_lives_through_redis_going_away(
         assert await conn.fetchval("SELECT count(*) FROM users WHERE tenant_id = 'acme'") == USERS
     finally:
         await conn.close()
+
+
+async def test_a_worker_stopped_while_redis_is_away_leaves_its_committed_import_to_the_ledger(
+    private_redis: PrivateRedis,
+    party: ThirdParty,
+    exports: Exports,
+    database_url: str,
+    token_key: SecretStr,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM during the outage, after the import committed: the outcome never reaches arq, so arq hands the
+    job out again, and the next worker finds it done in the ledger instead of importing it twice."""
+    url = private_redis.url
+    body = export_body("users", USERS_CSV)
+    stalled = exports.set("users", body, pause_after=len(body) // 2)
+    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
+    worker = running["worker"]
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, worker)
+        job_id = await enqueue_import(url, "users", "2024-05-01")
+        await asyncio.wait_for(stalled.paused.wait(), 20)
+        private_redis.stop()
+        stalled.resume.set()
+        await until_recorded(database_url, job_id, worker)
+        await wait_ready(session, worker, timeout=10, status=503)
+        assert worker.stop(timeout=15) == 0, worker.output()[-3000:]
+        assert "worker stopped" in worker.output()
+
+        private_redis.start()
+        async with arq_client(url) as client:
+            # Its in-progress key would expire after the job timeout; expire it now instead of waiting.
+            assert await client.delete(f"arq:in-progress:{job_id}") == 1
+        _, again = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
+        try:
+            assert str(await job_result(url, job_id)).startswith("succeeded: 2000 rows imported")
+        finally:
+            assert again["worker"].stop() == 0
+    assert await attempts(database_url, job_id) == ["succeeded"]
+    assert len(exports.calls) == 1
