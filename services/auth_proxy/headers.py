@@ -54,10 +54,11 @@ def request_id(given: str | None) -> str:
 
 
 def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    value = headers.get("Connection")
-    if not value:
+    # Every Connection line counts (RFC 9110 §5.3: lines of one field combine as one list).
+    values = headers.getall("Connection", ())
+    if not values:
         return frozenset()
-    return frozenset(part.strip().lower() for part in value.split(","))
+    return frozenset(part.strip().lower() for value in values for part in value.split(","))
 
 
 def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:

@@ -182,6 +182,16 @@ async def assert_strict(proxy: Proxy, data: bytes) -> list[Answer]:
     data=b"POST /resources/c HTTP/1.0\r\nConnection: keep-alive\r\nX-Tenant-ID: acme\r\nTransfer-Encoding: chunked\r\n"
     b"\r\n0\r\n\r\nGET /smuggled HTTP/1.0\r\nConnection: keep-alive\r\nX-Tenant-ID: globex\r\n\r\n"
 )
+# What this test found by itself at 1bb51de (shrunk), the last one after the fix of the others.
+@example(
+    data=b"GET /resources/c HTTP/1.0\r\nHost: p\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: globex\r\n\r\n"
+)
+@example(data=b"GET /resources/c HTTP/1.1\r\nX-Tenant-ID: acme\r\nHost: p\r\nX-Tenant-ID: acme\r\n\r\n")
+@example(
+    data=b"GET /resources/c HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nConnection: keep-alive\r\n"
+    b"Connection: X-Custom\r\nX-Custom: kept\r\n\r\n"
+)
 async def test_the_proxy_forwards_only_what_a_strict_reader_reads(proxy: Proxy, data: bytes) -> None:
     answers = await assert_strict(proxy, data)
     # What the corpus exercised, for --hypothesis-show-statistics.
