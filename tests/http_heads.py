@@ -207,7 +207,11 @@ def strict_reading(data: bytes) -> list[StrictRequest]:
         if isinstance(event, h11.Request):
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
             current = StrictRequest(
-                event.method.decode("latin-1"), event.target.decode("latin-1"), headers, b"", event.http_version.decode()
+                event.method.decode("latin-1"),
+                event.target.decode("latin-1"),
+                headers,
+                b"",
+                event.http_version.decode(),
             )
         elif isinstance(event, h11.Data) and current is not None:
             current.body += bytes(event.data)

@@ -145,41 +145,29 @@ class StrictReader:
         fields = head.count(b"\r\n") - 2
         if fields > self._max_headers:
             return pos, HeadRefused(431, f"more than {self._max_headers} header lines")
+        target_start, target_end = match.span(2)
+        if target_end - target_start == 1 and head[target_start] == 0x2A and match[1] != b"OPTIONS":
+            return pos, HeadRefused(400, "the request target '*' is for OPTIONS only")
         version = (1, 1) if match[3] == b"1" else (1, 0)
         refusal = self._framing(head, version)
         if refusal is not None:
             return pos, refusal
         chunked = self._state == _CHUNK_LINE
-        self.heads.append(Head(match[1].decode(), match.end(2) - match.start(2), version, fields, chunked))
+        self.heads.append(Head(match[1].decode(), target_end - target_start, version, fields, chunked))
         return stop, None
 
     def _framing(self, head: bytes, version: tuple[int, int]) -> HeadRefused | None:
         """How the body is framed, from the head alone; a refusal where that is in any doubt."""
-        lengths: list[bytes] = []
-        codings: list[bytes] = []
-        hosts = 0
-        for name, value in _FRAMING.findall(head):
-            name = name.lower()
-            if name == b"host":
-                hosts += 1
-            elif name == b"content-length":
-                lengths.append(value.rstrip(b"\t "))
-            else:
-                codings.append(value.rstrip(b"\t "))
+        lengths, codings, hosts = _framing_fields(head)
         self._state = _HEAD_STATE
         if codings:
-            if version < (1, 1):
-                return HeadRefused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
-            if lengths:
-                return HeadRefused(400, "a request with both Content-Length and Transfer-Encoding is ambiguous")
-            if len(codings) > 1 or codings[0].lower() != b"chunked":
-                return HeadRefused(400, "Transfer-Encoding must be exactly 'chunked', in one header")
+            refusal = _coding_refusal(lengths, codings, version)
+            if refusal is not None:
+                return refusal
             self._state = _CHUNK_LINE
         elif lengths:
-            if len(lengths) > 1:
-                return HeadRefused(400, "more than one Content-Length header")
-            if _DIGITS.fullmatch(lengths[0]) is None:
-                return HeadRefused(400, "invalid Content-Length: digits only, one value")
+            if len(lengths) > 1 or _DIGITS.fullmatch(lengths[0]) is None:
+                return HeadRefused(400, "invalid Content-Length: one header, digits only")
             self._left = int(lengths[0])
             self._state = _LENGTH if self._left else _HEAD_STATE
         if hosts > 1:
@@ -234,6 +222,32 @@ class StrictReader:
         return line_end + 1, None
 
 
+def _framing_fields(head: bytes) -> tuple[list[bytes], list[bytes], int]:
+    """The Content-Length and Transfer-Encoding values of a head that matched the grammar, and how many Hosts."""
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    hosts = 0
+    for name, value in _FRAMING.findall(head):
+        name = name.lower()
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths.append(value.rstrip(b"\t "))
+        else:
+            codings.append(value.rstrip(b"\t "))
+    return lengths, codings, hosts
+
+
+def _coding_refusal(lengths: list[bytes], codings: list[bytes], version: tuple[int, int]) -> HeadRefused | None:
+    if version < (1, 1):  # RFC 9112 §6.1: the framing of such a request cannot be trusted
+        return HeadRefused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request")
+    if lengths:
+        return HeadRefused(400, "a request with both Content-Length and Transfer-Encoding is ambiguous")
+    if len(codings) > 1 or codings[0].lower() != b"chunked":
+        return HeadRefused(400, "Transfer-Encoding must be exactly 'chunked', in one header")
+    return None
+
+
 def _too_long(head: bytes, max_line: int, max_field: int) -> HeadRefused | None:
     lines = head.split(b"\r\n")
     if len(lines[0]) > max_line:
@@ -251,7 +265,18 @@ def _diagnose(head: bytes) -> str:
             return f"a NUL byte in line {number} of the request head"
         if b"\r" in line or b"\n" in line:
             return f"a bare CR or LF in line {number} of the request head (lines end with CRLF)"
-    parts = lines[0].split(b" ")
+    wrong = _request_line_problem(lines[0])
+    if wrong is not None:
+        return wrong
+    for number, line in enumerate(lines[1:-2], 2):
+        wrong = _field_line_problem(line)
+        if wrong is not None:
+            return f"header line {number}: {wrong}"
+    return "the request head is malformed"
+
+
+def _request_line_problem(line: bytes) -> str | None:
+    parts = line.split(b" ")
     if len(parts) != 3:
         return "the request line must be 'METHOD target HTTP/1.x', with single spaces"
     method, target, version = parts
@@ -261,16 +286,19 @@ def _diagnose(head: bytes) -> str:
         return "invalid request target: visible ASCII characters only"
     if version not in (b"HTTP/1.0", b"HTTP/1.1"):
         return "invalid HTTP version: HTTP/1.0 and HTTP/1.1 are served"
-    for number, line in enumerate(lines[1:-2], 2):
-        if line[:1] in (b" ", b"\t"):
-            return f"header line {number} starts with whitespace (folded header lines are refused)"
-        name, colon, _ = line.partition(b":")
-        if not colon:
-            return f"header line {number} has no ':'"
-        if name[-1:] in (b" ", b"\t"):
-            return f"whitespace before ':' in header line {number}"
-        if re.fullmatch(_TCHAR + b"+", name) is None:
-            return f"invalid header token in header line {number}"
-        if _FIELD_LINE.fullmatch(line + b"\r\n") is None:
-            return f"invalid character in the value of header line {number}"
-    return "the request head is malformed"
+    return None
+
+
+def _field_line_problem(line: bytes) -> str | None:
+    if line[:1] in (b" ", b"\t"):
+        return "starts with whitespace (folded header lines are refused)"
+    name, colon, _ = line.partition(b":")
+    if not colon:
+        return "no ':'"
+    if name[-1:] in (b" ", b"\t"):
+        return "whitespace before ':'"
+    if re.fullmatch(_TCHAR + b"+", name) is None:
+        return "invalid header token"
+    if _FIELD_LINE.fullmatch(line + b"\r\n") is None:
+        return "invalid character in the value"
+    return None

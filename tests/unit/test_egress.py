@@ -5,7 +5,16 @@ from services.auth_proxy.egress import EgressRefused, upstream_target
 
 @pytest.mark.parametrize(
     "target",
-    ["/resources/42", "/a/b?x=1&y=%20z", "/users/a%40b.com", "/", "/files/report.v2.csv", "/a/...b", "/a;v=1/b", "/a/..x;/b"],
+    [
+        "/resources/42",
+        "/a/b?x=1&y=%20z",
+        "/users/a%40b.com",
+        "/",
+        "/files/report.v2.csv",
+        "/a/...b",
+        "/a;v=1/b",
+        "/a/..x;/b",
+    ],
 )
 def test_allowed_targets_pass_unchanged(target: str) -> None:
     assert upstream_target(target) == target
