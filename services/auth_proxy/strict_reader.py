@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
 
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
@@ -57,15 +56,9 @@ class HeadRefused(HttpProcessingError):
         super().__init__(code=status, message=message)
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What the strict reading found in one head; the parser's message for it must say the same."""
-
-    method: str
-    target_length: int
-    version: tuple[int, int]
-    fields: int
-    chunked: bool
+# What the strict reading found in one head, which the parser's message must repeat: method, target length,
+# version, number of field lines, chunked. A plain tuple: a dataclass cost a tenth of the reading's time.
+Head = tuple[str, int, tuple[int, int], int, bool]
 
 
 class StrictReader:
@@ -113,14 +106,8 @@ class StrictReader:
         """Whether the parser read the next head as it was read here."""
         if not self.heads:
             return False
-        head = self.heads.popleft()
-        return (
-            message.method == head.method
-            and len(message.path) == head.target_length
-            and message.version == head.version
-            and len(message.raw_headers) == head.fields
-            and message.chunked == head.chunked
-        )
+        read = (message.method, len(message.path), message.version, len(message.raw_headers), message.chunked)
+        return read == self.heads.popleft()
 
     def _head(self, data: bytes, pos: int) -> tuple[int, HeadRefused | None]:
         """Past one complete head; or to the end, the incomplete head held back; or the refusal at its start."""
@@ -153,7 +140,7 @@ class StrictReader:
         if refusal is not None:
             return pos, refusal
         chunked = self._state == _CHUNK_LINE
-        self.heads.append(Head(match[1].decode(), target_end - target_start, version, fields, chunked))
+        self.heads.append((match[1].decode(), target_end - target_start, version, fields, chunked))
         return stop, None
 
     def _framing(self, head: bytes, version: tuple[int, int]) -> HeadRefused | None:
