@@ -7,7 +7,10 @@ This module keeps the parts of aiohttp that matter and are hard to get right:
 the C llhttp request parser (size limits, refusal of malformed requests and
 CR/LF in headers, chunked bodies, pipelining), ``StreamReader`` for request
 bodies with its flow control, ``BaseProtocol``'s write backpressure and
-aiohttp's header serializer. What it adds is small: one task per connection
+aiohttp's header serializer. Before llhttp sees a byte, ``StrictReader``
+(strict_reader.py) reads it as RFC 9112 does, since llhttp is lenient in
+places (HTTP/0.9 lines, two spaces) where a request must mean one thing
+only. What it adds besides is small: one task per connection
 answering requests in order, an answer written in one call, keep-alive and its
 idle timeout, ``Expect: 100-continue``, and a drain on shutdown.
 
