@@ -165,7 +165,7 @@ async def assert_strict(proxy: Proxy, data: bytes) -> list[Answer]:
 
 
 @settings(
-    max_examples=400,
+    max_examples=300,
     derandomize=True,
     database=None,
     deadline=None,

@@ -28,7 +28,7 @@ def read(pieces: list[bytes]) -> tuple[bytes, int | None, list[object]]:
     return passed, None, list(reader.heads)
 
 
-@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
 @given(data=request_bytes(), cuts=st.lists(st.integers(0, 400), max_size=8))
 @example(data=b"GET /a HTTP/1.1\r\nHost: p\r\n\r\n", cuts=list(range(30)))  # one byte at a time
 @example(
