@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from services.auth_proxy.exchange import CallerBodyError, Exchange
 from services.auth_proxy.server import Limits, Server
+from services.auth_proxy.strict_reader import StrictReader
 
 
 @dataclass
@@ -310,6 +311,21 @@ async def test_requests_before_a_malformed_one_are_answered_then_the_connection_
         answers = [await read_answer(reader) for _ in range(3)]
         assert [(a.status, a.headers.get("x-path")) for a in answers] == [(200, "/a"), (200, "/b"), (400, None)]
         assert await reader.read() == b""  # /d, behind the malformed request, is never read
+
+
+async def test_a_request_the_parser_reads_otherwise_than_the_strict_reading_is_refused(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No such bytes are known (each found case is refused earlier): the check behind them, wired in."""
+    agreed = iter([True, False])
+    monkeypatch.setattr(StrictReader, "agrees", lambda self, message: self.heads.popleft() and next(agreed))
+    async with listening(echo) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second = await read_answer(reader), await read_answer(reader)
+        assert (first.status, first.headers["x-path"]) == (200, "/a")
+        assert second.status == 400 and b"one way only" in second.body and "x-path" not in second.headers
+        assert await reader.read() == b""
 
 
 async def test_an_unread_body_is_discarded_so_the_connection_stays_usable(connect: Connect) -> None:
