@@ -36,6 +36,8 @@ class ApiCall:
     headers: dict[str, str]
     body: bytes
     tenant_client: str | None
+    # Every header line as received, in order, duplicates kept (``headers`` keeps one per name).
+    header_lines: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -149,7 +151,8 @@ class ThirdParty:
         tail = request.match_info["tail"]
         client = self.valid(request.headers.get("Authorization"))
         body = await request.read() if tail != "upload" else b""
-        self.api_calls.append(ApiCall(request.method, request.raw_path, dict(request.headers), body, client))
+        lines = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers]
+        self.api_calls.append(ApiCall(request.method, request.raw_path, dict(request.headers), body, client, lines))
         self.api_peers.append(request.transport.get_extra_info("peername") if request.transport else ("", 0))
         self.api_called.set()
         if client is None:

@@ -12,11 +12,13 @@ from urllib.parse import unquote
 
 # Control characters, space, backslash and '@' never belong in a forwarded path.
 _FORBIDDEN_RAW = re.compile(r"[\x00-\x20\x7f\\@]")
-# Encoded separators and NUL would be decoded differently by different servers.
-_FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+# Encoded separators and NUL would be decoded differently by different servers; %C0 and %C1 only ever
+# start an overlong UTF-8 sequence (%C0%AE is '.' to a lax decoder).
+_FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00|c0|c1)", re.IGNORECASE)
 # Once decoded, '@' is fine (an e-mail address in a path); separators and controls are not.
 _FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f\\]")
-_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(/|$)")
+# '..;x' is '..' to servlet containers (Tomcat, Jetty), which cut path parameters before resolving dots.
+_DOT_SEGMENT = re.compile(r"(^|/)\.{1,2}(;[^/]*)?(/|$)")
 
 
 class EgressRefused(ValueError):
@@ -31,7 +33,7 @@ def upstream_target(raw_target: str) -> str:
     if _FORBIDDEN_RAW.search(path):
         raise EgressRefused("path contains a control character, space, backslash or '@'")
     if _FORBIDDEN_ENCODED.search(path):
-        raise EgressRefused("path contains an encoded '/', '\\' or NUL")
+        raise EgressRefused("path contains an encoded '/', '\\', NUL or overlong UTF-8")
     decoded = path
     # Decode until stable so double encodings (%252e) cannot hide a '..'.
     for _ in range(3):

@@ -21,7 +21,13 @@ from yarl import URL
 
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.exchange import CallerBodyError, Exchange
-from services.auth_proxy.headers import downstream_headers, request_id, upstream_headers
+from services.auth_proxy.headers import (
+    AmbiguousHeader,
+    downstream_headers,
+    request_id,
+    single_value,
+    upstream_headers,
+)
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
@@ -74,7 +80,7 @@ class ProxyError(Exception):
 class _Trace:
     """What one request accumulates for its log line and metrics."""
 
-    req_id: str
+    req_id: str = ""
     tenant: str = "-"
     provider: str = "-"
     upstream_seconds: float | None = None
@@ -154,8 +160,9 @@ class Forwarder:
 
     async def handle(self, request: Exchange) -> None:
         started = time.perf_counter()
-        ex = _Trace(request_id(request.headers))
+        ex = _Trace()
         try:
+            self._route(request, ex)
             await self._handle(request, ex)
         except ProxyError as exc:
             if exc.status < 500 or exc.code == "no_token":
@@ -179,7 +186,6 @@ class Forwarder:
             )
 
     async def _handle(self, request: Exchange, ex: _Trace) -> None:
-        ex.tenant, ex.provider = self._route(request)
         try:
             target = upstream_target(request.raw_path)
         except EgressRefused as exc:
@@ -207,17 +213,29 @@ class Forwarder:
         finally:
             upstream.release()
 
-    def _route(self, request: Exchange) -> tuple[str, str]:
-        tenant_id = request.headers.get("X-Tenant-ID")
+    def _route(self, request: Exchange, ex: _Trace) -> None:
+        """The request id, tenant and provider, each from exactly one header: decided here and nowhere else."""
+        headers = request.headers
+        try:
+            ex.req_id = request_id(single_value(headers, "X-Request-ID"))
+        except AmbiguousHeader as exc:
+            ex.req_id = request_id(None)
+            raise ProxyError(400, "ambiguous_request_id", str(exc)) from None
+        try:
+            tenant_id = single_value(headers, "X-Tenant-ID")
+            provider = single_value(headers, "X-Provider")
+        except AmbiguousHeader as exc:
+            code = "ambiguous_tenant" if exc.name == "X-Tenant-ID" else "ambiguous_provider"
+            raise ProxyError(400, code, str(exc)) from None
         if not tenant_id:
             raise ProxyError(400, "missing_tenant", "the X-Tenant-ID header is required")
         tenant = self._tenants.tenants.get(tenant_id)
         if tenant is None:
             raise ProxyError(404, "unknown_tenant", f"tenant {tenant_id[:64]!r} is not configured")
-        provider = request.headers.get("X-Provider") or tenant.default
+        provider = provider or tenant.default
         if provider not in tenant.providers:
             raise ProxyError(404, "unknown_provider", f"tenant {tenant_id!r} has no provider {provider[:64]!r}")
-        return tenant_id, provider
+        ex.tenant, ex.provider = tenant_id, provider
 
     async def _request_body(self, request: Exchange) -> tuple[Body, bool]:
         """Small bodies are read whole so they can be replayed; large or chunked ones stream."""

@@ -29,18 +29,36 @@ _DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def request_id(headers: CIMultiDictProxy[str]) -> str:
+class AmbiguousHeader(ValueError):
+    """A routing header given twice, or with a comma in it: which value counts is not for the proxy to guess."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the {name} header must be given once, with one value (no comma)")
+        self.name = name
+
+
+def single_value(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """The one value of a header the proxy routes by; None when absent, AmbiguousHeader when not exactly one."""
+    values = headers.getall(name, ())
+    if not values:
+        return None
+    if len(values) > 1 or "," in values[0]:
+        raise AmbiguousHeader(name)
+    return values[0]
+
+
+def request_id(given: str | None) -> str:
     """The caller's X-Request-ID when it is a sane token, else a new one."""
-    given = headers.get("X-Request-ID")
     # 32 random hex digits, the shape of uuid4().hex at a sixth of its cost.
     return given if given is not None and _REQUEST_ID.match(given) else os.urandom(16).hex()
 
 
 def _named_in_connection(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    value = headers.get("Connection")
-    if not value:
+    # Every Connection line counts (RFC 9110 §5.3: lines of one field combine as one list).
+    values = headers.getall("Connection", ())
+    if not values:
         return frozenset()
-    return frozenset(part.strip().lower() for part in value.split(","))
+    return frozenset(part.strip().lower() for value in values for part in value.split(","))
 
 
 def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:

@@ -7,7 +7,10 @@ This module keeps the parts of aiohttp that matter and are hard to get right:
 the C llhttp request parser (size limits, refusal of malformed requests and
 CR/LF in headers, chunked bodies, pipelining), ``StreamReader`` for request
 bodies with its flow control, ``BaseProtocol``'s write backpressure and
-aiohttp's header serializer. What it adds is small: one task per connection
+aiohttp's header serializer. Before llhttp sees a byte, ``StrictReader``
+(strict_reader.py) reads it as RFC 9112 does, since llhttp is lenient in
+places (HTTP/0.9 lines, two spaces) where a request must mean one thing
+only. What it adds besides is small: one task per connection
 answering requests in order, an answer written in one call, keep-alive and its
 idle timeout, ``Expect: 100-continue``, and a drain on shutdown.
 
@@ -38,6 +41,7 @@ from multidict import CIMultiDict
 
 from services.auth_proxy.exchange import CallerBodyError, Exchange, head_bytes, internal_error
 from services.auth_proxy.metrics import REFUSED
+from services.auth_proxy.strict_reader import HeadRefused, StrictReader
 from shared.config_errors import ListenError
 from shared.logging import get_logger
 
@@ -84,6 +88,7 @@ class _Connection(BaseProtocol):
             max_msg_queue_size=_MAX_QUEUED,
         )
         super().__init__(loop, parser)
+        self._reader = StrictReader(limits.max_line_size, limits.max_field_size, limits.max_headers)
         self.server = server
         self.busy = False
         self._queue: deque[tuple[RawRequestMessage, StreamReader] | HttpProcessingError] = deque()
@@ -116,23 +121,36 @@ class _Connection(BaseProtocol):
         parser = self._parser
         if parser is None or self._eof:
             return
+        # The strict reading first: the parser gets only bytes it passed (see strict_reader.py).
+        clean, refusal = self._reader.feed(data)
         try:
-            messages, upgraded, _ = parser.feed_data(data)
+            messages, upgraded, _ = parser.feed_data(clean)
         except HttpProcessingError as exc:
-            self._queue.append(exc)
-            self._parser = None  # nothing after a malformed request can be trusted
-            self._pause_reading_for_buffer()
-            # A body being read (bad chunk framing in a later packet, say) fails now instead of waiting.
-            self._fail_unfinished_bodies(f"the request body is malformed: {_refusal(exc, self.server.limits)[1]}")
+            self._stop_reading(exc)
         else:
+            for index, item in enumerate(messages):
+                if not self._reader.agrees(item[0]):
+                    messages = messages[:index]
+                    refusal = HeadRefused(400, "the request head cannot be read one way only")
+                    break
             self._queue.extend(messages)
             if upgraded:
                 # An Upgrade (WebSocket, h2c) is not proxied: this request is answered, then the connection closes.
                 self._parser = None
                 self._upgraded = True
+            elif refusal is not None:
+                self._stop_reading(refusal)
             if len(self._queue) >= _MAX_QUEUED and not self._buffer_paused:
                 self._pause_reading_for_buffer()
         self._wake()
+
+    def _stop_reading(self, exc: HttpProcessingError) -> None:
+        """A malformed request: answered with its refusal in turn; nothing after it can be trusted."""
+        self._queue.append(exc)
+        self._parser = None
+        self._pause_reading_for_buffer()
+        # A body being read (bad chunk framing in a later packet, say) fails now instead of waiting.
+        self._fail_unfinished_bodies(f"the request body is malformed: {_refusal(exc, self.server.limits)[1]}")
 
     def eof_received(self) -> bool:
         # The caller will send no more but may still read: answer what came, then close.
@@ -286,6 +304,8 @@ class _Connection(BaseProtocol):
 
 def _refusal(exc: HttpProcessingError, limits: Limits) -> tuple[int, str]:
     """Status and reason for a refused request; never echoes the caller's bytes (they may hold a credential)."""
+    if isinstance(exc, HeadRefused):
+        return exc.code, exc.message
     if isinstance(exc, LineTooLong):
         if "bytearray(" in str(exc.message):  # llhttp was still reading the target
             return 414, f"the request target is longer than {limits.max_line_size} bytes"

@@ -205,6 +205,34 @@ async def test_missing_and_unknown_tenant(proxy: Proxy) -> None:
     assert proxy.party.api_calls == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ([("X-Tenant-ID", "globex")], "ambiguous_tenant"),  # with the acme one the test adds
+        ([("X-Tenant-ID", "")], "ambiguous_tenant"),
+        ([("X-Provider", "demo"), ("X-Provider", "demo")], "ambiguous_provider"),
+        ([("X-Provider", "demo,billing")], "ambiguous_provider"),
+        ([("X-Request-ID", "a"), ("X-Request-ID", "b")], "ambiguous_request_id"),
+        ([("X-Request-ID", "a,b")], "ambiguous_request_id"),
+    ],
+)
+async def test_routing_headers_given_twice_or_with_a_comma_are_refused(
+    proxy: Proxy, headers: list[tuple[str, str]], code: str
+) -> None:
+    response = await proxy.session.get(proxy.url + "/x", headers=[("X-Tenant-ID", "acme"), *headers])
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, code)
+    assert len(response.headers["X-Request-ID"]) == 32  # a fresh one, never either of the caller's
+    assert "globex" not in body["message"] and "billing" not in body["message"]
+    assert proxy.party.api_calls == [] and proxy.party.token_calls == []
+
+
+async def test_a_comma_in_the_tenant_header_is_ambiguous(proxy: Proxy) -> None:
+    response = await proxy.get("/x", tenant="acme,globex")
+    assert (response.status, (await response.json())["error"]) == (400, "ambiguous_tenant")
+    assert proxy.party.api_calls == []
+
+
 async def test_no_token_obtainable_gives_503_with_retry_after(proxy: Proxy) -> None:
     proxy.party.token_mode = "invalid_client"
     response = await proxy.get("/x")

@@ -5,7 +5,16 @@ from services.auth_proxy.egress import EgressRefused, upstream_target
 
 @pytest.mark.parametrize(
     "target",
-    ["/resources/42", "/a/b?x=1&y=%20z", "/users/a%40b.com", "/", "/files/report.v2.csv", "/a/...b"],
+    [
+        "/resources/42",
+        "/a/b?x=1&y=%20z",
+        "/users/a%40b.com",
+        "/",
+        "/files/report.v2.csv",
+        "/a/...b",
+        "/a;v=1/b",
+        "/a/..x;/b",
+    ],
 )
 def test_allowed_targets_pass_unchanged(target: str) -> None:
     assert upstream_target(target) == target
@@ -32,6 +41,12 @@ def test_allowed_targets_pass_unchanged(target: str) -> None:
         "/a%00b",
         "/a%0d%0aHost:%20evil",
         "/a b",
+        "/a/..;/b",
+        "/a/..;jsessionid=x/b",
+        "/a/%2e%2e;/b",
+        "/a/.;x/b",
+        "/a/%c0%ae%c0%ae/b",
+        "/a/%C1%9c",
     ],
 )
 def test_escaping_targets_are_refused(target: str) -> None:
