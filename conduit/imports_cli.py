@@ -48,12 +48,22 @@ def _filters(function: Any) -> Any:
 @imports.command("list")
 @_filters
 @click.option("--latest", is_flag=True, help="Only the latest attempt of each tenant, module and date.")
+@click.option(
+    "--all-attempts", is_flag=True, help="With --status: every attempt with that status, superseded ones too."
+)
 @click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def imports_list(as_json: bool, latest: bool, limit: int, **filters: Any) -> None:
-    """List import runs (one row per attempt), newest first."""
+def imports_list(as_json: bool, latest: bool, all_attempts: bool, limit: int, **filters: Any) -> None:
+    """List import runs (one row per attempt), newest first.
+
+    With --status, only imports whose latest attempt has that status (`--status failed`: what is
+    failed now, not an attempt a later one superseded); --all-attempts lists every matching attempt.
+    """
     from services.importer.ledger import Filters, list_runs
 
+    if latest and all_attempts:
+        raise click.UsageError("--latest and --all-attempts contradict each other")
+    latest = latest or (filters.get("status") is not None and not all_attempts)
     query = Filters(**_dates(filters), latest=latest, limit=limit)
     runs = guard(lambda: asyncio.run(_with_db(lambda conn: list_runs(conn, query))))
     if as_json:
