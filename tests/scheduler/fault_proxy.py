@@ -9,13 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Literal
 from urllib.parse import urlsplit
 
-Mode = Literal["up", "down", "refuse_new", "swallow_replies"]
+Mode = Literal["up", "down", "swallow_replies"]
 
 
 class FaultProxy:
-    """``up`` forwards both ways; ``down`` refuses clients; ``refuse_new`` refuses new clients but keeps
-    the open connections; ``swallow_replies`` lets commands reach Redis but never returns the answers
-    (a connection lost after Redis did the work)."""
+    """``up`` forwards both ways; ``down`` refuses clients; ``swallow_replies`` lets commands reach
+    Redis but never returns the answers (a connection lost after Redis did the work)."""
 
     def __init__(self, upstream_url: str) -> None:
         parts = urlsplit(upstream_url)
@@ -49,7 +48,7 @@ class FaultProxy:
             await self._server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode in ("down", "refuse_new"):
+        if self.mode == "down":
             writer.close()
             return
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
