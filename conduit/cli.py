@@ -11,9 +11,14 @@ import click
 from conduit.cli_support import guard
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})  # inherited by every subcommand
+@click.version_option(package_name="conduit", message="%(prog)s %(version)s")
 def main() -> None:
-    """Conduit: tenant-aware OAuth2 proxy, token refresher and CSV importer for third-party APIs."""
+    """Conduit: tenant-aware OAuth2 proxy, token refresher and CSV importer for third-party APIs.
+
+    Exit codes: 0 done; 1 could not be done (configuration, a store out of reach, a failed job);
+    2 the command line is wrong.
+    """
 
 
 @main.command()

@@ -1,13 +1,34 @@
-"""Helpers every `conduit` command module shares."""
+"""Helpers every `conduit` command module shares.
+
+Exit codes, the same for every command and service (README, "Exit codes"): 0 done; 1 it could
+not be done (configuration, a store that cannot be reached, a failed job); 2 the command line
+itself is wrong (click's usage errors).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from shared.config_errors import ConfigError, ListenError, TokenKeyError
+from shared.urls import redact_url
+
+
+class StoreUnreachable(click.ClickException):
+    """A store cannot be reached: one line naming it and its URL (password redacted), exit code 1."""
+
+    def __init__(self, store: str, url: str, exc: BaseException) -> None:
+        reason = (str(exc).strip().splitlines() or [""])[0][:200].rstrip(".")
+        # Drivers sometimes quote the address they dialled; never a password with it.
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        detail = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        super().__init__(f"cannot reach {store} at {redact_url(url)}: {detail}")
 
 
 def guard(action: Any) -> Any:
@@ -20,6 +41,31 @@ def guard(action: Any) -> Any:
         raise click.ClickException(describe_settings_error(exc)) from None
 
 
+@contextmanager
+def reaching_redis(url: str) -> Iterator[None]:
+    """Turn "Redis is not there" (refused, timed out, wrong password) into :class:`StoreUnreachable`."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    try:
+        yield
+    except (ConnectionError, TimeoutError) as exc:
+        raise StoreUnreachable("Redis", url, exc) from None
+
+
+@contextmanager
+def reaching_postgres(url: str) -> Iterator[None]:
+    """Turn "PostgreSQL is not there" (refused, timed out, refused login or database) into :class:`StoreUnreachable`."""
+    import asyncpg
+
+    from shared.db import UNAVAILABLE
+
+    refused = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+    try:
+        yield
+    except (*UNAVAILABLE, *refused) as exc:
+        raise StoreUnreachable("PostgreSQL", url, exc) from None
+
+
 def describe_settings_error(exc: ValidationError) -> str:
     """Name the environment variable behind each invalid setting (values are not repeated: they may be secret)."""
     lines = ["invalid settings in the environment:"]
@@ -27,3 +73,11 @@ def describe_settings_error(exc: ValidationError) -> str:
         field = str(err["loc"][0]) if err["loc"] else "?"
         lines.append(f"  CONDUIT_{field.upper()}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    return parts.password or query.get("password")

@@ -137,20 +137,19 @@ async def migrate(dsn: str, directory: Path, wait: float = 30.0) -> list[Migrati
 @click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the database to accept connections.")
 def migrate_command(directory: Path, wait: float) -> None:
     """Apply the SQL migrations to CONDUIT_DATABASE_URL (safe to run from several places at once)."""
-    from shared.db import UNAVAILABLE, DatabaseSettings
+    from conduit.cli_support import reaching_postgres
+    from shared.db import DatabaseSettings
     from shared.logging import configure_logging
     from shared.settings import CommonSettings
-    from shared.urls import redact_url
 
     common = CommonSettings()
     configure_logging(common.log_level, common.log_json)
     dsn = DatabaseSettings().database_url
     try:
-        done = asyncio.run(migrate(dsn, directory, wait))
+        with reaching_postgres(dsn):
+            done = asyncio.run(migrate(dsn, directory, wait))
     except MigrationError as exc:
         raise click.ClickException(str(exc)) from None
-    except UNAVAILABLE as exc:
-        raise click.ClickException(f"cannot reach the database at {redact_url(dsn)}: {type(exc).__name__}") from None
     for migration in done:
         click.echo(f"applied {migration.version}_{migration.name}")
     click.echo(f"database is at version {done[-1].version}" if done else "nothing to apply: the database is up to date")

@@ -8,14 +8,14 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
 import orjson
 from tabulate import tabulate
 
-from conduit.cli_support import guard
+from conduit.cli_support import guard, reaching_postgres, reaching_redis
 
 STATUSES = ("queued", "running", "succeeded", "failed", "partially_rejected")
 
@@ -48,12 +48,22 @@ def _filters(function: Any) -> Any:
 @imports.command("list")
 @_filters
 @click.option("--latest", is_flag=True, help="Only the latest attempt of each tenant, module and date.")
+@click.option(
+    "--all-attempts", is_flag=True, help="With --status: every attempt with that status, superseded ones too."
+)
 @click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def imports_list(as_json: bool, latest: bool, limit: int, **filters: Any) -> None:
-    """List import runs (one row per attempt), newest first."""
+def imports_list(as_json: bool, latest: bool, all_attempts: bool, limit: int, **filters: Any) -> None:
+    """List import runs (one row per attempt), newest first.
+
+    With --status, only imports whose latest attempt has that status (`--status failed`: what is
+    failed now, not an attempt a later one superseded); --all-attempts lists every matching attempt.
+    """
     from services.importer.ledger import Filters, list_runs
 
+    if latest and all_attempts:
+        raise click.UsageError("--latest and --all-attempts contradict each other")
+    latest = latest or (filters.get("status") is not None and not all_attempts)
     query = Filters(**_dates(filters), latest=latest, limit=limit)
     runs = guard(lambda: asyncio.run(_with_db(lambda conn: list_runs(conn, query))))
     if as_json:
@@ -178,12 +188,14 @@ def _shown(value: Any) -> str:
 async def _with_db(action: Any) -> Any:
     from shared.db import DatabaseSettings, create_pool
 
-    pool = await create_pool(DatabaseSettings().database_url, min_size=1, max_size=2, application_name="conduit-cli")
-    try:
-        async with pool.acquire() as conn:
-            return await action(conn)
-    finally:
-        await pool.close()
+    url = DatabaseSettings().database_url
+    with reaching_postgres(url):
+        pool = await create_pool(url, min_size=1, max_size=2, application_name="conduit-cli")
+        try:
+            async with pool.acquire() as conn:
+                return await action(conn)
+        finally:
+            await pool.close()
 
 
 @asynccontextmanager
@@ -194,14 +206,22 @@ async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
     from shared.db import create_pool as create_db_pool
 
     settings = ImporterSettings()
-    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
-    pool = await create_db_pool(settings.database_url, min_size=1, max_size=2, application_name="conduit-cli")
-    try:
-        async with pool.acquire() as conn:
-            yield arq, conn
-    finally:
-        await pool.close()
-        await arq.aclose()
+    # One try: an operator at a prompt wants "Redis is down" now, not after arq's five retries.
+    redis_settings = replace(RedisSettings.from_dsn(settings.redis_url), conn_retries=0)
+    with reaching_redis(settings.redis_url):
+        arq = await create_pool(redis_settings)
+        try:
+            with reaching_postgres(settings.database_url):
+                pool = await create_db_pool(
+                    settings.database_url, min_size=1, max_size=2, application_name="conduit-cli"
+                )
+                try:
+                    async with pool.acquire() as conn:
+                        yield arq, conn
+                finally:
+                    await pool.close()
+        finally:
+            await arq.aclose()
 
 
 @dataclass

@@ -18,8 +18,8 @@ import click
 import orjson
 from tabulate import tabulate
 
-from conduit.cli_support import guard
-from shared.jobs import REFRESH_TOKEN
+from conduit.cli_support import guard, reaching_postgres, reaching_redis
+from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 
 _CHUNK = 1000
 
@@ -44,8 +44,9 @@ def queue() -> None:
 def queue_status(as_json: bool) -> None:
     """Queued, running, deferred and failed jobs per kind, and how long the oldest queued job has waited.
 
-    Failed counts come from the results arq still keeps (``keep_result``); the importer's ledger
-    holds every failure.
+    Failed imports are the ledger's: imports whose latest attempt failed, the runs
+    `conduit imports list --status failed` shows (plus any import job that crashed before the ledger
+    could record it). Other kinds' failures come from the results arq still keeps (``keep_result``).
     """
     rows = guard(lambda: asyncio.run(_status()))
     if as_json:
@@ -61,16 +62,51 @@ def queue_status(as_json: bool) -> None:
 async def _status() -> list[KindStatus]:
     from arq.connections import ArqRedis
 
+    from shared.db import DatabaseSettings
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
+    database_url = DatabaseSettings().database_url
     redis = ArqRedis.from_url(
         settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
     )
     try:
-        return await queue_status_rows(redis, time.time())
+        with reaching_redis(settings.redis_url):
+            rows = await queue_status_rows(redis, time.time())
     finally:
         await redis.aclose()
+    with reaching_postgres(database_url):
+        failed_imports = await _failed_imports(database_url, timeout=5.0)
+    return with_failed_imports(rows, failed_imports)
+
+
+def with_failed_imports(rows: list[KindStatus], failed: int) -> list[KindStatus]:
+    """The rows with the ledger's count of failed imports added (a row of its own if nothing is queued)."""
+    by_kind = {r.kind: r for r in rows}
+    if failed:
+        by_kind.setdefault(IMPORT_EXPORT, KindStatus(IMPORT_EXPORT)).failed += failed
+    return sorted(by_kind.values(), key=lambda r: r.kind)
+
+
+# The latest attempt of each (tenant, module, export date), as services.importer.ledger lists them.
+_FAILED_IMPORTS = """
+SELECT count(*) FROM (
+    SELECT DISTINCT ON (tenant_id, module, export_date) status FROM import_runs
+    ORDER BY tenant_id, module, export_date, attempt DESC
+) AS latest WHERE status = 'failed'
+"""
+
+
+async def _failed_imports(database_url: str, timeout: float) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url, timeout=timeout)
+    try:
+        return int(await conn.fetchval(_FAILED_IMPORTS))
+    except asyncpg.UndefinedTableError:
+        return 0  # not migrated yet: no import has run, so none has failed
+    finally:
+        await conn.close()
 
 
 async def queue_status_rows(redis: Any, now: float) -> list[KindStatus]:
@@ -120,7 +156,11 @@ async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
                 result = deserialize_result(raw)
             except DeserializationError:
                 continue
-            if not result.success:
+            # A job that fails returns "failed: ..." (an import after recording it in the ledger, which
+            # with_failed_imports counts; a refresh so that arq's retries cannot bypass the backoff).
+            # An import that raised never reached the ledger: arq's result is all there is of it.
+            said_failed = isinstance(result.result, str) and result.result.startswith("failed")
+            if not result.success or (said_failed and result.function != IMPORT_EXPORT):
                 kinds.setdefault(result.function, KindStatus(result.function)).failed += 1
 
 

@@ -11,7 +11,7 @@ import click
 import orjson
 from tabulate import tabulate
 
-from conduit.cli_support import guard
+from conduit.cli_support import StoreUnreachable, guard, reaching_redis
 
 
 @click.group(invoke_without_command=True)
@@ -38,10 +38,17 @@ def plan(day: datetime | None, tenant: str | None, module: str | None, as_json: 
     """Print the imports the schedules fire on a day and when each starts, without enqueuing anything.
 
     The state column says whether the schedulers already enqueued the job (read from Redis;
-    "?" when Redis cannot be reached).
+    "?" when Redis cannot be reached: the plan is printed all the same, and the exit code is 1).
     """
     on = day.date() if day else datetime.now(UTC).date()
-    rows = guard(lambda: asyncio.run(_plan_rows(on, tenant, module)))
+    rows, unreachable = guard(lambda: asyncio.run(_plan_rows(on, tenant, module)))
+    _print_plan(rows, on, as_json)
+    if unreachable is not None:
+        click.echo(f"Error: {unreachable.message}; the state column is unknown (?)", err=True)
+        sys.exit(1)
+
+
+def _print_plan(rows: list[dict[str, Any]], on: date, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -62,7 +69,9 @@ def plan(day: datetime | None, tenant: str | None, module: str | None, as_json: 
     click.echo(f"\n{len(rows)} imports fire on {on.isoformat()}")
 
 
-async def _plan_rows(on: date, tenant: str | None, module: str | None) -> list[dict[str, Any]]:
+async def _plan_rows(
+    on: date, tenant: str | None, module: str | None
+) -> tuple[list[dict[str, Any]], StoreUnreachable | None]:
     from services.scheduler.import_plan import plan_fire
     from services.scheduler.main import catalogue_modules
     from services.scheduler.schedules import import_entries
@@ -80,8 +89,14 @@ async def _plan_rows(on: date, tenant: str | None, module: str | None) -> list[d
             for job in plan_fire(schedule, fire, chosen, now=0.0):
                 rows.append({**_row(job), "cron": schedule.cron, "timezone": schedule.timezone})
     rows.sort(key=lambda r: (r["starts_at"], r["tenant"], r["module"]))
-    await _add_state(settings, rows)
-    return rows
+    try:
+        with reaching_redis(settings.redis_url):
+            await _add_state(settings, rows)
+    except StoreUnreachable as exc:
+        for r in rows:
+            r["state"] = "?"
+        return rows, exc
+    return rows, None
 
 
 def _row(job: Any) -> dict[str, Any]:
@@ -96,8 +111,6 @@ def _row(job: Any) -> dict[str, Any]:
 
 
 async def _add_state(settings: Any, rows: list[dict[str, Any]]) -> None:
-    from redis.exceptions import RedisError
-
     from services.scheduler.enqueue import in_ledger
     from services.scheduler.main import connect
 
@@ -107,13 +120,10 @@ async def _add_state(settings: Any, rows: list[dict[str, Any]]) -> None:
         by_date.setdefault(r["export_date"], []).append(r["job_id"])
     try:
         done = await in_ledger(redis, by_date)
-    except (RedisError, OSError) as exc:
-        print(f"conduit scheduler plan: Redis unreachable ({type(exc).__name__}); state unknown", file=sys.stderr)
-        done = None
     finally:
         await redis.aclose()
     for r in rows:
-        r["state"] = "?" if done is None else ("enqueued" if r["job_id"] in done else "pending")
+        r["state"] = "enqueued" if r["job_id"] in done else "pending"
 
 
 def _utc(at: float) -> str:

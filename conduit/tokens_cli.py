@@ -11,7 +11,7 @@ import click
 import orjson
 from tabulate import tabulate
 
-from conduit.cli_support import guard
+from conduit.cli_support import guard, reaching_redis
 
 
 @click.group()
@@ -72,25 +72,26 @@ async def _token_rows() -> list[dict[str, Any]]:
     store = TokenStore(redis, Sealer(settings.token_key, settings.token_key_old))
     now = time.time()
     rows = []
-    try:
-        for tenant, provider in tenants.pairs():
-            record = await store.get(tenant, provider)
-            has_token = record is not None and record.access_token is not None
-            rows.append(
-                {
-                    "tenant": tenant,
-                    "provider": provider,
-                    "generation": record.generation if record else 0,
-                    "expires_in": round(record.expires_at - now, 1) if record and has_token else None,
-                    "last_refresh_at": record.last_refresh_at if record else None,
-                    "last_refresh_how": record.last_refresh_how if record else None,
-                    "last_error": record.last_error if record else None,
-                    "error_kind": record.error_kind if record else None,
-                    "next_attempt_at": record.next_attempt_at if record else None,
-                }
-            )
-    finally:
-        await redis.aclose()
+    with reaching_redis(settings.redis_url):
+        try:
+            for tenant, provider in tenants.pairs():
+                record = await store.get(tenant, provider)
+                has_token = record is not None and record.access_token is not None
+                rows.append(
+                    {
+                        "tenant": tenant,
+                        "provider": provider,
+                        "generation": record.generation if record else 0,
+                        "expires_in": round(record.expires_at - now, 1) if record and has_token else None,
+                        "last_refresh_at": record.last_refresh_at if record else None,
+                        "last_refresh_how": record.last_refresh_how if record else None,
+                        "last_error": record.last_error if record else None,
+                        "error_kind": record.error_kind if record else None,
+                        "next_attempt_at": record.next_attempt_at if record else None,
+                    }
+                )
+        finally:
+            await redis.aclose()
     return rows
 
 
@@ -110,21 +111,21 @@ async def _refresh(tenant: str, provider: str | None) -> bool:
     redis = create_redis(settings.redis_url, settings.redis_timeout)
     refresher = Refresher(TokenStore(redis, Sealer(settings.token_key, settings.token_key_old)), tenants)
     ok = True
-    try:
-        for name in names:
-            if not tenants.has(tenant, name):
-                raise click.ClickException(f"tenant {tenant!r} has no provider {name!r}")
-            try:
-                record = await refresher.refresh(tenant, name, trigger="operator", force=True)
-                expires = _duration(record.expires_at - time.time()) if record else "-"
-                click.echo(
-                    f"{tenant}/{name}: refreshed, generation {record.generation if record else 0}, expires in {expires}"
-                )
-            except RefreshFailed as exc:
-                ok = False
-                click.echo(f"{tenant}/{name}: {exc}", err=True)
-    finally:
-        await redis.aclose()
+    with reaching_redis(settings.redis_url):
+        try:
+            for name in names:
+                if not tenants.has(tenant, name):
+                    raise click.ClickException(f"tenant {tenant!r} has no provider {name!r}")
+                try:
+                    record = await refresher.refresh(tenant, name, trigger="operator", force=True)
+                    expires = _duration(record.expires_at - time.time()) if record else "-"
+                    generation = record.generation if record else 0
+                    click.echo(f"{tenant}/{name}: refreshed, generation {generation}, expires in {expires}")
+                except RefreshFailed as exc:
+                    ok = False
+                    click.echo(f"{tenant}/{name}: {exc}", err=True)
+        finally:
+            await redis.aclose()
     return ok
 
 

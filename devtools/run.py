@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 DEMO_TENANTS = ("acme", "globex", "initech")
 PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082}
+DEMO_IMPORT_SPREAD = "30s"
 
 
 def demo_config(directory: Path, demo_url: str) -> dict[str, str]:
@@ -48,8 +49,13 @@ def demo_config(directory: Path, demo_url: str) -> dict[str, str]:
         "grant_type": "client_credentials",
         "scopes": ["read", "export"],
     }
+    # The daily fire (02:00 UTC) was at most a day ago, so the scheduler catches it up at start,
+    # spread over this window: the demo's imports begin within seconds, not over an hour.
+    imports = {"spread": DEMO_IMPORT_SPREAD}
     path = directory / "tenants.yaml"
-    path.write_text(yaml.safe_dump({"providers": {"demo": provider}, "tenants": tenants}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"imports": imports, "providers": {"demo": provider}, "tenants": tenants}, sort_keys=False)
+    )
     env["CONDUIT_TENANTS_FILE"] = str(path)
     env["CONDUIT_DEMO_CLIENTS"] = ";".join(clients)
     return env
@@ -154,6 +160,11 @@ Conduit is running (Ctrl-C stops everything).
   logs            {logs}/*.log (JSON lines)
 
   token status:   set -a; . {RUN}/demo/env; set +a; .venv/bin/conduit tokens status
+  imports:        the day's {len(DEMO_TENANTS)} x 60 demo imports start within {DEMO_IMPORT_SPREAD}; with the env above:
+                  .venv/bin/conduit imports list          (--status failed, imports show RUN_ID)
+                  .venv/bin/conduit queue status
+                  psql '{env["CONDUIT_DATABASE_URL"]}' \
+                    -c 'SELECT tenant_id, module, status, rows_imported FROM import_runs ORDER BY id DESC LIMIT 20'
 """,
         flush=True,
     )

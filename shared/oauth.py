@@ -13,6 +13,7 @@ for one itself, so most proxies would carry them (about 4 MB) for nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 
 from shared.logging import get_logger
 from shared.tenants import Credentials, Provider
+from shared.token_expiry import expires_at, positive_seconds
 
 if TYPE_CHECKING:
     from authlib.integrations.httpx_client import AsyncOAuth2Client
@@ -50,8 +52,8 @@ class IssuedToken:
     access_token: SecretStr
     refresh_token: SecretStr | None
     token_type: str
-    issued_at: float
-    expires_at: float
+    issued_at: float  # when the token request was sent
+    expires_at: float  # shared.token_expiry.expires_at: the JWT's exp or issued_at + expires_in
 
 
 async def request_token(
@@ -62,6 +64,8 @@ async def request_token(
 ) -> IssuedToken:
     """Ask the provider for a new token: by refresh token where there is one, else client credentials."""
     secrets = credentials.secrets() + ([refresh_token.get_secret_value()] if refresh_token else [])
+    # Taken before the request leaves (never after the answer): expires_in counts from the
+    # sending, and a slow answer must not stretch the token's life on our side.
     started = time.time()
     try:
         body = await _call(provider, credentials, refresh_token, timeout)
@@ -95,10 +99,8 @@ async def _call(
 
 
 def _new_client(provider: Provider, credentials: Credentials, timeout: float) -> AsyncOAuth2Client:
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
-
     secret = credentials.client_secret.get_secret_value() if credentials.client_secret else None
-    return AsyncOAuth2Client(
+    return _client_class()(
         client_id=credentials.client_id,
         client_secret=secret,
         token_endpoint_auth_method=provider.client_auth_method,
@@ -107,6 +109,23 @@ def _new_client(provider: Provider, credentials: Credentials, timeout: float) ->
         follow_redirects=False,
         trust_env=False,
     )
+
+
+@functools.cache
+def _client_class() -> type[AsyncOAuth2Client]:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Auth
+
+    class ResponseAsSent(OAuth2Auth):  # type: ignore[misc]
+        # authlib's OAuth2Token int()s expires_in as it stores the answer: "60.5" or "abc" failed the
+        # request, and a list, an object or Infinity raised TypeError/OverflowError out of it. The
+        # answer is kept as sent; shared.token_expiry reads expires_in (and the JWT's exp) instead.
+        def set_token(self, token: dict[str, Any]) -> None:
+            self.token = dict(token)
+
+    class Client(AsyncOAuth2Client):  # type: ignore[misc]
+        token_auth_class = ResponseAsSent
+
+    return Client
 
 
 def _classify(exc: Exception, timeout: float, secrets: list[str]) -> TokenRequestError:
@@ -142,7 +161,11 @@ def _issued(
         raise TokenRequestError(
             "invalid_response", "token response's access_token is not a bearer token (RFC 6750)", permanent=False
         )
-    expires_in = _expires_in(provider, body)
+    if positive_seconds(body.get("expires_in")) is None:
+        log.warning(
+            "token response without a usable expires_in; using the JWT's exp or the provider default",
+            default_expires_in=provider.default_expires_in,
+        )
     new_refresh = body.get("refresh_token")
     return IssuedToken(
         access_token=SecretStr(access),
@@ -150,23 +173,8 @@ def _issued(
         refresh_token=SecretStr(new_refresh) if isinstance(new_refresh, str) and new_refresh else old_refresh,
         token_type=str(body.get("token_type") or "Bearer"),
         issued_at=started,
-        expires_at=started + expires_in,
+        expires_at=expires_at(access, body.get("expires_in"), started, float(provider.default_expires_in)),
     )
-
-
-def _expires_in(provider: Provider, body: dict[str, Any]) -> float:
-    raw = body.get("expires_in")
-    try:
-        value = float(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        value = None
-    if value is None or value <= 0:
-        log.warning(
-            "token response without a usable expires_in; using the provider default",
-            default_expires_in=provider.default_expires_in,
-        )
-        return float(provider.default_expires_in)
-    return value
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

@@ -21,6 +21,7 @@ from redis.asyncio.lock import Lock
 
 from shared import redis_keys
 from shared.crypto import Sealer
+from shared.token_expiry import usable_until
 
 ErrorKind = Literal["transient", "permanent"]
 
@@ -66,12 +67,8 @@ class TokenRecord:
         return max(self.expires_at - self.issued_at, 0.0)
 
     def usable(self, now: float, skew: float) -> bool:
-        """There is a token and it is not (about to be) expired.
-
-        The skew is capped at a tenth of the lifetime so very short-lived tokens stay usable.
-        """
-        margin = min(skew, self.lifetime * 0.1)
-        return self.access_token is not None and now < self.expires_at - margin
+        """There is a token and it is not (about to be) expired: ``shared.token_expiry.usable_until``."""
+        return self.access_token is not None and now < usable_until(self.expires_at, self.issued_at, skew)
 
     def refresh_blocked_until(self) -> float | None:
         """When a failed refresh may be tried again (backoff, or a long pause after a refusal)."""

@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from joserfc import jwt
+from joserfc.jwk import OctKey
+
+# Marks a key to leave out of a token response (ThirdParty.body_overrides).
+DROP = object()
+_JWT_KEY = OctKey.generate_key(256)
 
 
 @dataclass
@@ -54,6 +60,13 @@ class ThirdParty:
     refresh_tokens: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     refuse_all_tokens: bool = False
+    # Access tokens as signed JWTs whose exp is this many seconds after issue (expires_in still says
+    # `lifetime`): the token stops working at exp, as a provider's resource server would have it.
+    jwt_lifetime: float | None = None
+    # Put into every successful token response (DROP removes the key): junk expires_in and the like.
+    body_overrides: dict[str, Any] = field(default_factory=dict)
+    # API calls that came with a token this endpoint issued, after it expired: how late each was.
+    expired_calls: list[float] = field(default_factory=list)
     # The caller's address of every API call: one port for two calls means a kept-alive connection.
     api_peers: list[tuple[str, int]] = field(default_factory=list)
     # Set whenever an API call arrives, so tests can wait for "the request reached the upstream".
@@ -113,12 +126,24 @@ class ThirdParty:
                 body["refresh_token"] = self.seed_refresh_token(client_id)
         elif grant != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        access = f"at-{client_id}-" + secrets.token_urlsafe(12)
-        self.tokens[access] = (client_id, time.time() + self.lifetime)
+        access, expires = self._new_access_token(client_id)
+        self.tokens[access] = (client_id, expires)
         body["access_token"] = access
         if self.token_mode == "no_expires_in":
             del body["expires_in"]
-        return web.json_response(body)
+        return web.json_response(self._overridden(body))
+
+    def _overridden(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = body | self.body_overrides
+        return {key: value for key, value in body.items() if value is not DROP}
+
+    def _new_access_token(self, client_id: str) -> tuple[str, float]:
+        now = time.time()
+        if self.jwt_lifetime is None:
+            return f"at-{client_id}-" + secrets.token_urlsafe(12), now + float(self.lifetime)
+        exp = round(now + self.jwt_lifetime, 3)  # RFC 7519 NumericDate may have a fraction
+        claims = {"sub": client_id, "iat": int(now), "exp": exp, "jti": secrets.token_urlsafe(8)}
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, _JWT_KEY), exp
 
     def _token_failure(self) -> web.StreamResponse | None:
         mode = self.token_mode
@@ -143,7 +168,11 @@ class ThirdParty:
             return None
         token = header[7:]
         entry = self.tokens.get(token)
-        if entry is None or token in self.revoked or entry[1] < time.time() or self.refuse_all_tokens:
+        if entry is None or token in self.revoked or self.refuse_all_tokens:
+            return None
+        late = time.time() - entry[1]
+        if late > 0:
+            self.expired_calls.append(late)
             return None
         return entry[0]
 

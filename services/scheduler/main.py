@@ -136,4 +136,4 @@ def main(settings: SchedulerSettings | None = None) -> None:
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"conduit scheduler: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None  # README, "Exit codes": 1 for configuration errors

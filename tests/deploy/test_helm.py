@@ -234,14 +234,11 @@ def test_proxy_probes_health_check_and_ready_on_its_port(objects: Objects) -> No
     assert env(proxy)["CONDUIT_PROXY_PORT"]["value"] == str(port["containerPort"])
 
 
-def test_worker_liveness_is_arq_check_and_readiness_its_http_endpoint(objects: Objects) -> None:
+def test_worker_probes_its_http_endpoint(objects: Objects) -> None:
+    """Liveness on /health_check (tests/e2e/test_liveness.py: answers at once with Redis down), not arq --check."""
     worker = container(objects, "worker")
     (port,) = worker["ports"]
-    assert worker["livenessProbe"]["exec"]["command"] == [
-        "/opt/venv/bin/arq",
-        "--check",
-        "services.importer.worker.WorkerSettings",
-    ]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/health_check", "port": port["name"]}
     assert worker["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
     assert env(worker)["CONDUIT_WORKER_HTTP_PORT"]["value"] == str(port["containerPort"]) == "8081"
 

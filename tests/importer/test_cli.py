@@ -141,3 +141,40 @@ async def test_ddl_and_modules(importer: Importer) -> None:
     assert code == 0 and ddl.startswith('CREATE TABLE "users"') and 'PRIMARY KEY (tenant_id, "user_id")' in ddl
     assert unknown == 1 and "unknown module 'unicorns'" in err
     assert listed == 0 and len(modules.splitlines()) >= 52 and "legacy_customers" in modules
+
+
+async def test_failed_means_the_latest_attempt_failed_and_queue_status_agrees(
+    importer: Importer, exports: Exports
+) -> None:
+    exports.set("users", b'{"error": "nope"}', status=404)
+    exports.set("currencies", b'{"error": "nope"}', status=404)
+    await importer.run("acme", "users", "2024-05-01")
+    await importer.run("acme", "currencies", "2024-05-01")
+    await importer.run("globex", "users", "2024-05-01")
+    exports.set("users", GOOD, tenant="acme")
+    await importer.run("acme", "users", "2024-05-01", job_id="manual")  # superseded: acme/users is fine now
+
+    failed = await cli_json(importer, "list", "--status", "failed")
+    every = await cli_json(importer, "list", "--status", "failed", "--all-attempts")
+    contradiction, _, usage = await cli(importer, "list", "--latest", "--all-attempts")
+    queue = await _queue_status(importer)
+
+    assert sorted((r["tenant_id"], r["module"]) for r in failed) == [("acme", "currencies"), ("globex", "users")]
+    assert sorted((r["tenant_id"], r["module"], r["attempt"]) for r in every) == [
+        ("acme", "currencies", 1),
+        ("acme", "users", 1),
+        ("globex", "users", 1),
+    ]
+    assert contradiction == 2 and "--all-attempts" in usage
+    assert queue[IMPORT_EXPORT]["failed"] == len(failed) == 2
+
+
+async def _queue_status(importer: Importer) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env |= {"CONDUIT_DATABASE_URL": importer.db.url, "CONDUIT_REDIS_URL": importer.settings.redis_url}
+    proc = await asyncio.create_subprocess_exec(
+        CONDUIT, "queue", "status", "--json", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err
+    return {row["kind"]: row for row in orjson.loads(out)}

@@ -76,6 +76,6 @@ async def test_processes_refuse_bad_configuration_at_start(env: dict[str, str], 
         "tenants:\n  acme: {providers: {demo: {client_id: a, client_secret: {env: NOT_SET_ANYWHERE}}}}\n"
     )
     code, _, err = await invoke({**env, "CONDUIT_TENANTS_FILE": str(bad)}, "proxy")
-    assert code == 2 and str(bad) in err and "tenant 'acme'" in err and "NOT_SET_ANYWHERE" in err
+    assert code == 1 and str(bad) in err and "tenant 'acme'" in err and "NOT_SET_ANYWHERE" in err
     code, _, err = await invoke({**env, "CONDUIT_PROXY_PORT": "eighty"}, "proxy")
     assert code == 1 and "CONDUIT_PROXY_PORT" in err
