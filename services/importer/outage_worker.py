@@ -13,7 +13,9 @@ methods, each around arq's own code:
 - a job's outcome (result, retry, hand-back) is written when Redis is back, however long that takes,
   so a job that ran is not run again; only a stopping worker gives up (the job's in-progress key then
   hands it on, and the ledger keeps a committed import from being imported twice);
-- a job whose start failed is handed back at once rather than when its in-progress key expires.
+- a job whose start failed is handed back at once rather than when its in-progress key expires;
+- at start it waits for Redis as long as it takes (arq tries ``RedisSettings.conn_retries`` times and
+  exits), serving /health_check and /ready (503) meanwhile through ``before_connect``.
 
 Run it with ``conduit worker``; the plain ``arq`` command runs arq's own ``Worker`` (no class setting).
 """
@@ -21,11 +23,14 @@ Run it with ``conduit worker``; the plain ``arq`` command runs arq's own ``Worke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from signal import Signals
 from typing import Any
 
+from arq.connections import create_pool
+from arq.typing import StartupShutdown
 from arq.worker import Worker
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -41,12 +46,43 @@ PAUSES = ExponentialBackoff(cap=2.0, base=0.05)
 class OutageTolerantWorker(Worker):
     """arq's worker, waiting for Redis where arq would exit (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, before_connect: StartupShutdown | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._before_connect = before_connect
         self._poll_failures = 0
         self._down_since = 0.0
         self._stopping = False
         self._writes: set[asyncio.Task[Any]] = set()
+
+    async def main(self) -> None:
+        if self._before_connect is not None:
+            await self._before_connect(self.ctx)
+        await self._connect()
+        await super().main()
+
+    async def _connect(self) -> None:
+        """The first connection, waited for as long as Redis takes to come (a pod may start mid-outage)."""
+        if self._pool is not None or self.redis_settings is None:
+            return
+        # One try per round: arq's own retries would log each and sleep a fixed second between them.
+        settings = dataclasses.replace(self.redis_settings, conn_retries=0)
+        failures = 0
+        while self._pool is None:
+            try:
+                self._pool = await create_pool(
+                    settings,
+                    job_deserializer=self.job_deserializer,
+                    job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name,
+                    expires_extra_ms=self.expires_extra_ms,
+                )
+            except REDIS_AWAY as exc:
+                failures += 1
+                if failures == 1:
+                    log.error("redis unavailable at start; the worker waits for it", error=_name(exc))
+                await asyncio.sleep(PAUSES.compute(failures))
+        if failures:
+            log.info("redis reachable; the worker starts", tries=failures + 1)
 
     async def _poll_iteration(self) -> None:
         try:
@@ -125,6 +161,12 @@ class OutageTolerantWorker(Worker):
         super().handle_sig_wait_for_completion(signum)
 
     async def close(self) -> None:
+        if self._pool is None:
+            # Stopped before Redis ever answered: arq's close() would skip on_shutdown, and the ops server
+            # started by before_connect would be left open.
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            return
         if self._stopping:
             # A stop during an outage cancels job tasks that wait for their outcome to be written: let those
             # writes make their last try, and drop the cancelled tasks, which arq's close() gathers without

@@ -31,7 +31,7 @@ from shared.db import UNAVAILABLE, create_pool_with_retry
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
-from shared.ops_http import start_ops_server
+from shared.ops_http import ReadyCheck, start_ops_server
 from shared.refresh import Refresher
 from shared.tenants import load_tenants
 from shared.token_store import TokenStore
@@ -43,34 +43,53 @@ _settings = ImporterSettings()
 ARQ_MAX_TRIES = 1000
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    """Build the token refresher and the importer, check the schema, and serve /health_check, /ready, /metrics."""
+async def serve_ops(ctx: dict[str, Any]) -> None:
+    """Serve /health_check, /ready and /metrics from the start, before Redis answers (``conduit worker``)."""
     settings: ImporterSettings = ctx.setdefault("settings", _settings)
     if not ctx.get("logging_configured"):
         configure_logging(settings.log_level, settings.log_json)
+        ctx["logging_configured"] = True
+    if settings.worker_http_port and "ops" not in ctx:
+        ctx["ops"] = await start_ops_server(settings.worker_http_host, settings.worker_http_port, _ready(ctx))
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Build the token refresher and the importer, check the schema, and serve /health_check, /ready, /metrics."""
+    await serve_ops(ctx)
+    settings: ImporterSettings = ctx["settings"]
     tenants = ctx.get("tenants") or load_tenants(settings.tenants_file)
     store = TokenStore(ctx["redis"], Sealer(settings.token_key, settings.token_key_old))
     ctx["refresher"] = Refresher(store, tenants, settings.refresh_policy())
     ctx["importer"] = await _importer(ctx, settings, tenants)
+    log.info("worker started", tenants=len(tenants.tenants), modules=len(ctx["importer"].modules))
+
+
+def _ready(ctx: dict[str, Any]) -> ReadyCheck:
+    """Redis and PostgreSQL answer; before the worker has connected to them, it is not ready."""
 
     async def ready() -> dict[str, str]:
         checks = {"redis": "ok", "database": "ok"}
+        redis, importer = ctx.get("redis"), ctx.get("importer")
         try:
             # arq's client has no read timeout: a Redis that stopped answering would hang /ready.
             async with asyncio.timeout(2):
-                await ctx["redis"].ping()
+                if redis is None:
+                    checks["redis"] = "not connected yet"
+                else:
+                    await redis.ping()
         except (RedisError, OSError) as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
         try:
             async with asyncio.timeout(2):
-                await ctx["importer"].pool.fetchval("SELECT 1")
+                if importer is None:
+                    checks["database"] = "not connected yet"
+                else:
+                    await importer.pool.fetchval("SELECT 1")
         except UNAVAILABLE as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         return checks
 
-    if settings.worker_http_port:
-        ctx["ops"] = await start_ops_server(settings.worker_http_host, settings.worker_http_port, ready)
-    log.info("worker started", tenants=len(tenants.tenants), modules=len(ctx["importer"].modules))
+    return ready
 
 
 async def _importer(ctx: dict[str, Any], settings: ImporterSettings, tenants: Any) -> Importer:
@@ -108,7 +127,7 @@ async def _importer(ctx: dict[str, Any], settings: ImporterSettings, tenants: An
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    ops = ctx.get("ops")
+    ops = ctx.pop("ops", None)
     if ops is not None:
         await ops.cleanup()
     importer: Importer | None = ctx.get("importer")
@@ -161,4 +180,4 @@ class WorkerSettings:
 
 def run() -> None:
     """Run the worker until SIGTERM or SIGINT (``conduit worker``)."""
-    OutageTolerantWorker(**get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
+    OutageTolerantWorker(before_connect=serve_ops, **get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]

@@ -255,3 +255,55 @@ async def test_a_worker_stopped_while_redis_is_away_leaves_its_committed_import_
             assert again["worker"].stop() == 0
     assert await attempts(database_url, job_id) == ["succeeded"]
     assert len(exports.calls) == 1
+
+
+async def test_a_worker_started_while_redis_is_away_waits_for_it(
+    private_redis: PrivateRedis,
+    party: ThirdParty,
+    exports: Exports,
+    database_url: str,
+    token_key: SecretStr,
+    tmp_path: Path,
+) -> None:
+    """A pod may start in the middle of an outage: the worker answers liveness at once, says it is not
+    ready, and starts working when Redis comes (arq alone tries 30 times, serving nothing, then exits)."""
+    url = private_redis.url
+    private_redis.stop()
+    exports.set("currencies", export_body("currencies", CURRENCIES_CSV))
+    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
+    worker = running["worker"]
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, worker, timeout=15, status=503)
+            async with session.get(f"{worker.ops_url}/health_check") as response:
+                assert response.status == 200
+            async with session.get(f"{worker.ops_url}/ready") as response:
+                assert (await response.json())["checks"]["redis"] == "not connected yet"
+            pid = worker.proc.pid
+
+            private_redis.start()
+            await wait_ready(session, worker, timeout=15)
+            assert worker.proc.pid == pid
+            job_id = await enqueue_import(url, "currencies", "2024-05-01")
+            assert str(await job_result(url, job_id)).startswith("succeeded")
+    finally:
+        codes = services.stop_all()
+    assert codes == {"worker": 0}
+    assert "redis unavailable at start; the worker waits for it" in worker.output()
+
+
+async def test_a_worker_stopped_before_redis_ever_answered_exits_cleanly(
+    private_redis: PrivateRedis,
+    party: ThirdParty,
+    exports: Exports,
+    database_url: str,
+    token_key: SecretStr,
+    tmp_path: Path,
+) -> None:
+    private_redis.stop()
+    _, running = start_services(tmp_path, party, exports, private_redis.url, database_url, token_key, only=("worker",))
+    worker = running["worker"]
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, worker, timeout=15, status=503)
+    assert worker.stop(timeout=15) == 0, worker.output()[-3000:]
+    assert "worker stopped" in worker.output()
