@@ -31,8 +31,12 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    """Route structlog and the standard library (aiohttp, arq) to one JSON-lines stream on stderr."""
+def configure_logging(level: str = "INFO", json: bool = True, cache: bool = True) -> None:
+    """Route structlog and the standard library (aiohttp, arq) to one JSON-lines stream on stderr.
+
+    ``cache=False`` is for tests: a logger cached on first use keeps its processors, so
+    ``structlog.testing.capture_logs`` would see its lines or not depending on which test logged first.
+    """
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -45,7 +49,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

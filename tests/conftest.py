@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _logs_through_logging() -> None:
     """Logs as a process has them (structlog through logging, JSON lines), so caplog sees them.
 
-    First thing in the session: structlog caches each logger's configuration on first use.
+    Loggers are not cached, so ``structlog.testing.capture_logs`` sees every logger whatever ran before.
     """
-    configure_logging("INFO", json=True)
+    configure_logging("INFO", json=True, cache=False)
 
 
 @pytest.fixture(scope="session")
