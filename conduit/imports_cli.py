@@ -188,13 +188,14 @@ async def _with_db(action: Any) -> Any:
 
 @asynccontextmanager
 async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
-    from arq.connections import RedisSettings, create_pool
+    from arq.connections import create_pool
 
     from services.importer.settings import ImporterSettings
     from shared.db import create_pool as create_db_pool
+    from shared.redis_connect import arq_settings
 
     settings = ImporterSettings()
-    arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    arq = await create_pool(arq_settings(settings.redis_url, settings.redis_location()))
     pool = await create_db_pool(settings.database_url, min_size=1, max_size=2, application_name="conduit-cli")
     try:
         async with pool.acquire() as conn:

@@ -61,11 +61,16 @@ def queue_status(as_json: bool) -> None:
 async def _status() -> list[KindStatus]:
     from arq.connections import ArqRedis
 
+    from shared.redis_connect import connect
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
-    redis = ArqRedis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
+    redis = connect(
+        settings.redis_url,
+        settings.redis_location(),
+        ArqRedis,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
     )
     try:
         return await queue_status_rows(redis, time.time())

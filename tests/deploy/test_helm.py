@@ -381,6 +381,17 @@ def test_an_upstream_ca_bundle_is_mounted_for_the_proxy_only(render: Callable[..
         assert "CONDUIT_PROXY_UPSTREAM_CA_FILE" not in env(container(objects, component))
 
 
+def test_a_redis_ca_bundle_is_mounted_for_every_redis_client(render: Callable[..., Objects], default: Objects) -> None:
+    assert "CONDUIT_REDIS_CA_FILE" not in env(container(default, "proxy"))
+    objects = render("--set", "redis.caConfigMap=redis-ca", "--set", "redis.caKey=bundle.pem")
+    for component in ("proxy", "worker", "scheduler"):
+        pod = find(objects, "Deployment", f"conduit-{component}")["spec"]["template"]["spec"]
+        assert {"name": "redis-ca", "configMap": {"name": "redis-ca"}} in pod["volumes"], component
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "redis-ca")
+        variable = env(pod["containers"][0])["CONDUIT_REDIS_CA_FILE"]["value"]
+        assert variable == f"{mount['mountPath']}/bundle.pem" and mount["readOnly"] is True, component
+
+
 def test_tenants_file_is_the_mounted_config_map(objects: Objects) -> None:
     config_map = find(objects, "ConfigMap", "conduit-tenants")
     tenants = yaml.safe_load(config_map["data"]["tenants.yaml"])
@@ -500,6 +511,7 @@ CHART_MANAGED = {
     "proxy_url",
     "proxy_port",
     "proxy_upstream_ca_file",
+    "redis_ca_file",
     "worker_http_port",
     "scheduler_http_port",
 }
@@ -530,7 +542,9 @@ def test_the_chart_sets_every_setting_of_the_services_settings_class(objects: Ob
 def on_demand(name: str) -> bool:
     # Rendered only when their value is given: the old token key (optional Secret key is always rendered),
     # the upstream CA (a ConfigMap), and settings whose default is null (unset).
-    return name == "proxy_upstream_ca_file" or (name not in CHART_MANAGED and name in null_defaults())
+    return name in ("proxy_upstream_ca_file", "redis_ca_file") or (
+        name not in CHART_MANAGED and name in null_defaults()
+    )
 
 
 def null_defaults() -> set[str]:

@@ -101,6 +101,10 @@ number as a float and would print 1048576 as 1.048576e+06. */}}
       optional: true
 - name: CONDUIT_TENANTS_FILE
   value: {{ include "conduit.tenantsDir" . }}/tenants.yaml
+{{- if .Values.redis.caConfigMap }}
+- name: CONDUIT_REDIS_CA_FILE
+  value: /etc/conduit/redis-ca/{{ .Values.redis.caKey }}
+{{- end }}
 - name: CONDUIT_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: CONDUIT_PROXY_URL
@@ -125,6 +129,11 @@ number as a float and would print 1048576 as 1.048576e+06. */}}
     secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
+{{- with .Values.redis.caConfigMap }}
+- name: redis-ca
+  configMap:
+    name: {{ . }}
+{{- end }}
 {{- end }}
 
 {{- define "conduit.volumeMounts" -}}
@@ -136,6 +145,11 @@ number as a float and would print 1048576 as 1.048576e+06. */}}
 {{- if .Values.clientSecrets.existingSecret }}
 - name: client-secrets
   mountPath: {{ .Values.clientSecrets.mountPath }}
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.caConfigMap }}
+- name: redis-ca
+  mountPath: /etc/conduit/redis-ca
   readOnly: true
 {{- end }}
 {{- end }}
