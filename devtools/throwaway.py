@@ -76,7 +76,7 @@ def files_dir(home: Path) -> Path:
 
 def postgres_tools(home: Path) -> Path:
     """The bin directory a throwaway PostgreSQL in `home` was started from (a private copy, or the found one)."""
-    copied = files_dir(home) / "pgserver" / "pginstall" / "bin"
+    copied = files_dir(home) / "pgserver" / "pginstall" / "bin"  # _reachable_tools' copy of the wheel's
     return copied if copied.is_dir() else server_binaries.find_postgres().path
 
 
@@ -164,9 +164,15 @@ def _reachable_tools(bin_dir: Path, files: Path, user: pwd.struct_passwd | None)
     """
     if user is None or processes.reachable_by(user, bin_dir):
         return bin_dir
-    copy = files / "pgserver" / "pginstall"
-    shutil.copytree(bin_dir.parent, copy, symlinks=True)
-    return copy / "bin"
+    # The same layout one level down: the binaries' RPATH ($ORIGIN/../../../pgserver.libs) finds the
+    # libraries auditwheel put beside the package.
+    installation = bin_dir.parent
+    package = installation.parent
+    shutil.copytree(installation, files / package.name / installation.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, files / libs.name, symlinks=True)
+    return files / package.name / installation.name / "bin"
 
 
 async def _create_database(port: int) -> None:

@@ -39,13 +39,16 @@ def test_postgres_starts_in_a_clone_under_a_0700_directory_and_no_mode_outside_c
     clone: Path, binaries_inside_the_clone: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if binaries_inside_the_clone:
-        # As with `make test` where only the pgserver wheel in the clone's .venv has PostgreSQL.
-        found = server_binaries.find_postgres()
-        copy = clone / ".venv" / "pginstall"
-        shutil.copytree(found.path.parent, copy, symlinks=True)
-        monkeypatch.setattr(
-            server_binaries, "find_postgres", lambda: server_binaries.Binaries(found.source, copy / "bin")
-        )
+        # As with `make test` where only the pgserver wheel in the clone's .venv has PostgreSQL: the wheel's
+        # layout (pgserver/pginstall/bin, and the libraries in pgserver.libs beside the package) copied in.
+        monkeypatch.setenv(server_binaries.SOURCE_ENV, "package")
+        wheel = server_binaries.find_postgres().path.parent.parent
+        site = clone / ".venv" / "site-packages"
+        shutil.copytree(wheel, site / wheel.name, symlinks=True)
+        if (wheel.parent / f"{wheel.name}.libs").is_dir():
+            shutil.copytree(wheel.parent / f"{wheel.name}.libs", site / f"{wheel.name}.libs", symlinks=True)
+        copy = site / wheel.name / "pginstall" / "bin"
+        monkeypatch.setattr(server_binaries, "find_postgres", lambda: server_binaries.Binaries("package", copy))
     home = clone / ".run" / "servers" / "postgres"
     watched = _outside(home, clone)
     before = _modes(watched)
