@@ -54,8 +54,8 @@ def test_postgres_starts_in_a_clone_under_a_0700_directory_and_no_mode_outside_c
     before = _modes(watched)
     user = processes.unprivileged_user()
 
-    server = throwaway.start_postgres(home)
     try:
+        server = throwaway.start_postgres(home)
         assert postgres_reachable(server.url)
         assert _modes(watched) == before
         files = throwaway.files_dir(home)
