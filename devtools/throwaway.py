@@ -11,6 +11,7 @@ deleted with it; no mode outside the clone is ever changed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pwd
 import shlex
@@ -52,6 +53,11 @@ def load(home: Path) -> Server | None:
         server = Server(**json.loads((home / RECORD).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    # PostgreSQL's marker is its data directory, whose postmaster.pid names the running postmaster:
+    # after a `pg_ctl restart` (tests/importer/test_faults.py) the recorded pid is gone, the server is not.
+    current = _read_pid(Path(server.marker) / "postmaster.pid") if Path(server.marker).is_absolute() else None
+    if current is not None and current != server.pid:
+        server = dataclasses.replace(server, pid=current)
     return server if _is_ours(server) else None
 
 

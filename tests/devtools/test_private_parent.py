@@ -86,3 +86,20 @@ def test_reachable_by_reads_owner_group_and_other_bits(tmp_path: Path) -> None:
         assert processes.reachable_by(me, walk) is (mine and processes.reachable_by(me, tmp_path)), oct(mode)
         assert processes.reachable_by(other, walk) is (theirs and processes.reachable_by(other, tmp_path)), oct(mode)
     walk.chmod(0o700)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_restarted_postgres_is_still_stopped_by_discard(tmp_path: Path) -> None:
+    """pg_ctl restart gives the postmaster a new pid; discard must stop that one, not only the recorded one."""
+    home = tmp_path / "pg"
+    try:
+        server = throwaway.start_postgres(home)
+        files = throwaway.files_dir(home)
+        pg_ctl = [throwaway.postgres_tools(home) / "pg_ctl", "restart", "-w", "-m", "fast"]
+        processes.run([*pg_ctl, "-D", files / "data", "-l", files / "postgres.log"], processes.unprivileged_user())
+        restarted = throwaway.load(home)
+        assert restarted is not None and restarted.pid != server.pid
+    finally:
+        throwaway.discard(home)
+    assert not processes.is_running(restarted.pid)
