@@ -4,6 +4,7 @@ and no directory outside the clone changes mode (an earlier version gave every p
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +24,15 @@ def _outside(home: Path, clone: Path) -> list[Path]:
 
 
 @pytest.fixture
-def clone(tmp_path: Path) -> Path:
-    private = tmp_path / "p"  # short: the unix socket path inside must stay under 108 bytes
-    private.mkdir()
-    private.chmod(0o700)
-    inside = private / "c"
+def clone() -> Iterator[Path]:
+    """A clone inside a 0700 directory of this test's own, directly under the temp dir: pytest's tmp_path
+    sits under /tmp/pytest-of-USER, which every concurrent pytest session shares (and an older checkout's
+    devtools would still chmod), so its mode is no evidence about this code."""
+    private = Path(tempfile.mkdtemp(prefix="conduit-0700-"))  # mode 0700
+    inside = private / "c"  # short: the unix socket path inside must stay under 108 bytes
     inside.mkdir()
-    return inside
+    yield inside
+    shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.mark.slow

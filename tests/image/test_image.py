@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,11 +31,13 @@ EXPORT_DATE = "2026-11-25"
 
 
 @pytest.fixture(scope="module")
-def built() -> str:
+def built() -> Iterator[str]:
     if missing := image.missing_tools():
         pytest.fail(f"missing {', '.join(missing)}: run deploy/install-image-tools.sh as root")
     image.build(image.TAG, image.local_bases())
-    return image.TAG
+    yield image.TAG
+    # Earlier builds' layers that no tag uses any more: without this every CI run on a kept machine adds ~100 MB.
+    subprocess.run(["podman", "image", "prune", "--force"], capture_output=True)
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ def _status(url: str) -> int:
 def test_the_image_runs_as_non_root_with_a_read_only_root(built: str) -> None:
     config = json.loads(image.run(["buildah", "inspect", "--type", "image", built]))["Docker"]["config"]
     assert config["User"] == "65532:65532"
-    container = image.Container(built, "conduit-image-test-probe")
+    container = image.Container(built, f"conduit-image-test-probe-{secrets.token_hex(3)}")
     try:
         probe = (
             "import os\n"
@@ -129,9 +132,10 @@ def test_the_suite_from_the_image_serves_imports_and_stops(
     }
     volumes = [f"{tenants}:/etc/conduit/tenants.yaml:ro"]
     containers: list[image.Container] = []
+    run_id = secrets.token_hex(3)  # two runs on one machine (a helper's beside CI) must not share containers
 
     def container(name: str) -> image.Container:
-        made = image.Container(built, f"conduit-image-test-{name}", volumes, env)
+        made = image.Container(built, f"conduit-image-test-{name}-{run_id}", volumes, env)
         containers.append(made)
         return made
 
