@@ -7,12 +7,20 @@
 # no compilers), the smallest base that runs the manylinux wheels Conduit depends on.
 # Release builds should pin both bases by digest (@sha256:...) and let a bot bump them.
 
+# The three base images are build arguments whose defaults are what users build from; the
+# image test (`make image-test`) passes local ones made from Debian's packages instead:
+# a /uv binary from the uv wheel, and a debootstrapped Debian 12 with python3.11 for both
+# stages (distroless is that Python on Debian 12, without the rest).
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+ARG BUILD_BASE=debian:12-slim
+ARG RUNTIME_BASE=gcr.io/distroless/python3-debian12:nonroot
+
 # uv resolves and installs far faster than pip and creates the venv without pip in it.
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+FROM ${UV_IMAGE} AS uv
 
 # Build stage: Debian 12 with the same /usr/bin/python3.11 as the runtime base, so the
 # virtual environment's interpreter link still resolves once it is copied over.
-FROM debian:12-slim AS build
+FROM ${BUILD_BASE} AS build
 # The debian:12 tag already fixes the release; pinning exact package versions would
 # break the build every time Debian publishes a security fix for Python.
 # hadolint ignore=DL3008
@@ -20,6 +28,9 @@ RUN apt-get update \
  && apt-get install --yes --no-install-recommends python3.11 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=uv /uv /usr/local/bin/uv
+# Building behind a TLS-intercepting proxy: mount its CA bundle into the build and pass its path
+# (--build-arg SSL_CERT_FILE=...), which uv then trusts. Unset: uv's own root certificates.
+ARG SSL_CERT_FILE
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -41,7 +52,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
  && mkdir -p migrations
 
 # Runtime stage: only the interpreter, the virtual environment and the SQL migrations.
-FROM gcr.io/distroless/python3-debian12:nonroot AS runtime
+FROM ${RUNTIME_BASE} AS runtime
 # The venv first on PATH serves `docker exec`/`kubectl exec` users; entrypoint and checks use absolute paths.
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format bench lock clean stop-servers
+.PHONY: install run test lint format bench lock clean stop-servers image-test
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ run: install
 ## Every test, against real Redis/PostgreSQL (throwaway servers are started where none answers).
 test: install
 	$(BIN)/python -m pytest
+
+## The image built with buildah from local Debian bases and every service run from it (root; minutes).
+## Needs buildah, podman and debootstrap: deploy/install-image-tools.sh installs them.
+image-test: install
+	CONDUIT_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image
 
 lint: install
 	$(BIN)/ruff check .

@@ -200,14 +200,15 @@ async def _with_db(action: Any) -> Any:
 
 @asynccontextmanager
 async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
-    from arq.connections import RedisSettings, create_pool
+    from arq.connections import create_pool
 
     from services.importer.settings import ImporterSettings
     from shared.db import create_pool as create_db_pool
+    from shared.redis_connect import arq_settings
 
     settings = ImporterSettings()
     # One try: an operator at a prompt wants "Redis is down" now, not after arq's five retries.
-    redis_settings = replace(RedisSettings.from_dsn(settings.redis_url), conn_retries=0)
+    redis_settings = replace(arq_settings(settings.redis_url, settings.redis_location()), conn_retries=0)
     with reaching_redis(settings.redis_url):
         arq = await create_pool(redis_settings)
         try:

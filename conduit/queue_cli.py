@@ -63,12 +63,17 @@ async def _status() -> list[KindStatus]:
     from arq.connections import ArqRedis
 
     from shared.db import DatabaseSettings
+    from shared.redis_connect import connect
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
     database_url = DatabaseSettings().database_url
-    redis = ArqRedis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
+    redis = connect(
+        settings.redis_url,
+        settings.redis_location(),
+        ArqRedis,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
     )
     try:
         with reaching_redis(settings.redis_url):

@@ -68,7 +68,7 @@ async def _token_rows() -> list[dict[str, Any]]:
 
     settings = CommonSettings()
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
-    redis = create_redis(settings.redis_url, settings.redis_timeout)
+    redis = create_redis(settings.redis_url, settings.redis_timeout, settings.redis_location())
     store = TokenStore(redis, Sealer(settings.token_key, settings.token_key_old))
     now = time.time()
     rows = []
@@ -108,7 +108,7 @@ async def _refresh(tenant: str, provider: str | None) -> bool:
     if tenant not in tenants.tenants:
         raise click.ClickException(f"unknown tenant {tenant!r} (known: {', '.join(tenants.tenants)})")
     names = [provider] if provider else list(tenants.tenants[tenant].providers)
-    redis = create_redis(settings.redis_url, settings.redis_timeout)
+    redis = create_redis(settings.redis_url, settings.redis_timeout, settings.redis_location())
     refresher = Refresher(TokenStore(redis, Sealer(settings.token_key, settings.token_key_old)), tenants)
     ok = True
     with reaching_redis(settings.redis_url):

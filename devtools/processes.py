@@ -92,14 +92,32 @@ def unprivileged_user() -> pwd.struct_passwd | None:
 
 
 def hand_over(user: pwd.struct_passwd, *paths: Path) -> None:
-    """Give `paths` to `user` and let it walk down to them from /."""
+    """Give `paths` to `user`. Their parents are left alone: see `reachable_by`."""
     for path in paths:
         os.chown(path, user.pw_uid, user.pw_gid)
-    # Search (x) only, not read: pytest's tmp dirs are 0700 and the user must reach the data dir inside.
-    for parent in paths[0].resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
+
+
+def reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
+    """True if `user` may search every directory from / down to `path` (owner, group or other x bit).
+
+    Checked rather than fixed: giving a parent the x bit (as this once did) changed modes outside the
+    clone, e.g. a 0700 home directory became 0701. ACLs and supplementary groups are not considered,
+    which can only make this answer False where the user could in fact reach the path.
+    """
+    for directory in (path, *path.parents):
+        try:
+            status = directory.stat()
+        except OSError:
+            return False
+        if status.st_uid == user.pw_uid:
+            allowed = status.st_mode & stat.S_IXUSR
+        elif status.st_gid == user.pw_gid:
+            allowed = status.st_mode & stat.S_IXGRP
+        else:
+            allowed = status.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def run(command: Sequence[object], user: pwd.struct_passwd | None = None, **kwargs: Any) -> None:

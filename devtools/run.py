@@ -1,8 +1,10 @@
 """``make run``: the whole suite on this machine, with the demo third party, until Ctrl-C.
 
 Redis and PostgreSQL come from ``devtools.servers`` (the configured ones when
-they answer, else throwaway servers). The demo's tenants file, secrets and
-token key are generated under ``.run/demo`` and kept between runs.
+they answer, else throwaway servers, which stop with the rest on Ctrl-C). The
+demo's tenants file, secrets and token key are generated under ``.run/demo``
+and kept between runs; ``.run/demo/env`` holds what a caller (the ``conduit``
+command) needs to reach them, and nothing that steers devtools.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from pathlib import Path
 import yaml
 from cryptography.fernet import Fernet
 
-from devtools.servers import ensure_servers
+from devtools.servers import ensure_servers, stop_servers
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / ".run"
+# Overridable so a test can run the whole launcher without touching a developer's own .run.
+RUN = Path(os.environ.get("CONDUIT_RUN_DIR") or ROOT / ".run")
+# What a caller sourcing .run/demo/env needs: the stores, the tenants file and its secrets, the key.
+# Not CONDUIT_FORCE_THROWAWAY / CONDUIT_SERVER_SOURCE, which would steer a later `make test`.
+CALLER_ENV = (
+    "CONDUIT_REDIS_URL",
+    "CONDUIT_DATABASE_URL",
+    "CONDUIT_TENANTS_FILE",
+    "CONDUIT_TOKEN_KEY",
+    "CONDUIT_PROXY_URL",
+)
 DEMO_TENANTS = ("acme", "globex", "initech")
 PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082}
 DEMO_IMPORT_SPREAD = "30s"
@@ -85,6 +97,16 @@ def _wait_ready(
 
 
 def main() -> None:
+    # Throwaway servers daemonize into sessions of their own, so Ctrl-C never reaches them: stop them here.
+    # Servers configured through CONDUIT_REDIS_URL / CONDUIT_DATABASE_URL are not ours and are left alone.
+    try:
+        _run_suite()
+    finally:
+        stop_servers(RUN / "servers")
+    print("conduit: all processes stopped, throwaway Redis/PostgreSQL included")
+
+
+def _run_suite() -> None:
     urls = ensure_servers(RUN / "servers")
     demo_url = f"http://127.0.0.1:{_port('demo-api')}"
     env = {**os.environ, **urls, **demo_config(RUN / "demo", demo_url)}
@@ -133,7 +155,6 @@ def main() -> None:
         stop()
         for proc in procs.values():
             proc.wait(timeout=30)
-    print("conduit: all processes stopped")
 
 
 def _migrate(conduit: str, env: dict[str, str], log: Path) -> None:
@@ -169,7 +190,7 @@ Conduit is running (Ctrl-C stops everything).
         flush=True,
     )
     env_file = RUN / "demo" / "env"
-    keep = [k for k in env if k.startswith("CONDUIT_")]
+    keep = [k for k in env if k in CALLER_ENV or k.startswith("CONDUIT_SECRET_")]
     env_file.write_text("".join(f"{k}={shlex.quote(env[k])}\n" for k in sorted(keep)))
     env_file.chmod(0o600)
 

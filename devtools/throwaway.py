@@ -2,14 +2,22 @@
 
 The servers daemonize (redis `--daemonize`, `pg_ctl start`), so they outlive the process that started
 them and `ensure` can hand them to `make run`; `server.json` in their directory records how to find them.
+
+PostgreSQL refuses to run as root, so as root it runs as an unprivileged user. Where that user cannot
+reach the server's directory (a clone under a 0700 directory), its files go to a private directory
+under the system's temporary directory instead, named in `elsewhere` in the server's directory and
+deleted with it; no mode outside the clone is ever changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pwd
 import shlex
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +29,8 @@ from devtools.probes import redis_reachable, run_sync
 from devtools.server_binaries import ServerError
 
 RECORD = "server.json"
+# Names the directory outside `home` where a server keeps its files, when it cannot keep them in `home`.
+ELSEWHERE = "elsewhere"
 DATABASE = "conduit"
 _READY_TIMEOUT = 15.0
 
@@ -43,15 +53,37 @@ def load(home: Path) -> Server | None:
         server = Server(**json.loads((home / RECORD).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    # PostgreSQL's marker is its data directory, whose postmaster.pid names the running postmaster:
+    # after a `pg_ctl restart` (tests/importer/test_faults.py) the recorded pid is gone, the server is not.
+    current = _read_pid(Path(server.marker) / "postmaster.pid") if Path(server.marker).is_absolute() else None
+    if current is not None and current != server.pid:
+        server = dataclasses.replace(server, pid=current)
     return server if _is_ours(server) else None
 
 
 def discard(home: Path) -> None:
-    """Stop the server recorded in `home`, if any, and delete the directory with its data."""
+    """Stop the server recorded in `home`, if any, and delete the directory with its data (wherever it is)."""
     server = load(home)
     if server is not None:
         processes.terminate(server.pid, server.stop_signal)
+    files = files_dir(home)
+    if files != home:
+        shutil.rmtree(files, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
+
+
+def files_dir(home: Path) -> Path:
+    """Where the server recorded in `home` keeps its data and log: `home`, or the directory `elsewhere` names."""
+    try:
+        return Path((home / ELSEWHERE).read_text().strip())
+    except OSError:
+        return home
+
+
+def postgres_tools(home: Path) -> Path:
+    """The bin directory a throwaway PostgreSQL in `home` was started from (a private copy, or the found one)."""
+    copied = files_dir(home) / "pgserver" / "pginstall" / "bin"  # _reachable_tools' copy of the wheel's
+    return copied if copied.is_dir() else server_binaries.find_postgres().path
 
 
 def _is_ours(server: Server) -> bool:
@@ -85,22 +117,28 @@ def start_redis(home: Path) -> Server:
 
 
 def start_postgres(home: Path) -> Server:
-    """initdb a trust-auth cluster in `home`, start it on a free port and create the `conduit` database."""
-    binaries = server_binaries.find_postgres()
-    data, sockets, log = home / "data", home / "run", home / "postgres.log"
-    sockets.mkdir(parents=True)
+    """initdb a trust-auth cluster, start it on a free port and create the `conduit` database.
+
+    Its files live in `home`, or where `files_dir(home)` says when PostgreSQL's user cannot reach `home`.
+    """
     user = processes.unprivileged_user()
+    home.mkdir(parents=True)
+    files = _private_files_dir(home, user)
+    binaries = server_binaries.find_postgres()
+    bin_dir = _reachable_tools(binaries.path, files, user)
+    data, sockets, log = files / "data", files / "run", files / "postgres.log"
+    sockets.mkdir()
     if user is not None:
-        processes.hand_over(user, home, sockets)
+        processes.hand_over(user, files, sockets)
     # --no-sync and fsync=off: the data is thrown away, so durability would only cost time.
     initdb = ["-D", data, "-U", "postgres", "--auth=trust", "--no-locale", "--encoding=UTF8", "--no-sync"]
-    processes.run([binaries.path / "initdb", *initdb], user, cwd=home)
+    processes.run([bin_dir / "initdb", *initdb], user, cwd=files)
     port = processes.free_port()
     # The unix socket goes in our directory: the default /var/run/postgresql may not exist or be writable.
     postgres = ["-p", str(port), "-k", str(sockets), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
     pg_ctl = ["start", "-w", "-t", str(int(_READY_TIMEOUT)), "-D", data, "-l", log, "-o", shlex.join(postgres)]
     try:
-        processes.run([binaries.path / "pg_ctl", *pg_ctl], user, cwd=home)
+        processes.run([bin_dir / "pg_ctl", *pg_ctl], user, cwd=files)
     except ServerError as error:
         raise ServerError(f"{error}\n{_tail(log)}") from error
     pid = _recorded_pid(data / "postmaster.pid")
@@ -109,6 +147,38 @@ def start_postgres(home: Path) -> Server:
     server = _save(home, Server(url, pid, binaries.source, str(data), signal.SIGINT))
     run_sync(_create_database(port))
     return server
+
+
+def _private_files_dir(home: Path, user: pwd.struct_passwd | None) -> Path:
+    if user is None or processes.reachable_by(user, home):
+        return home
+    # mkdtemp: a fresh 0700 directory that we then give to the user; nothing else changes mode.
+    files = Path(tempfile.mkdtemp(prefix="conduit-postgres-"))
+    (home / ELSEWHERE).write_text(str(files))
+    if not processes.reachable_by(user, files.parent):  # files itself is handed over below
+        raise ServerError(
+            f"{user.pw_name} (who runs PostgreSQL, which refuses root) can reach neither {home} nor {files}; "
+            "set TMPDIR to a directory it can reach, or run as another user"
+        )
+    return files
+
+
+def _reachable_tools(bin_dir: Path, files: Path, user: pwd.struct_passwd | None) -> Path:
+    """`bin_dir`, or a private copy of its installation when PostgreSQL's user cannot reach it.
+
+    The pgserver wheel's binaries live in .venv inside the clone, which may sit under a 0700 directory.
+    """
+    if user is None or processes.reachable_by(user, bin_dir):
+        return bin_dir
+    # The same layout one level down: the binaries' RPATH ($ORIGIN/../../../pgserver.libs) finds the
+    # libraries auditwheel put beside the package.
+    installation = bin_dir.parent
+    package = installation.parent
+    shutil.copytree(installation, files / package.name / installation.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, files / libs.name, symlinks=True)
+    return files / package.name / installation.name / "bin"
 
 
 async def _create_database(port: int) -> None:

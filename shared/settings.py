@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.redis_location import RedisLocation, check_scheme, check_url, parse_sentinels
 
 if TYPE_CHECKING:
     from shared.refresh import RefreshPolicy
@@ -35,6 +37,32 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     # How long a client waits for Redis before the operation counts as failed.
     redis_timeout: float = Field(default=2.0, gt=0)
+    # CA bundle a rediss:// server's certificate is verified against instead of the system's (a private CA).
+    redis_ca_file: FilePath | None = None
+    # Redis Sentinel: host:port of each Sentinel, comma-separated. Set, every process asks them where the
+    # master named redis_sentinel_master is (and again after a failover); REDIS_URL then gives only the
+    # database, the credentials and TLS. Empty: REDIS_URL's host is Redis.
+    redis_sentinels: str = Field(default="", validate_default=True)
+    redis_sentinel_master: str = "mymaster"
+
+    # Field validators, not a model validator: pydantic would put every input (the token key too) in the error.
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        check_scheme(url)
+        return url
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _redis_location_is_usable(cls, sentinels: str, info: ValidationInfo) -> str:
+        location = RedisLocation(info.data.get("redis_ca_file"), parse_sentinels(sentinels))
+        if "redis_url" in info.data:
+            check_url(info.data["redis_url"], location)
+        return sentinels
+
+    def redis_location(self) -> RedisLocation:
+        """Where Redis is besides its URL, for ``shared.redis_connect``."""
+        return RedisLocation(self.redis_ca_file, parse_sentinels(self.redis_sentinels), self.redis_sentinel_master)
 
 
 class TokenSettings(CommonSettings):

@@ -98,7 +98,7 @@ class ProxyApp:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
-        redis = create_redis(settings.redis_url, settings.redis_timeout)
+        redis = create_redis(settings.redis_url, settings.redis_timeout, settings.redis_location())
         stack.push_async_callback(redis.aclose)
         try:
             await redis.ping()

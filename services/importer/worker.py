@@ -16,7 +16,6 @@ import socket
 from typing import Any
 
 import aiohttp
-from arq.connections import RedisSettings
 from arq.worker import func, get_kwargs
 from redis.exceptions import RedisError
 
@@ -32,6 +31,7 @@ from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import ReadyCheck, start_ops_server
+from shared.redis_connect import arq_settings
 from shared.refresh import Refresher
 from shared.tenants import load_tenants
 from shared.token_store import TokenStore
@@ -167,7 +167,7 @@ class WorkerSettings:
     functions = functions(_settings)
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
+    redis_settings = arq_settings(_settings.redis_url, _settings.redis_location())
     poll_delay = _settings.worker_poll_delay
     max_jobs = _settings.worker_max_jobs
     # Startup must not fail just because Redis is slow to come up in a fresh cluster.

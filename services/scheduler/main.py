@@ -19,6 +19,7 @@ from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes,
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
+from shared.redis_connect import connect as connect_redis
 from shared.tenants import ConfigError, TenantsConfig, load_tenants
 from shared.urls import redact_url
 
@@ -91,8 +92,10 @@ def catalogue_modules() -> list[str]:
 
 def connect(settings: SchedulerSettings) -> ArqRedis:
     """An arq client with bounded waits and no ping: an unreachable Redis shows in the loop, not at start."""
-    redis: ArqRedis = ArqRedis.from_url(
+    redis: ArqRedis = connect_redis(
         settings.redis_url,
+        settings.redis_location(),
+        ArqRedis,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,

@@ -10,6 +10,7 @@ cluster would otherwise reveal only at run time are asserted on the objects.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -377,6 +378,17 @@ def test_an_upstream_ca_bundle_is_mounted_for_the_proxy_only(render: Callable[..
         assert "CONDUIT_PROXY_UPSTREAM_CA_FILE" not in env(container(objects, component))
 
 
+def test_a_redis_ca_bundle_is_mounted_for_every_redis_client(render: Callable[..., Objects], default: Objects) -> None:
+    assert "CONDUIT_REDIS_CA_FILE" not in env(container(default, "proxy"))
+    objects = render("--set", "redis.caConfigMap=redis-ca", "--set", "redis.caKey=bundle.pem")
+    for component in ("proxy", "worker", "scheduler"):
+        pod = find(objects, "Deployment", f"conduit-{component}")["spec"]["template"]["spec"]
+        assert {"name": "redis-ca", "configMap": {"name": "redis-ca"}} in pod["volumes"], component
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "redis-ca")
+        variable = env(pod["containers"][0])["CONDUIT_REDIS_CA_FILE"]["value"]
+        assert variable == f"{mount['mountPath']}/bundle.pem" and mount["readOnly"] is True, component
+
+
 def test_tenants_file_is_the_mounted_config_map(objects: Objects) -> None:
     config_map = find(objects, "ConfigMap", "conduit-tenants")
     tenants = yaml.safe_load(config_map["data"]["tenants.yaml"])
@@ -481,3 +493,122 @@ def test_the_documentation_check_notices_a_bare_value() -> None:
     text = "# documented\na: 1\nsection:\n  # documented\n  b: 2\n  c: 3\n  group:\n    # documented\n    d: 4\n"
     assert undocumented_values(text) == ["section.c"]
     assert undocumented_values("bare: 1\n# documented\nblock:\n  free: form\n") == ["bare"]
+
+
+# --- every setting of every settings class ------------------------------------------
+
+# Set by the chart from its own values (URLs, Secrets, ports, mounts) rather than from a config map.
+CHART_MANAGED = {
+    "redis_url",
+    "database_url",
+    "token_key",
+    "token_key_old",
+    "tenants_file",
+    "log_level",
+    "proxy_url",
+    "proxy_port",
+    "proxy_upstream_ca_file",
+    "redis_ca_file",
+    "worker_http_port",
+    "scheduler_http_port",
+}
+
+
+def settings_classes() -> dict[str, type[Any]]:
+    from services.auth_proxy.settings import ProxySettings
+    from services.importer.settings import ImporterSettings
+    from services.scheduler.settings import SchedulerSettings
+
+    return {"proxy": ProxySettings, "worker": ImporterSettings, "scheduler": SchedulerSettings}
+
+
+def setting_env(settings: type[Any]) -> dict[str, str]:
+    """Each field of a pydantic-settings class and the variable it reads (env_prefix + name, upper case)."""
+    prefix = settings.model_config["env_prefix"]
+    return {name: f"{prefix}{name}".upper() for name in settings.model_fields}
+
+
+@pytest.mark.parametrize("component", ["proxy", "worker", "scheduler"])
+def test_the_chart_sets_every_setting_of_the_services_settings_class(objects: Objects, component: str) -> None:
+    rendered = env(container(objects, component))
+    fields = setting_env(settings_classes()[component])
+    missing = [variable for name, variable in fields.items() if variable not in rendered and not on_demand(name)]
+    assert not missing, f"{component}: settings the chart cannot set: {sorted(missing)}"
+
+
+def on_demand(name: str) -> bool:
+    # Rendered only when their value is given: the old token key (optional Secret key is always rendered),
+    # the upstream CA (a ConfigMap), and settings whose default is null (unset).
+    return name in ("proxy_upstream_ca_file", "redis_ca_file") or (
+        name not in CHART_MANAGED and name in null_defaults()
+    )
+
+
+def null_defaults() -> set[str]:
+    found = set()
+    for group in config_groups(values()).values():
+        found |= {name for name, value in group.items() if value is None}
+    return found
+
+
+def config_groups(chart_values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{prefix: {field name: value}} for every settings map in the values, keyed the way the template keys them."""
+    groups = {
+        "CONDUIT_": chart_values["config"],
+        "CONDUIT_PROXY_": chart_values["proxy"]["config"],
+        "CONDUIT_WORKER_": chart_values["worker"]["config"],
+        "CONDUIT_IMPORTER_": chart_values["worker"]["importer"],
+        "CONDUIT_SCHEDULER_": chart_values["scheduler"]["config"],
+    }
+    return {
+        prefix: {f"{prefix[len('CONDUIT_') :]}{snake(key)}".lower(): value for key, value in group.items()}
+        for prefix, group in groups.items()
+    }
+
+
+def snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+@pytest.mark.parametrize("component", ["proxy", "worker", "scheduler"])
+def test_the_charts_settings_defaults_are_the_applications_defaults(
+    default: Objects, component: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_classes()[component]
+    rendered = env(container(default, component))
+    for variable in [name for name in os.environ if name.startswith("CONDUIT_")]:
+        monkeypatch.delenv(variable)
+    application = settings()
+    fields = setting_env(settings)
+    for name, variable in fields.items():
+        if name not in CHART_MANAGED and variable in rendered:
+            monkeypatch.setenv(variable, rendered[variable]["value"])
+    from_chart = settings()
+    differ = {
+        fields[name]: (getattr(from_chart, name), getattr(application, name))
+        for name in fields
+        if name not in CHART_MANAGED and getattr(from_chart, name) != getattr(application, name)
+    }
+    assert not differ, f"chart default vs application default: {differ}"
+
+
+def test_every_settings_map_key_is_a_real_setting() -> None:
+    known = {name for settings in settings_classes().values() for name in settings.model_fields}
+    for prefix, group in config_groups(values()).items():
+        unknown = set(group) - known
+        assert not unknown, f"{prefix}: values keys that no settings class reads: {sorted(unknown)}"
+
+
+def test_settings_values_render_as_the_application_reads_them(render: Callable[..., Objects]) -> None:
+    objects = render(
+        "--set-json",
+        'worker.importer={"maxCsvBytes": 21474836480, "providerRates": {"demo": 20}, "tempDir": "/spool"}',
+        "--set-json",
+        'proxy.config={"cacheRoutes": [{"prefix": "/reports", "ttl": 300}], "readTimeout": 2.5}',
+    )
+    worker, proxy = env(container(objects, "worker")), env(container(objects, "proxy"))
+    assert worker["CONDUIT_IMPORTER_MAX_CSV_BYTES"]["value"] == "21474836480"
+    assert json.loads(worker["CONDUIT_IMPORTER_PROVIDER_RATES"]["value"]) == {"demo": 20}
+    assert worker["CONDUIT_IMPORTER_TEMP_DIR"]["value"] == "/spool"
+    assert json.loads(proxy["CONDUIT_PROXY_CACHE_ROUTES"]["value"]) == [{"prefix": "/reports", "ttl": 300}]
+    assert proxy["CONDUIT_PROXY_READ_TIMEOUT"]["value"] == "2.5"

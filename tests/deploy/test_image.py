@@ -37,9 +37,11 @@ class Stage:
         return [args for name, args in self.instructions if name == instruction]
 
 
-def parse_dockerfile(text: str) -> list[Stage]:
-    """Instructions per stage, continuation lines joined, comments dropped."""
+def parse_dockerfile(text: str, build_args: dict[str, str] | None = None) -> list[Stage]:
+    """Instructions per stage, continuation lines joined, comments dropped; FROM's ${ARG} resolved to the
+    global ARG's default (what `docker build` uses) unless `build_args` overrides it."""
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     logical = re.sub(r"\\\n(\s*#.*\n)*", " ", text)
     for line in logical.splitlines():
         line = line.strip()
@@ -47,12 +49,31 @@ def parse_dockerfile(text: str) -> list[Stage]:
             continue
         instruction, _, args = line.partition(" ")
         instruction = instruction.upper()
-        if instruction == "FROM":
-            words = args.split()
+        if instruction == "ARG" and not stages:
+            name, _, default = args.partition("=")
+            global_args[name] = (build_args or {}).get(name, default)
+        elif instruction == "FROM":
+            words = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], args).split()
             stages.append(Stage(base=words[0], name=words[2] if len(words) > 2 else None))
         elif stages:
             stages[-1].instructions.append((instruction, " ".join(args.split())))
     return stages
+
+
+def test_every_base_image_is_a_build_argument_defaulting_to_the_public_one() -> None:
+    text = DOCKERFILE.read_text()
+    assert [stage.base for stage in parse_dockerfile(text)] == [
+        "ghcr.io/astral-sh/uv:0.13.9",
+        "debian:12-slim",
+        RUNTIME_BASE,
+    ]
+    local = {"UV_IMAGE": "localhost/uv", "BUILD_BASE": "localhost/base", "RUNTIME_BASE": "localhost/base"}
+    assert [stage.base for stage in parse_dockerfile(text, local)] == [
+        "localhost/uv",
+        "localhost/base",
+        "localhost/base",
+    ]
+    assert all(line.split()[1].startswith("${") for line in text.splitlines() if line.startswith("FROM "))
 
 
 @pytest.fixture(scope="module")

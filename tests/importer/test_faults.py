@@ -20,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from conduit.db_cli import migrate
-from devtools import processes, server_binaries, throwaway
+from devtools import processes, throwaway
 from services.importer.progress import CHANNEL
 from shared.jobs import import_job_id
 from tests.importer.conftest import MIGRATIONS, Importer
@@ -168,9 +168,10 @@ async def private_postgres(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 
 
 def restart_postgres(home: Path) -> None:
-    pg_ctl = server_binaries.find_postgres().path / "pg_ctl"
+    pg_ctl = throwaway.postgres_tools(home) / "pg_ctl"
+    files = throwaway.files_dir(home)
     # -l: the restarted server must not inherit our pipes, or waiting for pg_ctl would wait for the server.
-    command = [pg_ctl, "restart", "-w", "-m", "fast", "-D", home / "data", "-l", home / "postgres.log"]
+    command = [pg_ctl, "restart", "-w", "-m", "fast", "-D", files / "data", "-l", files / "postgres.log"]
     processes.run(command, processes.unprivileged_user())
 
 

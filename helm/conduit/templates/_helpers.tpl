@@ -64,6 +64,25 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Settings as environment variables: each key of .settings becomes .prefix + the key in upper snake case.
+Pass (dict "prefix" "CONDUIT_PROXY_" "settings" .Values.proxy.config). null leaves a variable unset; lists and
+maps are JSON (as pydantic-settings reads them); whole numbers are printed as integers, since Helm reads every
+number as a float and would print 1048576 as 1.048576e+06. */}}
+{{- define "conduit.settingsEnv" -}}
+{{- range $key, $value := .settings }}
+{{- if not (kindIs "invalid" $value) }}
+- name: {{ printf "%s%s" $.prefix ($key | snakecase | upper) }}
+{{- if or (kindIs "slice" $value) (kindIs "map" $value) }}
+  value: {{ toJson $value | quote }}
+{{- else if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+  value: {{ $value | int64 | quote }}
+{{- else }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Environment shared by the proxy, the workers and the scheduler. */}}
 {{- define "conduit.env" -}}
 {{ include "conduit.urlEnv" (dict "ctx" . "name" "CONDUIT_REDIS_URL" "store" .Values.redis) }}
@@ -82,10 +101,15 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
       optional: true
 - name: CONDUIT_TENANTS_FILE
   value: {{ include "conduit.tenantsDir" . }}/tenants.yaml
+{{- if .Values.redis.caConfigMap }}
+- name: CONDUIT_REDIS_CA_FILE
+  value: /etc/conduit/redis-ca/{{ .Values.redis.caKey }}
+{{- end }}
 - name: CONDUIT_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
 - name: CONDUIT_PROXY_URL
   value: http://{{ include "conduit.fullname" . }}-proxy:{{ .Values.proxy.service.port }}
+{{- include "conduit.settingsEnv" (dict "prefix" "CONDUIT_" "settings" .Values.config) }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -105,6 +129,11 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
     secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
+{{- with .Values.redis.caConfigMap }}
+- name: redis-ca
+  configMap:
+    name: {{ . }}
+{{- end }}
 {{- end }}
 
 {{- define "conduit.volumeMounts" -}}
@@ -116,6 +145,11 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if .Values.clientSecrets.existingSecret }}
 - name: client-secrets
   mountPath: {{ .Values.clientSecrets.mountPath }}
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.caConfigMap }}
+- name: redis-ca
+  mountPath: /etc/conduit/redis-ca
   readOnly: true
 {{- end }}
 {{- end }}
