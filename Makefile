@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Test files run on this many processes (each leases its own Redis database; PostgreSQL schemas are per test).
+TEST_PROCESSES ?= 2
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install run test lint format bench lock clean stop-servers image-test
@@ -20,7 +22,7 @@ run: install
 
 ## Every test, against real Redis/PostgreSQL (throwaway servers are started where none answers).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## The image built with buildah from local Debian bases and every service run from it (root; minutes).
 ## Needs buildah, podman and debootstrap: deploy/install-image-tools.sh installs them.

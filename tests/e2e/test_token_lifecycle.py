@@ -27,7 +27,7 @@ from tests.third_party import ThirdParty, running_third_party
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-LOAD_SECONDS = 20.0
+LOAD_SECONDS = 10.0
 TENANTS = ["acme", "globex"]
 
 
