@@ -18,10 +18,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import redis
 import yaml
 from cryptography.fernet import Fernet
 
 from devtools.servers import ensure_servers, stop_servers
+from shared import redis_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 # Overridable so a test can run the whole launcher without touching a developer's own .run.
@@ -139,6 +141,7 @@ def _run_suite() -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         _migrate(conduit, env, logs / "migrate.log")
+        _forget_demo_tokens(env["CONDUIT_REDIS_URL"])
         for name in ("demo-api", "proxy", "worker", "scheduler"):
             if stopping:
                 break
@@ -155,6 +158,22 @@ def _run_suite() -> None:
         stop()
         for proc in procs.values():
             proc.wait(timeout=30)
+
+
+def _forget_demo_tokens(redis_url: str) -> None:
+    """Drop the demo tenants' token records left in Redis by an earlier run.
+
+    The demo API keeps the tokens it issued in memory, so a record from before this run is no good to it;
+    and one sealed under another key (another clone's, or one that `make clean` removed) would keep the
+    proxy from ever being ready. The refresher fetches fresh ones at once.
+    """
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for tenant in DEMO_TENANTS:
+            client.delete(redis_keys.token(tenant, "demo"))
+            client.zrem(redis_keys.TOKENS_DUE, redis_keys.pair_member(tenant, "demo"))
+    finally:
+        client.close()
 
 
 def _migrate(conduit: str, env: dict[str, str], log: Path) -> None:
@@ -184,7 +203,7 @@ Conduit is running (Ctrl-C stops everything).
   imports:        the day's {len(DEMO_TENANTS)} x 60 demo imports start within {DEMO_IMPORT_SPREAD}; with the env above:
                   .venv/bin/conduit imports list          (--status failed, imports show RUN_ID)
                   .venv/bin/conduit queue status
-                  psql '{env["CONDUIT_DATABASE_URL"]}' \
+                  psql '{env["CONDUIT_DATABASE_URL"]}' \\
                     -c 'SELECT tenant_id, module, status, rows_imported FROM import_runs ORDER BY id DESC LIMIT 20'
 """,
         flush=True,

@@ -6,12 +6,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from devtools import run
 from services.scheduler.import_plan import ImportPlanner, plan_fire
 from services.scheduler.main import catalogue_modules
 from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
+from shared import redis_keys
 from shared.tenants import load_tenants
 
 
@@ -54,3 +56,17 @@ def test_the_banner_shows_how_to_see_the_imports(
     assert "conduit imports list" in banner and "conduit queue status" in banner
     assert f"psql '{database}'" in banner and "FROM import_runs" in banner
     assert f"start within {run.DEMO_IMPORT_SPREAD}" in banner
+
+
+async def test_make_run_forgets_demo_tokens_an_earlier_run_left(redis: Redis, redis_url: str) -> None:
+    """A record sealed under another clone's key (or a key `make clean` removed) kept the proxy from ever
+    being ready, and the restarted demo API would refuse any older token anyway."""
+    other_tenant = redis_keys.token("someone", "demo")
+    for tenant in (*run.DEMO_TENANTS, "someone"):
+        await redis.hset(redis_keys.token(tenant, "demo"), "sealed", b"sealed under a key this run lacks")
+        await redis.zadd(redis_keys.TOKENS_DUE, {redis_keys.pair_member(tenant, "demo"): 1.0})
+
+    run._forget_demo_tokens(redis_url)
+
+    assert [k.decode() for k in await redis.keys(redis_keys.token("*", "*"))] == [other_tenant]
+    assert await redis.zrange(redis_keys.TOKENS_DUE, 0, -1) == [b"someone/demo"]
