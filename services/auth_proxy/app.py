@@ -17,13 +17,13 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.auth_proxy.exchange import Exchange
 from services.auth_proxy.forward import Forwarder
 from services.auth_proxy.response_cache import ResponseCache
-from services.auth_proxy.server import Limits, Server
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
-from services.auth_proxy.upstream import UpstreamPool
+from services.auth_proxy.transport.exchange import Exchange
+from services.auth_proxy.transport.server import Limits, Server
+from services.auth_proxy.transport.upstream import UpstreamPool
 from shared.crypto import RecordUnreadable, Sealer
 from shared.logging import get_logger
 from shared.ops_http import OPS_PATHS, ops_answer

@@ -20,7 +20,6 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from services.auth_proxy.egress import EgressRefused, upstream_target
-from services.auth_proxy.exchange import CallerBodyError, Exchange
 from services.auth_proxy.headers import (
     AmbiguousHeader,
     downstream_headers,
@@ -31,7 +30,9 @@ from services.auth_proxy.headers import (
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
-from services.auth_proxy.splice import (
+from services.auth_proxy.token_cache import NoToken, TokenCache
+from services.auth_proxy.transport.exchange import CallerBodyError, Exchange
+from services.auth_proxy.transport.splice import (
     SPLICE_SUPPORTED,
     CallerGone,
     Pipes,
@@ -40,8 +41,7 @@ from services.auth_proxy.splice import (
     plain_socket,
     relay,
 )
-from services.auth_proxy.token_cache import NoToken, TokenCache
-from services.auth_proxy.upstream import Origin, UpstreamPool, UpstreamResponse, UpstreamUnreachable
+from services.auth_proxy.transport.upstream import Origin, UpstreamPool, UpstreamResponse, UpstreamUnreachable
 from shared.logging import get_logger
 from shared.tenants import TenantsConfig
 from shared.token_store import TokenRecord

@@ -26,13 +26,13 @@ from collections import deque
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from services.auth_proxy.splice import plain_socket
+from services.auth_proxy.transport.aiohttp_private import ResponseProtocol, shrink_ciphertext_buffer
+from services.auth_proxy.transport.splice import plain_socket
 
 _NO_DEFAULT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _POST_METHODS = frozenset({"PATCH", "POST", "PUT"})
@@ -43,6 +43,9 @@ _KEEPALIVE_TIMEOUT = 15.0
 # whole; 16 KiB saved no more. Over TLS, as much as is decrypted at once, up to the scratch size.
 _READ_SIZE = 32 << 10
 _SCRATCH_SIZE = 256 << 10
+# TLS ciphertext read from the socket at once (asyncio's default is 256 KiB). Over TLS with 1 MB answers
+# at 256 connections the proxy held 320-335 MB; with 128 KiB, 230 MB at the same CPU per answer
+# (64 KiB: 166 MB but 35% more CPU).
 _CIPHERTEXT_READ = 128 << 10
 
 
@@ -86,7 +89,7 @@ class Origin:
         )
 
 
-class _Connection(ResponseHandler, asyncio.BufferedProtocol):
+class _Connection(ResponseProtocol, asyncio.BufferedProtocol):
     """One keep-alive connection to an origin.
 
     Its read timeout is a watchdog armed once and re-armed only when it fires,
@@ -118,7 +121,7 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
         As a buffered protocol, TLS decrypts straight into it, several records at a time; fed
         bytes instead, asyncio's ``SSLProtocol`` allocates 256 KiB for every record it decrypts
         (16 KiB of data) and joins them (over TLS with 1 MB answers, 5% less peak memory here; the
-        larger saving is ``_shrink_ciphertext_buffer``'s). A plain socket reads 32 KiB at a time, so
+        larger saving is ``_CIPHERTEXT_READ``'s). A plain socket reads 32 KiB at a time, so
         that a large answer's first read leaves its body on the socket for ``splice.py`` (1 MB
         answers: CPU -20% against 256 KiB).
         """
@@ -130,10 +133,10 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.origin.tls:
-            _shrink_ciphertext_buffer(transport)
+            shrink_ciphertext_buffer(transport, _CIPHERTEXT_READ)
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = self._loop.time()
+        self._last_read = self.loop.time()
         if self._body is None:
             super().data_received(data)
         elif data:
@@ -148,7 +151,7 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
         """
         left = length - payload.total_bytes
         # A paused parser may still hold body bytes of its own: then it keeps the whole body.
-        if left > 0 and not payload.is_eof() and not self._reading_paused:
+        if left > 0 and not payload.is_eof() and not self.reading_paused:
             self._body, self._body_left = payload, left
 
     def _pass_body(self, data: bytes) -> None:
@@ -163,7 +166,7 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
         if not self._body_left:
             self._body = None
             # The parser still expects this body; the next request gets a new parser.
-            self._parser = None
+            self.drop_parser()
             body.feed_eof()
 
     def hand_over_body(self) -> tuple[bytes, int] | None:
@@ -185,7 +188,7 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
         payload = self._payload_now
         self._body_left = 0
         # As after a passed-on body: the parser still expects it, the next answer gets a new one.
-        self._parser = None
+        self.drop_parser()
         if payload is not None:
             payload.feed_eof()
         self.resume_reading()
@@ -195,7 +198,7 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
 
         After a complete message llhttp is ready for the next; a new parser costs 2 µs a request.
         """
-        if self._parser is None or self._for_head != head:
+        if self.parser is None or self._for_head != head:
             self.set_response_params(
                 skip_payload=head, read_until_eof=True, auto_decompress=False, read_bufsize=read_bufsize
             )
@@ -204,9 +207,9 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
     def sent(self) -> None:
         self._waiting = True
         self._payload_now = None
-        self._last_read = self._loop.time()
+        self._last_read = self.loop.time()
         if self._watchdog is None and self._read_timeout_s:
-            self._watchdog = self._loop.call_at(self._last_read + self._read_timeout_s, self._check)
+            self._watchdog = self.loop.call_at(self._last_read + self._read_timeout_s, self._check)
 
     def answered(self, payload: StreamReader) -> None:
         self._payload_now = payload
@@ -237,14 +240,14 @@ class _Connection(ResponseHandler, asyncio.BufferedProtocol):
         payload = self._payload_now
         if not self._waiting or self.transport is None or (payload is not None and payload.is_eof()):
             return
-        now = self._loop.time()
-        if self._reading_paused:
+        now = self.loop.time()
+        if self.reading_paused:
             self._last_read = now
         deadline = self._last_read + self._read_timeout_s
         if now >= deadline:
-            self._on_read_timeout()
+            self.fire_read_timeout()
         else:
-            self._watchdog = self._loop.call_at(deadline, self._check)
+            self._watchdog = self.loop.call_at(deadline, self._check)
 
 
 class UpstreamResponse:
@@ -361,10 +364,10 @@ class UpstreamPool:
         if self._closed or conn.should_close or not conn.is_connected():
             self._discard(conn)
             return
-        conn.idle_since = conn._loop.time()
+        conn.idle_since = conn.loop.time()
         self._idle.setdefault(conn.origin, []).append(conn)
         if self._sweeper is None:
-            self._sweeper = conn._loop.call_later(_KEEPALIVE_TIMEOUT, self._sweep)
+            self._sweeper = conn.loop.call_later(_KEEPALIVE_TIMEOUT, self._sweep)
         self._wake()
 
     async def close(self) -> None:
@@ -506,20 +509,3 @@ def _head(method: str, origin: Origin, target: str, headers: CIMultiDict[str], b
     if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
         raise HeaderInjection("a header name or value contains CR or LF")
     return text.encode("utf-8", "surrogateescape")
-
-
-def _shrink_ciphertext_buffer(transport: asyncio.BaseTransport) -> None:
-    """Receive a TLS connection's ciphertext 128 KiB at a time instead of asyncio's 256 KiB.
-
-    Over TLS with 1 MB answers at 256 connections the proxy held 320-335 MB; with 128 KiB, 230 MB at
-    the same CPU per answer (64 KiB: 166 MB but 35% more CPU). asyncio has no setting for it: this sets
-    the attributes of 3.11's ``SSLProtocol`` where they are what this code expects, else leaves it.
-    """
-    protocol = getattr(transport, "_ssl_protocol", None)
-    if isinstance(getattr(protocol, "_ssl_buffer", None), bytearray) and isinstance(
-        getattr(protocol, "max_size", None), int
-    ):
-        buffer = bytearray(_CIPHERTEXT_READ)
-        protocol.max_size = _CIPHERTEXT_READ  # type: ignore[union-attr]
-        protocol._ssl_buffer = buffer  # type: ignore[union-attr]
-        protocol._ssl_buffer_view = memoryview(buffer)  # type: ignore[union-attr]
