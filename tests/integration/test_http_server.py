@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict
 
-from services.auth_proxy.transport.exchange import CallerBodyError, Exchange
+from services.auth_proxy.transport.errors import CallerBodyError
+from services.auth_proxy.transport.exchange import Exchange
 from services.auth_proxy.transport.server import Limits, Server
 from services.auth_proxy.transport.strict_reader import StrictReader
 

@@ -9,13 +9,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from services.auth_proxy.transport.upstream import (
-    BadUpstreamResponse,
-    HeaderInjection,
-    Origin,
-    UpstreamPool,
-    UpstreamUnreachable,
-)
+from services.auth_proxy.transport.errors import BadUpstreamResponse, HeaderInjection, UpstreamUnreachable
+from services.auth_proxy.transport.upstream import Origin, UpstreamPool
 
 Script = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close without answering)
 

@@ -26,10 +26,6 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
-class CallerBodyError(Exception):
-    """The caller's request body broke off or was malformed (bad chunk framing, short of its length)."""
-
-
 class Wire(Protocol):
     """What an exchange needs of its connection."""
 

@@ -40,7 +40,8 @@ from multidict import CIMultiDict
 
 from services.auth_proxy.metrics import REFUSED
 from services.auth_proxy.transport.aiohttp_private import Protocol
-from services.auth_proxy.transport.exchange import CallerBodyError, Exchange, head_bytes, internal_error
+from services.auth_proxy.transport.errors import CallerBodyError
+from services.auth_proxy.transport.exchange import Exchange, head_bytes, internal_error
 from services.auth_proxy.transport.strict_reader import HeadRefused, StrictReader
 from shared.config_errors import ListenError
 from shared.logging import get_logger

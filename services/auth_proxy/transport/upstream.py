@@ -7,14 +7,20 @@ whose body is in memory (nearly all) go through this client instead: the
 request head is written in one call and the response is read by aiohttp's
 ``ResponseHandler``, so parsing (the C llhttp parser), flow control and
 backpressure, the per-read timeout and the errors raised are aiohttp's.
-Streamed uploads still go through the ``ClientSession``.
+A streamed upload (a body too large to hold, or chunked) is written by a task
+of its own while the answer is read, as ``ClientSession`` does: with the
+caller's ``Content-Length`` where it gave one, else chunked; the read timeout
+starts once the whole body is sent; and an answer that comes before the body
+is done ends the upload when it is released, closing that connection.
 
 Requests carry the headers ``ClientSession`` would send for the same call:
 ``Host`` first, the given ones, ``Content-Length`` for a body (``0`` for a
-body-less POST, PUT, PATCH or DELETE) and ``Content-Type:
+body-less POST, PUT, PATCH or DELETE; ``Transfer-Encoding: chunked`` for a
+streamed one of unknown length) and ``Content-Type:
 application/octet-stream`` when a body or a POST/PUT/PATCH has none. An idle
-connection the upstream closed meanwhile costs an idempotent request one
-retry on a fresh connection, as in aiohttp.
+connection the upstream closed meanwhile costs an idempotent request with a
+body in memory one retry on a fresh connection, as in aiohttp (a streamed
+body cannot be sent twice).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,7 +39,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from services.auth_proxy.transport.aiohttp_private import ResponseProtocol, shrink_ciphertext_buffer
+from services.auth_proxy.transport.errors import BadUpstreamResponse, HeaderInjection, UpstreamUnreachable
 from services.auth_proxy.transport.splice import plain_socket
+
+# A request body: whole in memory, streamed as it arrives, or none.
+Body = bytes | AsyncIterator[bytes] | None
 
 _NO_DEFAULT_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _POST_METHODS = frozenset({"PATCH", "POST", "PUT"})
@@ -47,22 +58,6 @@ _SCRATCH_SIZE = 256 << 10
 # at 256 connections the proxy held 320-335 MB; with 128 KiB, 230 MB at the same CPU per answer
 # (64 KiB: 166 MB but 35% more CPU).
 _CIPHERTEXT_READ = 128 << 10
-
-
-class UpstreamUnreachable(aiohttp.ClientConnectionError):
-    """No connection could be opened: refused, unresolvable, or the TLS handshake failed."""
-
-    def __init__(self, message: str, tls: bool = False) -> None:
-        super().__init__(message)
-        self.tls = tls  # the TLS handshake failed (an untrusted or mismatched certificate, say)
-
-
-class BadUpstreamResponse(aiohttp.ClientError):
-    """The upstream's answer is not valid HTTP/1.1."""
-
-
-class HeaderInjection(aiohttp.ClientError):
-    """A header value holds CR or LF (a token endpoint's token, say); nothing was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +200,8 @@ class _Connection(ResponseProtocol, asyncio.BufferedProtocol):
             self._for_head = head
 
     def sent(self) -> None:
+        """The whole request is out: the upstream has ``read_timeout`` seconds to answer (or go on answering)."""
         self._waiting = True
-        self._payload_now = None
         self._last_read = self.loop.time()
         if self._watchdog is None and self._read_timeout_s:
             self._watchdog = self.loop.call_at(self._last_read + self._read_timeout_s, self._check)
@@ -253,7 +248,7 @@ class _Connection(ResponseProtocol, asyncio.BufferedProtocol):
 class UpstreamResponse:
     """The status and headers of an upstream answer, and its body as aiohttp's ``StreamReader``."""
 
-    __slots__ = ("status", "reason", "headers", "content", "_pool", "_conn")
+    __slots__ = ("status", "reason", "headers", "content", "_pool", "_conn", "_upload")
 
     def __init__(
         self,
@@ -270,6 +265,7 @@ class UpstreamResponse:
         self.content = content
         self._pool: UpstreamPool = pool
         self._conn: _Connection | None = conn
+        self._upload: asyncio.Task[None] | None = None
 
     @property
     def content_length(self) -> int | None:
@@ -307,6 +303,12 @@ class UpstreamResponse:
     def release(self) -> None:
         """Give the connection back: kept alive if the whole answer was read, else closed."""
         conn, self._conn = self._conn, None
+        upload, self._upload = self._upload, None
+        if upload is not None and not upload.done():
+            # Answered before the streamed body was all sent: the rest is not wanted, the connection is spent.
+            upload.cancel()
+            if conn is not None:
+                conn.force_close()
         if conn is not None:
             self._pool.release(conn)
 
@@ -337,10 +339,15 @@ class UpstreamPool:
         self._closed = False
 
     async def request(
-        self, method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: bytes | None
+        self, method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Body
     ) -> UpstreamResponse:
-        """Send one request; the caller must ``release()`` the response."""
+        """Send one request; the caller must ``release()`` the response.
+
+        A streamed body's own failure (the caller's upload broke off) is raised as it is.
+        """
         head = _head(method, origin, target, headers, body)
+        if body is not None and not isinstance(body, bytes):
+            return await self._streamed(method, origin, head, body, chunked="Content-Length" not in headers)
         conn = await self._acquire(origin)
         try:
             return await self._exchange(conn, method, head, body)
@@ -388,6 +395,26 @@ class UpstreamPool:
         if body:
             transport.write(body)
         conn.sent()
+        return await self._answer(conn, method)
+
+    async def _streamed(
+        self, method: str, origin: Origin, head: bytes, body: AsyncIterator[bytes], chunked: bool
+    ) -> UpstreamResponse:
+        conn = await self._acquire(origin)
+        upload = None
+        try:
+            conn.expect_answer(method == "HEAD", self._read_bufsize)
+            upload = asyncio.create_task(_upload(conn, head, body, chunked))
+            response = await self._answer(conn, method)
+        except BaseException:
+            if upload is not None:
+                upload.cancel()
+            self._discard(conn)
+            raise
+        response._upload = upload
+        return response
+
+    async def _answer(self, conn: _Connection, method: str) -> UpstreamResponse:
         try:
             while True:
                 message, payload = await conn.read()
@@ -495,15 +522,47 @@ class UpstreamPool:
             self._sweeper = loop.call_later(_KEEPALIVE_TIMEOUT, self._sweep)
 
 
-def _head(method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: bytes | None) -> bytes:
+async def _upload(conn: _Connection, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
+    """Write the head and then the body as it comes, waiting while the upstream is slow to take it.
+
+    Whatever stops it (the caller's body failing, the upstream gone) fails the answer being read.
+    """
+    try:
+        _write(conn, head)
+        async for chunk in body:
+            if chunk:
+                _write(conn, b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain()
+        if chunked:
+            _write(conn, b"0\r\n\r\n")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        conn.set_exception(exc)
+        return
+    conn.sent()
+
+
+def _write(conn: _Connection, data: bytes) -> None:
+    transport = conn.transport
+    if transport is None or transport.is_closing():
+        raise aiohttp.ClientConnectionResetError("the upstream closed the connection during the upload")
+    transport.write(data)
+
+
+def _head(method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Body) -> bytes:
     lines = [f"{method} {origin.base_path}{target} HTTP/1.1", f"Host: {origin.host_header}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    if body is not None and "Content-Length" not in headers:
+    sized = "Content-Length" in headers
+    typed = "Content-Type" in headers
+    if isinstance(body, bytes) and not sized:
         lines.append(f"Content-Length: {len(body)}")
-    elif body is None and method not in _NO_DEFAULT_BODY and "Content-Length" not in headers:
+    elif body is None and method not in _NO_DEFAULT_BODY and not sized:
         lines.append("Content-Length: 0")
-    if (body is not None or method in _POST_METHODS) and "Content-Type" not in headers:
+    if (body is not None or method in _POST_METHODS) and not typed:
         lines.append("Content-Type: application/octet-stream")
+    if body is not None and not isinstance(body, bytes) and not sized:
+        lines.append("Transfer-Encoding: chunked")  # after Content-Type, where aiohttp puts it
     text = "\r\n".join(lines) + "\r\n\r\n"
     # Every CR and LF must be ours: one pair per line and the blank line.
     if text.count("\n") != len(lines) + 1 or text.count("\r") != len(lines) + 1:
