@@ -12,7 +12,7 @@ import pytest
 
 from devtools.pki import make_pki
 from services.auth_proxy.metrics import STREAMED
-from tests.integration.conftest import Proxy
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, pattern_bytes, serve
 
 SIZE = 3_000_001

@@ -14,7 +14,7 @@ import pytest
 
 from services.auth_proxy.metrics import STREAMED
 from services.auth_proxy.transport.splice import SPLICE_SUPPORTED
-from tests.integration.conftest import Proxy
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, pattern_bytes
 
 pytestmark = pytest.mark.skipif(not SPLICE_SUPPORTED, reason="os.splice is Linux-only")
