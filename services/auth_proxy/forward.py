@@ -38,7 +38,8 @@ from services.auth_proxy.transport.splice import (
     plain_socket,
     relay,
 )
-from services.auth_proxy.transport.upstream import Body, Origin, UpstreamPool, UpstreamResponse
+from services.auth_proxy.transport.upstream import Body, UpstreamPool, UpstreamResponse
+from services.auth_proxy.transport.upstream_connection import Origin
 from shared.logging import get_logger
 from shared.tenants import TenantsConfig
 from shared.token_store import TokenRecord

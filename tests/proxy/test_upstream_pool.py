@@ -10,7 +10,8 @@ import pytest
 from multidict import CIMultiDict
 
 from services.auth_proxy.transport.errors import BadUpstreamResponse, HeaderInjection, UpstreamUnreachable
-from services.auth_proxy.transport.upstream import Origin, UpstreamPool
+from services.auth_proxy.transport.upstream import UpstreamPool
+from services.auth_proxy.transport.upstream_connection import Origin
 
 Script = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close without answering)
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from services.auth_proxy.transport.errors import CallerBodyError
-from services.auth_proxy.transport.upstream import Origin, UpstreamPool
+from services.auth_proxy.transport.upstream import UpstreamPool
+from services.auth_proxy.transport.upstream_connection import Origin
 
 
 class Recorder:

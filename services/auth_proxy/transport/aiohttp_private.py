@@ -1,6 +1,6 @@
 """Every private aiohttp and asyncio member the proxy's transport relies on, and nowhere else.
 
-The transport (server.py, upstream.py, exchange.py) is built on aiohttp's
+The transport (server.py, exchange.py, upstream.py, upstream_connection.py) is built on aiohttp's
 parser, protocols and serializer rather than on ``aiohttp.web`` and
 ``ClientSession`` (see server.py and upstream.py for why). A few of the
 members it needs are private: aiohttp may rename or drop them in any release.
