@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
+
 import aiohttp
 import pytest
 from aiohttp import http_writer
@@ -10,6 +14,8 @@ from aiohttp.client_proto import ResponseHandler
 
 from devtools.aiohttp_next import next_minor_release, pinned_version
 from services.auth_proxy.transport import aiohttp_private
+from services.auth_proxy.transport.server import _Connection as ServerConnection
+from services.auth_proxy.transport.upstream_connection import UpstreamConnection
 
 
 def test_every_relied_on_member_is_there() -> None:
@@ -94,3 +100,44 @@ def test_next_minor_release_is_the_newest_final_one() -> None:
     assert next_minor_release(versions, "3.14.5") == "3.15.2"
     assert next_minor_release(["3.14.5", "3.14.6"], "3.14.5") is None
     assert next_minor_release([], "3.14.5") is None
+
+
+# The asyncio protocol callbacks the transport's protocols override on purpose.
+_OVERRIDDEN = {"__init__", "connection_made", "connection_lost", "data_received", "eof_received", "close"}
+
+
+def _names(cls: type) -> set[str]:
+    """Attributes a class body assigns on ``self`` and the methods it defines."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0]
+    assert isinstance(body, ast.ClassDef)
+    names = {node.name for node in body.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {
+        target.id
+        for node in body.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    for node in ast.walk(body):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id == "self":
+                names.add(node.attr)
+    return names
+
+
+@pytest.mark.parametrize("ours", [ServerConnection, UpstreamConnection], ids=lambda c: c.__name__)
+def test_no_name_of_ours_shadows_one_of_aiohttps(ours: type) -> None:
+    """A name aiohttp starts using in a base class (``_body``, say) would silently take over ours: this says which."""
+    theirs: set[str] = set()
+    for base in ours.__mro__:
+        if base.__module__.startswith("aiohttp"):
+            theirs |= _names(base) | set(getattr(base, "__slots__", ()))
+    mine: set[str] = set()
+    for cls in ours.__mro__:
+        if cls.__module__.startswith("services."):
+            mine |= _names(cls)
+    # The shim reaches aiohttp's private members on purpose (and the tests above check those).
+    relied_on = {name for _, name, _ in aiohttp_private.RELIED_ON}
+    shadowed = sorted((mine & theirs) - _OVERRIDDEN - relied_on)
+    assert not shadowed, f"aiohttp {aiohttp.__version__} uses these names of {ours.__name__} too: {shadowed}"
