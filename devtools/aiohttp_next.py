@@ -8,6 +8,7 @@ anyone raises the pin. Where the next minor has no release yet, it says so and s
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -65,7 +66,10 @@ def main() -> int:
     subprocess.run([*pip, "-r", str(ROOT / "requirements.lock")], check=True)
     subprocess.run([*pip, f"aiohttp=={upcoming}"], check=True)
     subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
-    return subprocess.run([str(python), "-m", "pytest", "-p", "no:cacheprovider", *SUITES], cwd=ROOT).returncode
+    # Tells tests/proxy/test_aiohttp_private.py that the installed aiohttp is not the pinned one on purpose.
+    env = os.environ | {"CONDUIT_AIOHTTP_NEXT": upcoming}
+    command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", *SUITES]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":
