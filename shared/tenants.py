@@ -160,7 +160,7 @@ class ImportDefaults(_Strict):
     """The top-level ``imports:`` section: the schedule and spread window every tenant starts from."""
 
     # Not validated here: that would import croniter with this module, in every process, the proxy
-    # too (see _check_cron); tests/unit/test_tenants.py validates these constants instead.
+    # too (see _check_cron); tests/shared/test_tenants.py validates these constants instead.
     schedule: ScheduleSpec = ScheduleSpec.model_construct(cron=DEFAULT_IMPORT_CRON, timezone=DEFAULT_IMPORT_TIMEZONE)
     # The day's imports start spread over this many seconds after the schedule fires.
     spread: Seconds = DEFAULT_IMPORT_SPREAD

@@ -204,6 +204,10 @@ class ThirdParty:
             async for chunk in request.content.iter_chunked(1 << 16):
                 total += len(chunk)
             return web.json_response({"received": total})
+        if tail == "hops":
+            # Hop-by-hop response headers, the connection-specific one named in Connection: none may reach the caller.
+            hops = {"Connection": "keep-alive, X-Up-Hop", "X-Up-Hop": "1", "Keep-Alive": "timeout=5", "Trailer": "X-T"}
+            return web.json_response({"hops": True}, headers=hops | {"Proxy-Authenticate": "Basic"})
         if tail == "redirect":
             raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
         if tail == "cached":

@@ -12,18 +12,17 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator
 
-import aiohttp
 from multidict import CIMultiDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.auth_proxy.exchange import Exchange
 from services.auth_proxy.forward import Forwarder
 from services.auth_proxy.response_cache import ResponseCache
-from services.auth_proxy.server import Limits, Server
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
-from services.auth_proxy.upstream import UpstreamPool
+from services.auth_proxy.transport.exchange import Exchange
+from services.auth_proxy.transport.server import Limits, Server
+from services.auth_proxy.transport.upstream import UpstreamPool
 from shared.crypto import RecordUnreadable, Sealer
 from shared.logging import get_logger
 from shared.ops_http import OPS_PATHS, ops_answer
@@ -114,20 +113,7 @@ class ProxyApp:
 
         ca_file = settings.proxy_upstream_ca_file
         tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.proxy_pool_size, ttl_dns_cache=300, ssl=tls),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=settings.proxy_connect_timeout, sock_read=settings.proxy_read_timeout
-            ),
-            # Never keep cookies: one tenant's session must not leak into another's requests.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            trust_env=False,
-            read_bufsize=256 << 10,
-        )
-        stack.push_async_callback(session.close)
-        # Requests with a body in memory (nearly all) take the lean pool; streamed uploads the session.
+        # Every request goes upstream through this one pool, streamed uploads too.
         pool = UpstreamPool(
             limit=settings.proxy_pool_size,
             connect_timeout=settings.proxy_connect_timeout,
@@ -139,7 +125,7 @@ class ProxyApp:
         cache = None
         if settings.proxy_cache_enabled:
             cache = ResponseCache(redis, settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
-        self._forwarder = Forwarder(settings, self.tenants, tokens, session, pool, cache)
+        self._forwarder = Forwarder(settings, self.tenants, tokens, pool, cache)
         stack.callback(self._forwarder.close)
 
     def _feed_state(self, connected: bool) -> None:

@@ -1,26 +1,21 @@
 """Forwarding one request: pick the tenant's token, send upstream, stream the answer back.
 
 The hot path avoids middlewares and label lookups; everything that can be
-computed once (provider base URLs, the client session) is.
+computed once (each provider's origin) is. Every request, a streamed upload
+too, goes upstream through the one ``UpstreamPool`` (transport/upstream.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-import orjson
 from multidict import CIMultiDict
-from yarl import URL
 
+from services.auth_proxy.access_log import ACCESS_LOGGER, AccessLog
 from services.auth_proxy.egress import EgressRefused, upstream_target
-from services.auth_proxy.exchange import CallerBodyError, Exchange
+from services.auth_proxy.errors import ProxyError
 from services.auth_proxy.headers import (
     AmbiguousHeader,
     downstream_headers,
@@ -31,7 +26,10 @@ from services.auth_proxy.headers import (
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
 from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
-from services.auth_proxy.splice import (
+from services.auth_proxy.token_cache import NoToken, TokenCache
+from services.auth_proxy.transport.errors import CallerBodyError, UpstreamUnreachable
+from services.auth_proxy.transport.exchange import Exchange
+from services.auth_proxy.transport.splice import (
     SPLICE_SUPPORTED,
     CallerGone,
     Pipes,
@@ -40,40 +38,19 @@ from services.auth_proxy.splice import (
     plain_socket,
     relay,
 )
-from services.auth_proxy.token_cache import NoToken, TokenCache
-from services.auth_proxy.upstream import Origin, UpstreamPool, UpstreamResponse, UpstreamUnreachable
+from services.auth_proxy.transport.upstream import Body, UpstreamPool, UpstreamResponse
+from services.auth_proxy.transport.upstream_connection import Origin
 from shared.logging import get_logger
 from shared.tenants import TenantsConfig
 from shared.token_store import TokenRecord
 
-_ACCESS_LOGGER = "conduit.proxy.access"
-log = get_logger(_ACCESS_LOGGER)
+log = get_logger(ACCESS_LOGGER)
 
 _CHUNK = 64 << 10
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
 SPLICED, COPIED = STREAMED.labels("splice"), STREAMED.labels("copy")
-
-Body = bytes | AsyncIterator[bytes] | None
-Upstream = UpstreamResponse | aiohttp.ClientResponse
-
-
-class ProxyError(Exception):
-    """An answer the proxy gives itself, as a JSON body naming the problem."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-
-    def answer(self, request: Exchange, req_id: str) -> None:
-        headers = CIMultiDict({"Content-Type": "application/json", "X-Request-ID": req_id})
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
-        body = orjson.dumps({"error": self.code, "message": str(self), "request_id": req_id})
-        request.answer(self.status, headers, body)
 
 
 @dataclass(slots=True)
@@ -87,51 +64,6 @@ class _Trace:
     cache: str | None = None
 
 
-class AccessLog:
-    """One JSON line per request, the same line structlog renders, written in one batch per loop turn.
-
-    Going through structlog and the logging module cost about 50 µs per request
-    (a fifth of the proxy's CPU at 1 KB); rendering the dict with orjson and
-    writing the batch to stderr once per event-loop iteration costs a few µs.
-    Console (non-JSON) logging keeps the structlog path.
-    """
-
-    def __init__(self, json_lines: bool) -> None:
-        self._json = json_lines
-        self._level = logging.getLogger(_ACCESS_LOGGER)
-        self._lines: list[bytes] = []
-        self._second = -1
-        self._second_text = ""
-
-    def write(self, fields: dict[str, Any]) -> None:
-        if not self._json:
-            log.info("request", **fields)
-            return
-        if not self._level.isEnabledFor(logging.INFO):
-            return
-        fields["event"] = "request"
-        fields["level"] = "info"
-        fields["logger"] = _ACCESS_LOGGER
-        fields["timestamp"] = self._timestamp()
-        if not self._lines:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._lines.append(orjson.dumps(fields))
-
-    def flush(self) -> None:
-        if self._lines:
-            lines, self._lines = self._lines, []
-            sys.stderr.write(b"\n".join(lines).decode() + "\n")
-            sys.stderr.flush()
-
-    def _timestamp(self) -> str:
-        """ISO 8601 in UTC with microseconds, as structlog's ``TimeStamper(fmt="iso", utc=True)``."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((now - second) * 1e6):06d}Z"
-
-
 class Forwarder:
     """The proxy's one handler for every path that is not an operations endpoint."""
 
@@ -140,17 +72,14 @@ class Forwarder:
         settings: ProxySettings,
         tenants: TenantsConfig,
         tokens: TokenCache,
-        session: aiohttp.ClientSession,
         pool: UpstreamPool,
         cache: ResponseCache | None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
         self._tokens = tokens
-        self._session = session
         self._pool = pool
         self._cache = cache
-        self._bases = {name: str(p.api_base_url).rstrip("/") for name, p in tenants.providers.items()}
         self._origins = {name: Origin.parse(str(p.api_base_url)) for name, p in tenants.providers.items()}
         self._counters = RequestCounters()
         self._replay_limit = settings.proxy_replay_body_limit
@@ -255,48 +184,35 @@ class Forwarder:
         except NoToken as exc:
             raise ProxyError(503, "no_token", str(exc), retry_after=exc.retry_after) from None
 
-    async def _send(self, request: Exchange, target: str, body: Body, record: TokenRecord, ex: _Trace) -> Upstream:
+    async def _send(
+        self, request: Exchange, target: str, body: Body, record: TokenRecord, ex: _Trace
+    ) -> UpstreamResponse:
         assert record.access_token is not None
         headers = upstream_headers(
             request.headers, f"{record.token_type} {record.access_token.get_secret_value()}", ex.req_id
         )
         sent = time.perf_counter()
         try:
-            if body is None or isinstance(body, bytes):
-                upstream: Upstream = await self._pool.request(
-                    request.method, self._origins[ex.provider], target, headers, body
-                )
-            else:
-                upstream = await self._session.request(
-                    request.method,
-                    URL(self._bases[ex.provider] + target, encoded=True),
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                )
+            upstream = await self._pool.request(request.method, self._origins[ex.provider], target, headers, body)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} did not answer in time") from None
         except CallerBodyError as exc:
             raise ProxyError(400, "bad_request_body", str(exc)) from None
-        except (aiohttp.ClientConnectorError, UpstreamUnreachable) as exc:
+        except UpstreamUnreachable as exc:
             # The caller learns which provider and whether TLS failed; the log keeps the OS or TLS
             # reason (addresses and certificate errors, never a header) for whoever runs the proxy.
             log.warning("upstream unreachable", provider=ex.provider, request_id=ex.req_id, error=str(exc))
-            tls = isinstance(exc, aiohttp.ClientSSLError) or getattr(exc, "tls", False)
-            reason = ": the TLS handshake failed (is its certificate trusted?)" if tls else ""
+            reason = ": the TLS handshake failed (is its certificate trusted?)" if exc.tls else ""
             raise ProxyError(502, "upstream_unreachable", f"provider {ex.provider!r} is unreachable{reason}") from None
         except aiohttp.ClientError as exc:
-            if _caused_by_caller(exc):
-                # aiohttp wraps the failure of a streamed upload's source: the caller's body, not the provider.
-                raise ProxyError(400, "bad_request_body", "the request body broke off") from None
             raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
         ex.upstream_seconds = time.perf_counter() - sent
         self._counters.latency(ex.provider, ex.upstream_seconds)
         return upstream
 
     async def _retry_after_401(
-        self, request: Exchange, target: str, body: Body, record: TokenRecord, first: Upstream, ex: _Trace
-    ) -> Upstream:
+        self, request: Exchange, target: str, body: Body, record: TokenRecord, first: UpstreamResponse, ex: _Trace
+    ) -> UpstreamResponse:
         """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
         try:
             newer = await self._tokens.rejected(record)
@@ -310,7 +226,7 @@ class Forwarder:
     async def _respond(
         self,
         request: Exchange,
-        upstream: Upstream,
+        upstream: UpstreamResponse,
         ex: _Trace,
         cache_key: str | None,
         cache_ttl: float | None,
@@ -338,7 +254,7 @@ class Forwarder:
         except ConnectionError:
             pass  # the caller hung up: nothing to answer, and not the upstream's fault
 
-    async def _copy_body(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool:
+    async def _copy_body(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool:
         """The body by ``splice`` where both legs allow it, else through the process; False if the caller left."""
         spliced = await self._splice(request, upstream, ex)
         if spliced is not None:
@@ -347,12 +263,12 @@ class Forwarder:
         COPIED.inc()
         return await self._stream(request, upstream, ex)
 
-    async def _splice(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool | None:
+    async def _splice(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool | None:
         """None where splicing is not possible: TLS on either leg, no known length, or an answer already read."""
         pipes = self._pipes
         transport = request.transport
         sink = plain_socket(transport)
-        if pipes is None or sink is None or transport is None or not isinstance(upstream, UpstreamResponse):
+        if pipes is None or sink is None or transport is None:
             return None
         pipe = pipes.take()
         handed = upstream.hand_over_body() if pipe is not None else None
@@ -373,7 +289,7 @@ class Forwarder:
         upstream.body_relayed()
         return True
 
-    async def _stream(self, request: Exchange, upstream: Upstream, ex: _Trace) -> bool:
+    async def _stream(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool:
         """Copy the body with backpressure; False if the caller went away before the end."""
         content = upstream.content
         while True:
@@ -400,7 +316,7 @@ class Forwarder:
         self,
         cache_key: str | None,
         cache_ttl: float | None,
-        upstream: Upstream,
+        upstream: UpstreamResponse,
         headers: CIMultiDict[str],
         payload: bytes,
         ex: _Trace,
@@ -419,13 +335,4 @@ def _cut_short(request: Exchange, ex: _Trace, error: str) -> bool:
     """The upstream failed after the status line went out: the caller's connection is closed, short of the length."""
     log.warning("upstream failed mid-response", provider=ex.provider, request_id=ex.req_id, error=error)
     request.close_connection()
-    return False
-
-
-def _caused_by_caller(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CallerBodyError):
-            return True
-        seen = seen.__cause__ or seen.__context__
     return False

@@ -47,7 +47,7 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
 
 
 async def _serve(app: ProxyApp, reuse_port: bool) -> None:
-    from services.auth_proxy.server import Server
+    from services.auth_proxy.transport.server import Server
 
     settings = app.settings
     loop = asyncio.get_running_loop()

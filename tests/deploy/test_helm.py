@@ -211,6 +211,18 @@ def test_every_object_carries_the_standard_labels(objects: Objects) -> None:
         assert STANDARD_LABELS <= template["metadata"]["labels"].keys(), name
 
 
+def test_migration_job_limits_are_the_values_given(default: Objects, production: Objects) -> None:
+    """A failed migration is retried once, and stopped after the deadline each values file sets."""
+    production_values = yaml.safe_load(PRODUCTION.read_text())["migrations"]
+    for rendered, deadline in (
+        (default, values()["migrations"]["activeDeadlineSeconds"]),
+        (production, production_values["activeDeadlineSeconds"]),
+    ):
+        spec = find(rendered, "Job", "conduit-migrate")["spec"]
+        assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (1, deadline)
+    assert (values()["migrations"]["activeDeadlineSeconds"], production_values["activeDeadlineSeconds"]) == (600, 1200)
+
+
 def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(objects: Objects) -> None:
     job = find(objects, "Job", "conduit-migrate")
     annotations = job["metadata"]["annotations"]
@@ -218,7 +230,6 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(objects: Objects) -
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert job["spec"]["backoffLimit"] >= 0 and job["spec"]["activeDeadlineSeconds"] > 0
     migrate = container(objects, "migrate")
     assert migrate["args"] == ["migrate"]
     # A pre-install hook runs before the chart's own objects exist: it may use none of them.

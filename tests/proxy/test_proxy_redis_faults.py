@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Proxy
 from tests.private_redis import PrivateRedis
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty
 
 

@@ -16,17 +16,14 @@ from typing import Protocol
 
 import orjson
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.http_writer import _serialize_headers  # the C serializer aiohttp's own writer uses
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from services.auth_proxy.transport.aiohttp_private import serialize_headers
 
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
-
-
-class CallerBodyError(Exception):
-    """The caller's request body broke off or was malformed (bad chunk framing, short of its length)."""
 
 
 class Wire(Protocol):
@@ -47,7 +44,7 @@ class Wire(Protocol):
 
 def head_bytes(status: int, headers: CIMultiDict[str]) -> bytes:
     """A status line and headers, serialized; refuses CR or LF in any of them."""
-    return _serialize_headers(f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", headers)
+    return serialize_headers(f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", headers)
 
 
 class Exchange:

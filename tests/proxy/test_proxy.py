@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from shared.token_store import TokenRecord
-from tests.integration.conftest import Proxy
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, running_third_party
 
 
@@ -99,7 +99,14 @@ async def test_hop_by_hop_headers_are_dropped_both_ways(proxy: Proxy) -> None:
     assert response.status == 200
     sent = proxy.party.api_calls[-1].headers
     assert not {"X-Secret-Hop", "Proxy-Authorization", "TE"} & set(sent)
-    assert "Transfer-Encoding" not in response.headers or response.headers["Transfer-Encoding"] == "chunked"
+    # A small answer is sent whole with its length: no framing header of its own either.
+    assert "Transfer-Encoding" not in response.headers
+    assert int(response.headers["Content-Length"]) == len(await response.read())
+    # The upstream's hop-by-hop headers, and the one its Connection header names, stop at the proxy.
+    upstream = await proxy.get("/hops")
+    assert upstream.status == 200 and await upstream.json() == {"hops": True}
+    assert not {"X-Up-Hop", "Keep-Alive", "Trailer", "Proxy-Authenticate"} & set(upstream.headers)
+    assert upstream.headers.get("Connection", "keep-alive") == "keep-alive"
 
 
 async def test_upstream_401_refreshes_once_and_retries(proxy: Proxy) -> None:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 
 from tests.http_heads import StrictRequest, request_bytes, strict_reading
-from tests.integration.conftest import Proxy
+from tests.proxy.conftest import Proxy
 from tests.third_party import ApiCall
 
 # The proxy's own refusals: each is answered before any upstream call.

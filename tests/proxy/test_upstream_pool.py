@@ -9,7 +9,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from services.auth_proxy.upstream import BadUpstreamResponse, HeaderInjection, Origin, UpstreamPool, UpstreamUnreachable
+from services.auth_proxy.transport.errors import BadUpstreamResponse, HeaderInjection, UpstreamUnreachable
+from services.auth_proxy.transport.upstream import UpstreamPool
+from services.auth_proxy.transport.upstream_connection import Origin
 
 Script = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close without answering)
 
@@ -275,7 +277,7 @@ async def test_bytes_after_a_sized_body_make_the_connection_unusable(raw) -> Non
 
 
 async def test_idle_connections_are_closed_after_the_keepalive_timeout(raw, monkeypatch) -> None:
-    import services.auth_proxy.upstream as up
+    import services.auth_proxy.transport.upstream as up
 
     monkeypatch.setattr(up, "_KEEPALIVE_TIMEOUT", 0.1)
     srv = await raw(ok())

@@ -1,4 +1,4 @@
-"""The proxy's own HTTP/1.1 server (services/auth_proxy/server.py), over real sockets on 127.0.0.1.
+"""The proxy's own HTTP/1.1 server (services/auth_proxy/transport/server.py), over real sockets on 127.0.0.1.
 
 Small handlers stand in for the proxy so that each test pins one piece of the
 protocol: keep-alive, pipelining, HTTP/1.0, Expect, request bodies, refusals,
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict
 
-from services.auth_proxy.exchange import CallerBodyError, Exchange
-from services.auth_proxy.server import Limits, Server
-from services.auth_proxy.strict_reader import StrictReader
+from services.auth_proxy.transport.errors import CallerBodyError
+from services.auth_proxy.transport.exchange import Exchange
+from services.auth_proxy.transport.server import Limits, Server
+from services.auth_proxy.transport.strict_reader import StrictReader
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from devtools.pki import make_pki
 from services.auth_proxy.metrics import STREAMED
-from tests.integration.conftest import Proxy
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, pattern_bytes, serve
 
 SIZE = 3_000_001
@@ -94,7 +94,8 @@ def test_a_missing_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
 async def test_tls_connections_receive_in_smaller_pieces(party: ThirdParty, pki: tuple[Path, ssl.SSLContext]) -> None:
     """A canary: asyncio's ciphertext buffer is shrunk through its private attributes; a Python that
     renames them would silently bring back 256 KiB per connection, and this fails instead."""
-    from services.auth_proxy.upstream import _CIPHERTEXT_READ, Origin, UpstreamPool
+    from services.auth_proxy.transport.upstream import UpstreamPool
+    from services.auth_proxy.transport.upstream_connection import _CIPHERTEXT_READ, Origin
 
     ca_file, server_tls = pki
     async with serve(party.app(), tls=server_tls) as url:

@@ -32,16 +32,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict
 
-from services.auth_proxy.exchange import CallerBodyError, Exchange, head_bytes, internal_error
 from services.auth_proxy.metrics import REFUSED
-from services.auth_proxy.strict_reader import HeadRefused, StrictReader
+from services.auth_proxy.transport.aiohttp_private import Protocol
+from services.auth_proxy.transport.errors import CallerBodyError
+from services.auth_proxy.transport.exchange import Exchange, head_bytes, internal_error
+from services.auth_proxy.transport.strict_reader import HeadRefused, StrictReader
 from shared.config_errors import ListenError
 from shared.logging import get_logger
 
@@ -70,7 +71,7 @@ class Limits:
     keepalive_timeout: float = 75.0
 
 
-class _Connection(BaseProtocol):
+class _Connection(Protocol):
     """One caller's connection: requests parsed as they arrive, answered one after another by one task."""
 
     def __init__(self, server: Server) -> None:
@@ -105,9 +106,9 @@ class _Connection(BaseProtocol):
         # As aiohttp's server does: a caller that vanished without closing is found out.
         tcp_keepalive(self.transport)
         self.server.connections.add(self)
-        self._idle_since = self._loop.time()
-        self._idle_timer = self._loop.call_later(self.server.limits.keepalive_timeout, self._idle_check)
-        self._task = self._loop.create_task(self._serve())
+        self._idle_since = self.loop.time()
+        self._idle_timer = self.loop.call_later(self.server.limits.keepalive_timeout, self._idle_check)
+        self._task = self.loop.create_task(self._serve())
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -118,7 +119,7 @@ class _Connection(BaseProtocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
-        parser = self._parser
+        parser = self.parser
         if parser is None or self._eof:
             return
         # The strict reading first: the parser gets only bytes it passed (see strict_reader.py).
@@ -136,28 +137,27 @@ class _Connection(BaseProtocol):
             self._queue.extend(messages)
             if upgraded:
                 # An Upgrade (WebSocket, h2c) is not proxied: this request is answered, then the connection closes.
-                self._parser = None
-                self._upgraded = True
+                self.stop_parsing(upgraded=True)
             elif refusal is not None:
                 self._stop_reading(refusal)
-            if len(self._queue) >= _MAX_QUEUED and not self._buffer_paused:
-                self._pause_reading_for_buffer()
+            if len(self._queue) >= _MAX_QUEUED and not self.buffer_paused:
+                self.pause_for_buffer()
         self._wake()
 
     def _stop_reading(self, exc: HttpProcessingError) -> None:
         """A malformed request: answered with its refusal in turn; nothing after it can be trusted."""
         self._queue.append(exc)
-        self._parser = None
-        self._pause_reading_for_buffer()
+        self.stop_parsing()
+        self.pause_for_buffer()
         # A body being read (bad chunk framing in a later packet, say) fails now instead of waiting.
         self._fail_unfinished_bodies(f"the request body is malformed: {_refusal(exc, self.server.limits)[1]}")
 
     def eof_received(self) -> bool:
         # The caller will send no more but may still read: answer what came, then close.
         self._eof = True
-        if self._parser is not None:
+        if self.parser is not None:
             try:
-                self._parser.feed_eof()
+                self.parser.feed_eof()
             except HttpProcessingError:
                 pass  # a truncated body: failed just below
         self._fail_unfinished_bodies()
@@ -184,12 +184,20 @@ class _Connection(BaseProtocol):
             raise ConnectionResetError("the caller closed the connection")
         transport.write(data)
 
-    async def drain(self) -> None:
-        await self._drain_helper()
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task answering this connection's requests; None before the connection is made."""
+        return self._task
+
+    def drain_soon(self) -> None:
+        """At shutdown: closed now if idle, else after the requests it has (``_next`` sees the server draining)."""
+        if not self.busy and not self._queue:
+            self.close()
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -204,11 +212,11 @@ class _Connection(BaseProtocol):
         if self.transport is None:
             return
         timeout = self.server.limits.keepalive_timeout
-        idle_for = self._loop.time() - self._idle_since
+        idle_for = self.loop.time() - self._idle_since
         if not self.busy and not self._queue and idle_for >= timeout:
             self.close()
             return
-        self._idle_timer = self._loop.call_later(max(timeout - idle_for, 1.0), self._idle_check)
+        self._idle_timer = self.loop.call_later(max(timeout - idle_for, 1.0), self._idle_check)
 
     async def _serve(self) -> None:
         try:
@@ -217,9 +225,9 @@ class _Connection(BaseProtocol):
                 if isinstance(item, HttpProcessingError):
                     self._refuse(item)
                     return
-                if self._parser is not None:
-                    self._parser.message_consumed()
-                    if self._buffer_paused and len(self._queue) <= _MAX_QUEUED // 2:
+                if self.parser is not None:
+                    self.parser.message_consumed()
+                    if self.buffer_paused and len(self._queue) <= _MAX_QUEUED // 2:
                         self._resume_queue()
                 message, body = item
                 if not await self._answer(Exchange(self, message, body)):
@@ -230,10 +238,10 @@ class _Connection(BaseProtocol):
     async def _next(self) -> bool:
         """Wait for the next request; False when the connection is done (closed, idle at shutdown, EOF)."""
         while not self._queue:
-            if self.transport is None or self._eof or self._parser is None or self.server.draining:
+            if self.transport is None or self._eof or self.parser is None or self.server.draining:
                 return False
-            self._idle_since = self._loop.time()
-            self._waiter = self._loop.create_future()
+            self._idle_since = self.loop.time()
+            self._waiter = self.loop.create_future()
             await self._waiter
         return self.transport is not None
 
@@ -277,7 +285,7 @@ class _Connection(BaseProtocol):
     def _resume_queue(self) -> None:
         self.data_received(b"")  # parse what arrived while the queue was full
         if len(self._queue) < _MAX_QUEUED:
-            self._resume_reading_for_buffer()
+            self.resume_for_buffer()
 
     def _refuse(self, exc: HttpProcessingError) -> None:
         """A request the parser refused: a JSON error naming the problem, then the connection closes."""
@@ -354,10 +362,8 @@ class Server:
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
-            if not conn.busy and not conn._queue:
-                conn.close()
-            conn._wake()
-        tasks = [c._task for c in self.connections if c._task is not None and not c._task.done()]
+            conn.drain_soon()
+        tasks = [task for task in (c.task for c in self.connections) if task is not None and not task.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:

@@ -1,4 +1,4 @@
-"""The proxy's strict reading of request bytes (services/auth_proxy/strict_reader.py), without a network.
+"""The proxy's strict reading of request bytes (services/auth_proxy/transport/strict_reader.py), without a network.
 
 The same bytes must be read the same however TCP cuts them into packets, and a
 message the parser read otherwise than the strict reading is caught.
@@ -13,7 +13,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.auth_proxy.strict_reader import StrictReader
+from services.auth_proxy.transport.strict_reader import StrictReader
 from tests.http_heads import request_bytes
 
 

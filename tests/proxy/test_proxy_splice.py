@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from services.auth_proxy.metrics import STREAMED
-from services.auth_proxy.splice import SPLICE_SUPPORTED
-from tests.integration.conftest import Proxy
+from services.auth_proxy.transport.splice import SPLICE_SUPPORTED
+from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, pattern_bytes
 
 pytestmark = pytest.mark.skipif(not SPLICE_SUPPORTED, reason="os.splice is Linux-only")
@@ -129,7 +129,7 @@ async def test_no_descriptor_is_left_behind(proxy: Proxy) -> None:
 
 async def test_a_pipe_too_small_to_be_worth_it_means_copying(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
     """A user past fs.pipe-user-pages-soft gets pipes of a page or two: those answers are copied."""
-    monkeypatch.setattr("services.auth_proxy.splice._PIPE_MIN", 1 << 30)
+    monkeypatch.setattr("services.auth_proxy.transport.splice._PIPE_MIN", 1 << 30)
     before = streamed("splice"), streamed("copy")
     response = await proxy.get(f"/pattern?size={SIZE}")
     assert await response.read() == pattern_bytes(SIZE)

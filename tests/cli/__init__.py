@@ -1,0 +1,1 @@
+"""The `conduit` operator command (conduit/), as an operator runs it."""

@@ -1,0 +1,1 @@
+"""The auth proxy's tests: its HTTP transport, forwarding, TLS, splice, Redis faults."""

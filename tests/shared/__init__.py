@@ -1,0 +1,1 @@
+"""Tests of what two or more deployables share (shared/): tokens, refresh, crypto, tenants, Redis topologies."""
