@@ -10,8 +10,8 @@ from shared.refresh import RefreshBlocked, Refresher, RefreshFailed
 log = get_logger(__name__)
 
 
-async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str) -> str:
-    """Refresh one pair if it is due; returns what happened.
+async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str, force: bool = False) -> str:
+    """Refresh one pair if it is due (or now, when an operator asks with ``force``); returns what happened.
 
     A failure is recorded on the token (backoff included) and moves the pair's
     place in the schedule, so the job itself never raises for it: arq retries
@@ -22,7 +22,9 @@ async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str) -> str:
         log.warning("refresh job for a pair not in the tenants file", tenant=tenant, provider=provider)
         return "unknown"
     try:
-        record = await refresher.refresh(tenant, provider, trigger="scheduled", wait=False)
+        record = await refresher.refresh(
+            tenant, provider, trigger="operator" if force else "scheduled", force=force, wait=False
+        )
     except RefreshBlocked:
         return "backing_off"
     except RefreshFailed as exc:
