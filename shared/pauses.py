@@ -17,6 +17,15 @@ def member(tenant: str, module: str | None = None) -> str:
     return tenant if module is None else f"{tenant}/{module}"
 
 
+async def paused_schedules(redis: Redis) -> frozenset[str]:
+    members = await redis.smembers(SCHEDULES_PAUSED)  # type: ignore[misc]
+    return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+
+def is_paused(paused: frozenset[str], tenant: str, module: str) -> bool:
+    return bool(paused) and (tenant in paused or f"{tenant}/{module}" in paused)
+
+
 async def pause(redis: Redis, tenant: str, module: str | None = None) -> bool:
     """True if it was not paused before."""
     return bool(await redis.sadd(SCHEDULES_PAUSED, member(tenant, module)))  # type: ignore[misc]

@@ -45,6 +45,7 @@ class FailedFilter:
 @dataclass
 class Outcome:
     lines: list[str] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)
     enqueued: int = 0
     skipped: int = 0
 
@@ -59,9 +60,10 @@ async def rerun(arq: ArqRedis, conn: asyncpg.Connection, keys: list[RunKey]) -> 
     """Queue a new attempt of each key (skipping those already pending); one line per key."""
     outcome = Outcome()
     for key in keys:
-        line = await enqueue(arq, conn, key)
+        line, run_id = await _enqueue(arq, conn, key)
         outcome.lines.append(line)
-        if line.startswith("enqueued"):
+        if run_id is not None:
+            outcome.run_ids.append(run_id)
             outcome.enqueued += 1
         else:
             outcome.skipped += 1
@@ -70,19 +72,23 @@ async def rerun(arq: ArqRedis, conn: asyncpg.Connection, keys: list[RunKey]) -> 
 
 async def enqueue(arq: ArqRedis, conn: asyncpg.Connection, key: RunKey) -> str:
     """Queue a new attempt of ``key`` under a job id of its own, unless one is already queued or running."""
+    return (await _enqueue(arq, conn, key))[0]
+
+
+async def _enqueue(arq: ArqRedis, conn: asyncpg.Connection, key: RunKey) -> tuple[str, int | None]:
     day = key.export_date.isoformat()
     what = f"{key.tenant}/{key.module}/{day}"
     why = await busy(arq, conn, key)
     if why:
-        return f"skipped {what}: {why}"
+        return f"skipped {what}: {why}", None
     job_id = f"{import_job_id(key.tenant, key.module, day)}:rerun:{time.time_ns() // 1000}"
     attempt = await queue_attempt(conn, key, job_id)
     job = await arq.enqueue_job(IMPORT_EXPORT, key.tenant, key.module, day, _job_id=job_id)
     if job is None:
         await mark_lost(conn, attempt.id)
-        return f"skipped {what}: arq refused job id {job_id}"
+        return f"skipped {what}: arq refused job id {job_id}", None
     events.emit(arq, "job", "queued", job_id=job_id, tenant=key.tenant, module=key.module, export_date=day)
-    return f"enqueued {what} as job {job_id} (run {attempt.id}, attempt {attempt.number})"
+    return f"enqueued {what} as job {job_id} (run {attempt.id}, attempt {attempt.number})", attempt.id
 
 
 async def busy(arq: ArqRedis, conn: asyncpg.Connection, key: RunKey) -> str | None:
