@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format bench lock clean stop-servers
+.PHONY: install run test lint format bench lock clean stop-servers browser
 
 install: $(STAMP)
 
@@ -19,8 +19,16 @@ run: install
 	$(BIN)/python -m devtools.run
 
 ## Every test, against real Redis/PostgreSQL (throwaway servers are started where none answers).
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+## Debian's chromium for the console's browser tests (Playwright drives it; no browser download).
+## Installed with apt-get when missing and we are root; elsewhere those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium missing and not root: the console's browser tests will be skipped (apt-get install chromium)"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -211,7 +211,10 @@ async def pusher(board: Board, render: Callable[[dict[str, Any]], str], interval
         await asyncio.sleep(interval)
         if board.version != sent and board.clients:
             sent = board.version
-            board.broadcast(sse_frame("board", render(board.view())))
+            try:
+                board.broadcast(sse_frame("board", render(board.view())))
+            except Exception:  # a template bug must not stop the board for good: log it, push the next change
+                log.exception("console could not render the board")
 
 
 def _apply(board: Board, data: bytes) -> None:

@@ -39,9 +39,9 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
     queue = board.subscribe()
     try:
+        await response.prepare(request)
         env = aiohttp_jinja2.get_env(request.app)
         await response.write(b"retry: 1000\n\n" + sse_frame("board", env.get_template("_board.html").render(
             board=board.view())))  # fmt: skip
