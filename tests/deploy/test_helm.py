@@ -195,7 +195,7 @@ def test_one_object_per_job_and_no_secret_material(default: Objects) -> None:
 
 
 def test_templates_live_in_a_folder_per_service() -> None:
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "worker", "scheduler", "console"):
         assert (CHART / "templates" / component / f"{component}-deployment.yaml").is_file()
     assert (CHART / "templates" / "migrations" / "migrate-job.yaml").is_file()
 
@@ -484,3 +484,27 @@ def test_the_documentation_check_notices_a_bare_value() -> None:
     text = "# documented\na: 1\nsection:\n  # documented\n  b: 2\n  c: 3\n  group:\n    # documented\n    d: 4\n"
     assert undocumented_values(text) == ["section.c"]
     assert undocumented_values("bare: 1\n# documented\nblock:\n  free: form\n") == ["bare"]
+
+
+def test_console_is_off_by_default(default: Objects) -> None:
+    assert not [o for o in default if o["metadata"]["name"].endswith("-console")]
+
+
+def test_console_renders_with_probes_service_and_network_policy(render: Callable[..., Objects]) -> None:
+    objects = render("--set", "console.enabled=true", "--set", "console.existingSecret=conduit-console")
+    console = container(objects, "console")
+    (port,) = console["ports"]
+    assert console["args"] == ["console"]
+    assert console["livenessProbe"]["httpGet"] == {"path": "/health_check", "port": port["name"]}
+    assert console["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
+    token = env(console)["CONDUIT_CONSOLE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "conduit-console", "key": "console-token"}
+    service = find(objects, "Service", "conduit-console")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    policy = find(objects, "NetworkPolicy", "conduit-console")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8083, "protocol": "TCP"}]
+
+
+def test_console_without_a_way_to_sign_in_is_refused(helm: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    refused = helm("template", RELEASE, str(CHART), "--set", "console.enabled=true")
+    assert refused.returncode != 0 and "needs a way to sign in" in refused.stderr
