@@ -46,7 +46,7 @@ class Cell:
 
     @property
     def busy(self) -> tuple[int, int, int, int]:
-        return (-len(self.running), -len(self.queued), -self.failed, -self.done)
+        return (-len(self.running), -self.failed, -len(self.queued), -self.done)
 
 
 class Board:
@@ -83,7 +83,8 @@ class Board:
     def _job(self, cell: Cell, kind: str, event: dict[str, Any]) -> None:
         job_id = str(event.get("job_id", ""))
         if kind == "queued":
-            cell.queued[job_id] = float(event.get("at", time.time()))
+            # When it is due: the scheduler spreads a fire's imports (run_at), a re-run is due at once.
+            cell.queued[job_id] = float(event.get("run_at") or event.get("at") or time.time())
         elif kind == "cancelled":
             cell.queued.pop(job_id, None)
 
@@ -127,6 +128,7 @@ class Board:
                        key=lambda c: (c.busy, c.tenant, c.module))  # fmt: skip
         return {
             "queued": sum(len(c.queued) for c in cells),
+            "later": sum(1 for c in cells for due in c.queued.values() if due > now),
             "running": sum(len(c.running) for c in cells),
             "done": sum(c.done for c in cells),
             "failed": sum(c.failed for c in cells),
