@@ -113,6 +113,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         min_size=1,
         max_size=8,
         application_name="conduit-console",
+        # Plan each page's query for its own filter values: a generic plan of the imports query (asyncpg
+        # prepares statements) picked the date index for a module + date filter, 62 ms instead of 1 ms.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
     app[keys.REDIS], app[keys.POOL], app[keys.TENANTS] = redis, pool, tenants
