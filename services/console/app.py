@@ -73,6 +73,7 @@ def create_app(settings: ConsoleSettings | None = None) -> web.Application:
 def _routes(app: web.Application) -> None:
     r = app.router
     r.add_static("/static/", HERE / "static", append_version=False)
+    r.add_get("/favicon.ico", _no_icon)
     r.add_get("/login", auth.login_page)
     r.add_post("/login", auth.login)
     r.add_get("/login/oidc", auth.oidc_start)
@@ -96,6 +97,11 @@ def _routes(app: web.Application) -> None:
     ):
         r.add_get(path, handler)
         r.add_post(path, handler)
+
+
+async def _no_icon(_: web.Request) -> web.Response:
+    """Browsers ask for it on every page; no icon, and no 401/404 in their consoles."""
+    return web.Response(status=204)
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from shared.ops_http import OPS_PATHS
 
 log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = frozenset({*OPS_PATHS, "/login", "/login/oidc", "/login/callback"})
+PUBLIC = frozenset({*OPS_PATHS, "/login", "/login/oidc", "/login/callback", "/favicon.ico"})
 LOGIN_CSRF = "conduit_console_login"
 USER = web.RequestKey("user", User)
 

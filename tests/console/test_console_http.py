@@ -296,3 +296,26 @@ async def test_oidc_sign_in_with_pkce_admin_by_group_and_refused_when_not_allowe
             idp.user, idp.wrong_audience = {"sub": "1", "email": "boss@example.com", "groups": ["conduit-admins"]}, True
             async with console.session() as client, client.get("/login/oidc") as answer:
                 assert answer.status == 403 and "did not check out" in await answer.text()
+
+
+async def test_the_board_follows_events_again_after_redis_comes_back(
+    console_settings: Callable[..., ConsoleSettings], redis: Redis, redis_url: str
+) -> None:
+    from tests.scheduler.fault_proxy import fault_proxy
+
+    async with fault_proxy(redis_url) as proxy, serve_console(console_settings(redis_url=proxy.url)) as console:
+        client, _ = await console.signed_in()
+        async with client, client.get("/board/stream", timeout=aiohttp.ClientTimeout(total=30)) as stream:
+            await _frame(stream)
+            proxy.set("down")
+            async with asyncio.timeout(10):
+                while "reconnecting to events" not in await _frame(stream):
+                    pass
+            proxy.set("up")
+            async with asyncio.timeout(10):
+                while "reconnecting to events" in await _frame(stream):
+                    pass
+            events.emit(redis, "job", "queued", job_id="import:acme:users:2024-05-02", tenant="acme", module="users")
+            async with asyncio.timeout(2):
+                while "2024-05-02" not in await _frame(stream):
+                    pass
