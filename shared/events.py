@@ -41,7 +41,8 @@ class EventPublisher:
     """A bounded buffer and the task that empties it into Redis; made on first use per client and event loop."""
 
     def __init__(self, redis: Redis, buffer: int = BUFFER, timeout: float = PUBLISH_TIMEOUT) -> None:
-        self.redis = redis
+        # Weak: the registry below is keyed by the client, and a strong reference here would keep it for ever.
+        self._redis = weakref.ref(redis)
         self.timeout = timeout
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=buffer)
         self.loop = asyncio.get_running_loop()
@@ -55,13 +56,18 @@ class EventPublisher:
 
     async def _drain(self) -> None:
         while True:
+            _reraise_if_cancelled()
             message = await self.queue.get()
+            redis = self._redis()
+            if redis is None:
+                return
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.redis.publish(EVENTS, message)
+                    await redis.publish(EVENTS, message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure only loses this event, never the work
+                _reraise_if_cancelled()
                 EVENTS_DROPPED.labels("unreachable").inc()
                 log.debug("event not published", error=type(exc).__name__)
 
@@ -70,6 +76,15 @@ class EventPublisher:
         deadline = time.monotonic() + timeout
         while not self.queue.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+
+def _reraise_if_cancelled() -> None:
+    # A cancel that lands during a publish can be swallowed on the way (redis-py returning normally, or
+    # 3.11's asyncio.timeout turning it into TimeoutError); waiting for the next event after that would
+    # leave the loop's shutdown waiting for ever (seen: `conduit tokens refresh` hung at exit).
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _publishers: weakref.WeakKeyDictionary[Redis, EventPublisher] = weakref.WeakKeyDictionary()

@@ -319,3 +319,40 @@ async def test_the_board_follows_events_again_after_redis_comes_back(
             async with asyncio.timeout(2):
                 while "2024-05-02" not in await _frame(stream):
                     pass
+
+
+async def test_force_refresh_enqueues_an_operator_refresh_for_a_worker(console: Console, redis: Redis) -> None:
+    from arq.jobs import deserialize_job
+
+    client, csrf = await console.signed_in()
+    async with client:
+        async with client.get("/tokens/refresh?tenant=acme&provider=demo") as answer:
+            assert "Refresh the token of acme/demo" in await answer.text()
+        async with client.post("/tokens/refresh", data={"csrf": csrf, "tenant": "acme", "provider": "demo"}) as answer:
+            assert "enqueued job refresh:acme:demo:operator:" in await answer.text()
+        async with client.post("/tokens/refresh", data={"csrf": csrf, "tenant": "acme", "provider": "nope"}) as answer:
+            assert answer.status == 400
+    (job_id,) = [m.decode() for m in await redis.zrange("arq:queue", 0, -1)]
+    job = deserialize_job(await redis.get(f"arq:job:{job_id}"))
+    assert (job.function, job.args) == ("refresh_token", ("acme", "demo", True))
+
+
+async def test_schedules_say_which_last_fire_was_missed(console: Console, redis: Redis) -> None:
+    from shared.jobs import import_job_id
+    from shared.modules import catalogue
+    from shared.redis_keys import scheduler_imports
+    from shared.schedules import Schedule
+
+    fired = Schedule("0 2 * * *", "UTC", 0).fires(time.time() - 86400, time.time())[-1]
+    client, _ = await console.signed_in()
+    async with client:
+        async with client.get("/schedules?tenant=acme") as answer:
+            html = await answer.text()
+        assert html.count("missed (caught up") == len(catalogue().names())
+        ids = [import_job_id("acme", m, fired.export_date) for m in catalogue().names()]
+        await redis.sadd(scheduler_imports(fired.export_date), *ids)
+        async with client.get("/schedules?tenant=acme") as answer:
+            html = await answer.text()
+        assert "missed (caught up" not in html and html.count("on time") == len(ids)
+        async with client.get("/schedules?tenant=%3Cnobody%3E") as answer:
+            assert answer.status == 404

@@ -77,3 +77,31 @@ async def test_import_progress_does_not_wait_for_a_redis_that_never_answers(redi
         assert publisher is not None
         publisher.task.cancel()
         await hung.aclose()
+
+
+class _SwallowsCancel:
+    """A client whose publish, cancelled, returns as if nothing happened (what redis-py sometimes does)."""
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return 0
+        return 1
+
+
+def test_the_publisher_ends_with_its_loop_even_when_a_publish_swallows_the_cancel() -> None:
+    """Regression: the publisher went back to waiting for events after a swallowed cancel, so asyncio.run
+    never returned (`conduit tokens refresh` hung at exit, tests/integration/test_cli_tokens.py)."""
+    import threading
+    from typing import cast
+
+    async def command() -> None:
+        events.emit(cast(Redis, client), "token", "refreshed", tenant="acme", provider="demo")
+        await asyncio.sleep(0.05)  # the publish is in flight when the loop ends
+
+    client = _SwallowsCancel()
+    thread = threading.Thread(target=asyncio.run, args=(command(),), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "asyncio.run did not return: the event publisher outlived its cancellation"
