@@ -8,17 +8,22 @@ saved as a PNG under .run/console-screenshots/ (the README's pictures come from 
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
+from services.console import keys
+from services.console.settings import ConsoleSettings
 from services.scheduler.daily_imports import DailyImports
+from shared import events
 from shared.schedules import import_entries
-from tests.console.conftest import ADMIN_TOKEN, Console
+from tests.console.conftest import ADMIN_TOKEN, Console, serve_console
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, export_body
 
@@ -135,3 +140,21 @@ async def test_refusals_bad_input_and_no_secret_in_any_page(
         await shot(page, name, full_page=False)
         html = await page.content()
         assert ADMIN_TOKEN not in html and token_key.get_secret_value() not in html
+
+
+async def test_the_board_reconnects_by_itself_after_the_console_restarts(
+    browser: Browser, console_settings: Callable[..., ConsoleSettings], redis: Redis, unused_tcp_port: int
+) -> None:
+    settings = console_settings(console_port=unused_tcp_port)
+    page = await browser.new_page()
+    async with serve_console(settings) as console:
+        await sign_in(page, console)
+    # The console is gone (a restart, a new pod): the page stays, and picks the stream up again by itself.
+    async with serve_console(settings) as console:
+        board = console.app[keys.BOARD]
+        async with asyncio.timeout(10):
+            while not board.connected:  # the new console follows the events (what /ready reports)
+                await asyncio.sleep(0.05)
+        events.emit(redis, "job", "queued", job_id="import:acme:users:2024-05-03", tenant="acme", module="users")
+        row = page.locator('tr[data-tenant="acme"][data-module="users"] td.queued')
+        await expect(row).to_contain_text("2024-05-03", timeout=10_000)
