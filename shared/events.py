@@ -61,6 +61,9 @@ class EventPublisher:
             redis = self._redis()
             if redis is None:
                 return
+            if not _connected(redis):
+                EVENTS_DROPPED.labels("unreachable").inc()
+                continue
             try:
                 async with asyncio.timeout(self.timeout):
                     await redis.publish(EVENTS, message)
@@ -76,6 +79,17 @@ class EventPublisher:
         deadline = time.monotonic() + timeout
         while not self.queue.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+
+def _connected(redis: Redis) -> bool:
+    """Whether the owner's client holds a live connection. One it closed (at shutdown, at the end of a test)
+    must not be reopened just to publish what was still buffered: nobody would close that connection.
+    redis-py has no "closed" flag, hence its pool's lists (redis < 6 is pinned)."""
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:  # not a redis-py client (a test double)
+        return True
+    connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+    return any(getattr(c, "is_connected", False) for c in connections)
 
 
 def _reraise_if_cancelled() -> None:

@@ -30,8 +30,9 @@ async def test_a_redis_that_never_answers_costs_the_emitter_nothing_and_the_buff
     redis_url: str,
 ) -> None:
     async with fault_proxy(redis_url) as proxy:
-        proxy.set("swallow_replies")
         hung = Redis.from_url(proxy.url)
+        await hung.ping()  # a client in use, as the services' are
+        proxy.set("swallow_replies")
         dropped = events.EVENTS_DROPPED.labels("buffer_full")._value.get()
         # emit is a plain function: nothing in it can wait. Flood it while the publisher is stuck on Redis.
         for i in range(events.BUFFER + 500):
@@ -45,6 +46,7 @@ async def test_a_redis_that_never_answers_costs_the_emitter_nothing_and_the_buff
             while events.EVENTS_DROPPED.labels("unreachable")._value.get() == stuck_before:
                 await asyncio.sleep(0.05)
         publisher.task.cancel()
+        await asyncio.gather(publisher.task, return_exceptions=True)
         await hung.aclose()
 
 
@@ -56,6 +58,7 @@ async def test_no_redis_at_all_is_not_an_error(unused_tcp_port: int) -> None:
     await publisher.flush()
     assert publisher.queue.empty() and not publisher.task.done()
     publisher.task.cancel()
+    await asyncio.gather(publisher.task, return_exceptions=True)
     events.emit(None, "token", "failed")  # no client: nothing happens
     await gone.aclose()
 
@@ -76,6 +79,7 @@ async def test_import_progress_does_not_wait_for_a_redis_that_never_answers(redi
         publisher = events.publisher(hung)
         assert publisher is not None
         publisher.task.cancel()
+        await asyncio.gather(publisher.task, return_exceptions=True)
         await hung.aclose()
 
 
