@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_PROCESSES ?= 2
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format bench lock clean stop-servers image-test test-aiohttp-next
+.PHONY: install run test lint format bench lock clean stop-servers image-test test-aiohttp-next browser
 
 install: $(STAMP)
 
@@ -21,18 +21,26 @@ run: install
 	$(BIN)/python -m devtools.run
 
 ## Every test, against real Redis/PostgreSQL (throwaway servers are started where none answers).
-test: install
+test: install browser
 	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## The image built with buildah from local Debian bases and every service run from it (root; minutes).
 ## Needs buildah, podman and debootstrap: deploy/install-image-tools.sh installs them.
-image-test: install
+image-test: install browser
 	CONDUIT_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image
 
 ## The proxy's tests on the next aiohttp minor release, where PyPI has one (the proxy relies on private
 ## aiohttp members: services/auth_proxy/transport/aiohttp_private.py). Says so and passes where there is none.
 test-aiohttp-next: install
 	$(BIN)/python -m devtools.aiohttp_next
+
+## Debian's chromium for the console's browser tests (Playwright drives it; no browser download).
+## Installed with apt-get when missing and we are root; elsewhere those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium missing and not root: the console's browser tests will be skipped (apt-get install chromium)"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -43,6 +43,14 @@ def worker() -> None:
     guard(run)
 
 
+@main.command()
+def console() -> None:
+    """Run the operations console (live board, imports, tokens, schedules; sign in with a token or OIDC)."""
+    from services.console.main import main as run
+
+    guard(run)
+
+
 @main.command("demo-api")
 def demo_api() -> None:
     """Run the demo third party (OAuth2 token endpoint and API) that `make run` uses."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -225,84 +224,30 @@ async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
             await arq.aclose()
 
 
-@dataclass
-class _Outcome:
-    lines: list[str]
-    enqueued: int = 0
-    skipped: int = 0
+async def _rerun(run_id: int | None, filters: dict[str, Any]) -> Any:
+    from services.importer.ledger import get_run
+    from shared import reruns
 
-
-async def _rerun(run_id: int | None, filters: dict[str, Any]) -> _Outcome:
-    from services.importer.ledger import Filters, RunKey, get_run, list_runs
-
-    outcome = _Outcome([])
     async with _queue_and_db() as (arq, conn):
         if run_id is not None:
             run = await get_run(conn, run_id, rejects=0)
             if run is None:
                 raise click.ClickException(f"no import run {run_id}")
-            runs = [run]
+            keys = reruns.keys_of([run])
         else:
             wanted = {k: v for k, v in filters.items() if k != "status"}
-            runs = await list_runs(conn, Filters(status="failed", latest=True, limit=100_000, **wanted))
-        for run in runs:
-            key = RunKey(run["tenant_id"], run["module"], run["export_date"])
-            line = await _enqueue(arq, conn, key)
-            outcome.lines.append(line)
-            if line.startswith("enqueued"):
-                outcome.enqueued += 1
-            else:
-                outcome.skipped += 1
-    return outcome
-
-
-async def _enqueue(arq: Any, conn: Any, key: Any) -> str:
-    """Queue a new attempt of ``key`` under a job id of its own, unless one is already queued or running."""
-    from services.importer import ledger
-    from shared.jobs import IMPORT_EXPORT, import_job_id
-
-    what = f"{key.tenant}/{key.module}/{key.export_date.isoformat()}"
-    busy = await _busy(arq, conn, key)
-    if busy:
-        return f"skipped {what}: {busy}"
-    # arq keeps a finished job's result under its id (and would refuse the id again), so each rerun has its own.
-    job_id = f"{import_job_id(key.tenant, key.module, key.export_date.isoformat())}:rerun:{time.time_ns() // 1000}"
-    attempt = await ledger.queue_attempt(conn, key, job_id)
-    job = await arq.enqueue_job(IMPORT_EXPORT, key.tenant, key.module, key.export_date.isoformat(), _job_id=job_id)
-    if job is None:
-        await ledger.mark_lost(conn, attempt.id)
-        return f"skipped {what}: arq refused job id {job_id}"
-    return f"enqueued {what} as job {job_id} (run {attempt.id}, attempt {attempt.number})"
-
-
-async def _busy(arq: Any, conn: Any, key: Any) -> str | None:
-    """Why a new attempt must not be queued now (None if it may): arq or the ledger say one is pending."""
-    from arq.jobs import Job, JobStatus
-
-    from services.importer import ledger
-    from shared.jobs import import_job_id
-
-    pending = (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)
-    scheduled = import_job_id(key.tenant, key.module, key.export_date.isoformat())
-    status = await Job(scheduled, arq).status()
-    if status in pending:
-        return f"job {scheduled} is already {status.value}"
-    for run in await ledger.active_runs(conn, key):
-        status = await Job(run["job_id"], arq).status() if run["job_id"] else JobStatus.not_found
-        if status in pending:
-            return f"run {run['id']} is {run['status']} (job {run['job_id']})"
-        if run["status"] == "queued":
-            await ledger.mark_lost(conn, run["id"])
-    return None
+            keys = await reruns.failed_latest(conn, reruns.FailedFilter(**wanted))
+        return await reruns.rerun(arq, conn, keys)
 
 
 async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: float) -> str:
     from arq.jobs import Job
 
-    from services.importer.ledger import RunKey
+    from shared.import_runs import RunKey
+    from shared.reruns import enqueue
 
     async with _queue_and_db() as (arq, conn):
-        line = await _enqueue(arq, conn, RunKey(tenant, module, dt.date.fromisoformat(day)))
+        line = await enqueue(arq, conn, RunKey(tenant, module, dt.date.fromisoformat(day)))
         if not wait or not line.startswith("enqueued"):
             return line
         job_id = line.split(" as job ", 1)[1].split(" ", 1)[0]

@@ -10,6 +10,7 @@ command) needs to reach them, and nothing that steers devtools.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -38,7 +39,7 @@ CALLER_ENV = (
     "CONDUIT_PROXY_URL",
 )
 DEMO_TENANTS = ("acme", "globex", "initech")
-PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082}
+PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082, "console": 8083}
 DEMO_IMPORT_SPREAD = "30s"
 
 
@@ -118,6 +119,9 @@ def _run_suite() -> None:
         "CONDUIT_PROXY_PORT": str(_port("proxy")),
         "CONDUIT_WORKER_HTTP_PORT": str(_port("worker")),
         "CONDUIT_SCHEDULER_HTTP_PORT": str(_port("scheduler")),
+        "CONDUIT_CONSOLE_PORT": str(_port("console")),
+        "CONDUIT_CONSOLE_PUBLIC_URL": f"http://127.0.0.1:{_port('console')}",
+        "CONDUIT_CONSOLE_TOKEN": env.get("CONDUIT_CONSOLE_TOKEN") or _console_token(),
         "CONDUIT_PROXY_URL": f"http://127.0.0.1:{_port('proxy')}",
         # Rows per demo export; the whole daily cycle is 3 tenants x 60 modules of this many.
         "CONDUIT_DEMO_EXPORT_ROWS": env.get("CONDUIT_DEMO_EXPORT_ROWS", "1000"),
@@ -142,7 +146,7 @@ def _run_suite() -> None:
     try:
         _migrate(conduit, env, logs / "migrate.log")
         _forget_demo_tokens(env["CONDUIT_REDIS_URL"])
-        for name in ("demo-api", "proxy", "worker", "scheduler"):
+        for name in ("demo-api", "proxy", "worker", "scheduler", "console"):
             if stopping:
                 break
             log = logs / f"{name}.log"
@@ -176,6 +180,16 @@ def _forget_demo_tokens(redis_url: str) -> None:
         client.close()
 
 
+def _console_token() -> str:
+    """The local console's admin token: made once, kept in .run/console-token (readable by this user only)."""
+    path = RUN / "console-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
 def _migrate(conduit: str, env: dict[str, str], log: Path) -> None:
     """The worker refuses to start on a database without the module tables, so migrate first."""
     with log.open("ab") as handle:
@@ -194,6 +208,7 @@ Conduit is running (Ctrl-C stops everything).
   proxy metrics   {proxy}/metrics
   worker ops      http://127.0.0.1:{env["CONDUIT_WORKER_HTTP_PORT"]}/ready  (/metrics)
   scheduler ops   http://127.0.0.1:{env["CONDUIT_SCHEDULER_HTTP_PORT"]}/ready  (/metrics)
+  console         {env["CONDUIT_CONSOLE_PUBLIC_URL"]}  sign in with the token in {RUN}/console-token
   demo API        http://127.0.0.1:{env["CONDUIT_DEMO_PORT"]}  (tokens live {env["CONDUIT_DEMO_TOKEN_LIFETIME"]} s)
   Redis           {env["CONDUIT_REDIS_URL"]}
   PostgreSQL      {env["CONDUIT_DATABASE_URL"]}

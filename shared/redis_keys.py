@@ -33,3 +33,14 @@ def parse_pair(member: str) -> tuple[str, str]:
 
 def response_cache(tenant: str, provider: str, digest: str) -> str:
     return f"{PREFIX}:cache:{tenant}:{provider}:{digest}"
+
+
+# Pub/sub channel of the small live-view events every service emits (shared/events.py).
+EVENTS = f"{PREFIX}:events"
+# Set of paused import schedules, members "tenant" or "tenant/module"; the scheduler skips their fires.
+SCHEDULES_PAUSED = f"{PREFIX}:schedules:paused"
+
+
+def scheduler_imports(export_date: str) -> str:
+    """The set of import job ids the schedulers enqueued for one export date."""
+    return f"{PREFIX}:scheduler:imports:{export_date}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from redis.exceptions import LockError, RedisError
 
+from shared import events
 from shared.logging import get_logger
 from shared.metrics import TOKEN_REFRESH_FAILURES, TOKEN_REFRESHES
 from shared.oauth import IssuedToken, TokenRequestError, request_token
@@ -145,6 +146,7 @@ class Refresher:
             # A newer fence wrote while we were stalled; theirs wins.
             return await self.store.get(tenant, provider) or fresh
         TOKEN_REFRESHES.labels(tenant, provider, trigger).inc()
+        events.emit(self.store.redis, "token", "refreshed", tenant=tenant, provider=provider, trigger=trigger)
         log.info(
             "token refreshed",
             tenant=tenant,
@@ -221,6 +223,9 @@ class Refresher:
         )
         await self.store.put(failed, fence)
         TOKEN_REFRESH_FAILURES.labels(current.tenant, current.provider, exc.reason).inc()
+        events.emit(
+            self.store.redis, "token", "failed", tenant=current.tenant, provider=current.provider, reason=exc.reason
+        )
         log.warning(
             "token refresh failed",
             tenant=current.tenant,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ["auth_proxy", "importer", "scheduler"]
+SERVICES = ["auth_proxy", "importer", "scheduler", "console"]
 
 
 def imported_modules(package: Path) -> set[tuple[Path, str]]:

@@ -165,7 +165,7 @@ async def _attempt(
     progress = Progress(
         importer.redis, settings.importer_progress_rows,
         run_id=attempt.id, tenant=key.tenant, module=key.module, export_date=key.export_date.isoformat(),
-        worker=importer.worker_id,
+        worker=importer.worker_id, job_id=job_id,
     )  # fmt: skip
     await progress.started(attempt.number)
     bound = log.bind(run_id=attempt.id, tenant=key.tenant, module=key.module, export_date=key.export_date.isoformat())

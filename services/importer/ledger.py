@@ -19,44 +19,17 @@ from services.importer.errors import ImportFailed
 from services.importer.stats import RunStats
 from services.importer.validate import Reject
 
-ACTIVE = ("queued", "running")
+# Queued attempts are written by operators too (shared/reruns.py); the importer re-exports them from here.
+from shared.import_runs import ACTIVE as ACTIVE
+from shared.import_runs import Attempt as Attempt
+from shared.import_runs import RunKey as RunKey
+from shared.import_runs import active_runs as active_runs
+from shared.import_runs import insert_attempt
+from shared.import_runs import mark_lost as mark_lost
+from shared.import_runs import queue_attempt as queue_attempt
+
 FINAL = ("succeeded", "partially_rejected", "failed")
 ABANDONED = "the worker running this attempt stopped before it finished (killed, or it lost its database connection)"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    tenant: str
-    module: str
-    export_date: dt.date
-
-    def lock_name(self) -> str:
-        return f"import-run:{self.tenant}:{self.module}:{self.export_date.isoformat()}"
-
-
-@dataclass(frozen=True)
-class Attempt:
-    id: int
-    number: int
-
-
-_NEXT_ATTEMPT = """
-INSERT INTO import_runs (tenant_id, module, export_date, attempt, job_id, status, worker_id, queued_at, started_at)
-SELECT $1, $2, $3, coalesce(max(attempt), 0) + 1, $4, $5, $6, now(), CASE WHEN $5 = 'running' THEN now() END
-FROM import_runs WHERE tenant_id = $1 AND module = $2 AND export_date = $3
-ON CONFLICT (tenant_id, module, export_date, attempt) DO NOTHING
-RETURNING id, attempt
-"""
-
-
-async def _insert_attempt(
-    conn: asyncpg.Connection, key: RunKey, job_id: str, status: str, worker: str | None
-) -> Attempt:
-    # Two writers may pick the same next number (an operator queueing while a worker starts); the loser retries.
-    while True:
-        row = await conn.fetchrow(_NEXT_ATTEMPT, key.tenant, key.module, key.export_date, job_id, status, worker)
-        if row is not None:
-            return Attempt(row["id"], row["attempt"])
 
 
 async def start_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str, worker: str) -> Attempt:
@@ -81,12 +54,7 @@ async def start_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str, work
         )
         if row is not None:
             return Attempt(row["id"], row["attempt"])
-        return await _insert_attempt(conn, key, job_id, "running", worker)
-
-
-async def queue_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str) -> Attempt:
-    """A ``queued`` row for a run an operator enqueued; the worker that picks the job up takes it over."""
-    return await _insert_attempt(conn, key, job_id, "queued", None)
+        return await insert_attempt(conn, key, job_id, "running", worker)
 
 
 async def committed_outcome(conn: asyncpg.Connection, key: RunKey, job_id: str) -> str | None:
@@ -237,26 +205,3 @@ async def get_run(conn: asyncpg.Connection, run_id: int, rejects: int = 20) -> d
     ]
     run["rejects_kept"] = await conn.fetchval("SELECT count(*) FROM import_rejects WHERE run_id = $1", run_id)
     return run
-
-
-async def active_runs(conn: asyncpg.Connection, key: RunKey) -> list[dict[str, Any]]:
-    """Attempts of this (tenant, module, date) that are queued or running."""
-    rows = await conn.fetch(
-        "SELECT id, job_id, status FROM import_runs WHERE tenant_id = $1 AND module = $2 AND export_date = $3 "
-        "AND status = ANY($4::text[])",
-        key.tenant,
-        key.module,
-        key.export_date,
-        list(ACTIVE),
-    )
-    return [dict(r) for r in rows]
-
-
-async def mark_lost(conn: asyncpg.Connection, run_id: int) -> None:
-    """A ``queued`` row whose job is no longer in the queue (Redis flushed, job expired) can never run."""
-    await conn.execute(
-        "UPDATE import_runs SET status = 'failed', error_class = 'lost', "
-        "error_message = 'the queued job disappeared from the queue before a worker picked it up', finished_at = now() "
-        "WHERE id = $1 AND status = 'queued'",
-        run_id,
-    )

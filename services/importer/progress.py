@@ -1,24 +1,22 @@
 """Progress events on Redis pub/sub for live views: run started, every N rows, finished.
 
-One channel for every import, ``conduit:imports:progress``; each message is a
-JSON object naming the run, tenant, module and export date. Publishing is best
-effort: a Redis hiccup never fails an import.
+On the live-view channel every service shares (``shared.events``, topic
+``import``); each message is a JSON object naming the run, job, tenant, module
+and export date. Fire and forget: neither a slow nor a missing Redis ever
+slows or fails an import.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.importer.stats import RunStats
-from shared.logging import get_logger
+from shared import events
+from shared.redis_keys import EVENTS
 
-CHANNEL = "conduit:imports:progress"
-log = get_logger(__name__)
+CHANNEL = EVENTS
 
 
 class Progress:
@@ -31,11 +29,7 @@ class Progress:
         self._run = run
 
     async def publish(self, event: str, **fields: Any) -> None:
-        message = orjson.dumps({"event": event, "at": time.time(), **self._run, **fields})
-        try:
-            await self._redis.publish(CHANNEL, message)
-        except (RedisError, OSError) as exc:
-            log.warning("cannot publish import progress", error=type(exc).__name__, **self._run)
+        events.emit(self._redis, "import", event, **self._run, **fields)
 
     async def started(self, attempt: int) -> None:
         await self.publish("started", attempt=attempt)

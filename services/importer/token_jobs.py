@@ -17,8 +17,8 @@ REDIS_RETRY_DEFER = 1.0
 REFRESH_MAX_TRIES = 5
 
 
-async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str) -> str:
-    """Refresh one pair if it is due; returns what happened.
+async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str, force: bool = False) -> str:
+    """Refresh one pair if it is due (or now, when an operator asks with ``force``); returns what happened.
 
     A failure is recorded on the token (backoff included) and moves the pair's
     place in the schedule, so the job itself never raises for it: arq retries
@@ -31,7 +31,9 @@ async def refresh_token(ctx: dict[str, Any], tenant: str, provider: str) -> str:
         log.warning("refresh job for a pair not in the tenants file", tenant=tenant, provider=provider)
         return "unknown"
     try:
-        record = await refresher.refresh(tenant, provider, trigger="scheduled", wait=False)
+        record = await refresher.refresh(
+            tenant, provider, trigger="operator" if force else "scheduled", force=force, wait=False
+        )
     except RefreshBlocked:
         return "backing_off"
     except RefreshFailed as exc:

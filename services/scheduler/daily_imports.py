@@ -5,9 +5,10 @@ from __future__ import annotations
 from arq.connections import ArqRedis
 
 from services.scheduler.enqueue import ImportEnqueuer
-from services.scheduler.import_plan import ImportPlanner, plan_fire
+from services.scheduler.import_plan import ImportPlanner, PlannedImport, plan_fire
 from services.scheduler.metrics import JOBS_ENQUEUED, MISSED_RUNS_CAUGHT_UP, SCHEDULE_LAG
 from services.scheduler.schedules import Entry, Schedule
+from shared import events
 from shared.jobs import IMPORT_EXPORT
 from shared.logging import get_logger
 
@@ -22,6 +23,7 @@ class DailyImports:
     """Enqueues the imports of schedules that fired within the catch-up window and are not done yet."""
 
     def __init__(self, redis: ArqRedis, groups: dict[Schedule, list[Entry]], catch_up: float, late_after: float):
+        self.redis = redis
         self.groups = groups
         self.planner = ImportPlanner(groups, catch_up)
         self.enqueuer = ImportEnqueuer(redis, catch_up + _LEDGER_MARGIN)
@@ -32,12 +34,22 @@ class DailyImports:
         total = 0
         for schedule, fire in self.planner.pending(now):
             jobs = plan_fire(schedule, fire, self.groups[schedule], now)
-            added = await self.enqueuer.enqueue(jobs, now)
-            self.planner.mark_done(schedule, fire)
+            added, held = await self.enqueuer.enqueue_unless_paused(jobs, now)
+            # A paused import stays pending: resumed within the catch-up window, it is enqueued then.
+            if not held:
+                self.planner.mark_done(schedule, fire)
             total += len(added)
             if added:
                 self._record(fire.at, now, len(added), schedule)
+                self._announce(jobs, set(added), fire.at)
         return total
+
+    def _announce(self, jobs: list[PlannedImport], added: set[str], fire_at: float) -> None:
+        events.emit(self.redis, "schedule", "fired", fire_at=fire_at, jobs=len(added))
+        for job in jobs:
+            if job.job_id in added:
+                events.emit(self.redis, "job", "queued", job_id=job.job_id, tenant=job.tenant, module=job.module,
+                            export_date=job.export_date, run_at=job.run_at)  # fmt: skip
 
     def _record(self, fire_at: float, now: float, added: int, schedule: Schedule) -> None:
         lag = max(now - fire_at, 0.0)

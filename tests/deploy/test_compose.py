@@ -19,7 +19,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parents[2]
-CONDUIT_SERVICES = ("migrate", "demo-api", "proxy", "scheduler", "worker")
+CONDUIT_SERVICES = ("migrate", "demo-api", "proxy", "scheduler", "worker", "console")
 LONG_RUNNING = ("redis", "postgres", "demo-api", "proxy", "scheduler", "worker")
 
 Run = Callable[..., subprocess.CompletedProcess[str]]

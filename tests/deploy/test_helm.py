@@ -196,7 +196,7 @@ def test_one_object_per_job_and_no_secret_material(default: Objects) -> None:
 
 
 def test_templates_live_in_a_folder_per_service() -> None:
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "worker", "scheduler", "console"):
         assert (CHART / "templates" / component / f"{component}-deployment.yaml").is_file()
     assert (CHART / "templates" / "migrations" / "migrate-job.yaml").is_file()
 
@@ -623,3 +623,25 @@ def test_settings_values_render_as_the_application_reads_them(render: Callable[.
     assert worker["CONDUIT_IMPORTER_TEMP_DIR"]["value"] == "/spool"
     assert json.loads(proxy["CONDUIT_PROXY_CACHE_ROUTES"]["value"]) == [{"prefix": "/reports", "ttl": 300}]
     assert proxy["CONDUIT_PROXY_READ_TIMEOUT"]["value"] == "2.5"
+def test_console_is_off_by_default(default: Objects) -> None:
+    assert not [o for o in default if o["metadata"]["name"].endswith("-console")]
+
+
+def test_console_renders_with_probes_service_and_network_policy(render: Callable[..., Objects]) -> None:
+    objects = render("--set", "console.enabled=true", "--set", "console.existingSecret=conduit-console")
+    console = container(objects, "console")
+    (port,) = console["ports"]
+    assert console["args"] == ["console"]
+    assert console["livenessProbe"]["httpGet"] == {"path": "/health_check", "port": port["name"]}
+    assert console["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
+    token = env(console)["CONDUIT_CONSOLE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token == {"name": "conduit-console", "key": "console-token"}
+    service = find(objects, "Service", "conduit-console")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    policy = find(objects, "NetworkPolicy", "conduit-console")
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8083, "protocol": "TCP"}]
+
+
+def test_console_without_a_way_to_sign_in_is_refused(helm: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    refused = helm("template", RELEASE, str(CHART), "--set", "console.enabled=true")
+    assert refused.returncode != 0 and "needs a way to sign in" in refused.stderr

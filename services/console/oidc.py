@@ -1,0 +1,147 @@
+"""Signing in with the company's OpenID Connect provider: authorization code with PKCE, through authlib.
+
+The flow: ``start`` makes a state, a nonce and a PKCE verifier, keeps them in
+Redis for ten minutes and sends the browser to the provider; ``finish`` takes
+them back (once: GETDEL), exchanges the code with the verifier, checks the ID
+token's signature (the provider's JWKS), issuer, audience, expiry and nonce
+(joserfc, which authlib is built on), and decides the role from the allow
+lists. Nothing of the provider's tokens is kept: the session holds a name and
+a role.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import orjson
+from redis.asyncio import Redis
+
+from services.console.sessions import Role
+from services.console.settings import ConsoleSettings, split
+from shared.logging import get_logger
+from shared.redis_keys import PREFIX
+
+log = get_logger(__name__)
+_PENDING_TTL = 600
+_METADATA_TTL = 3600.0
+
+
+class SignInRefused(Exception):
+    """The provider said no, or said yes for someone not on the allow lists; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: Role
+
+
+class Oidc:
+    def __init__(self, settings: ConsoleSettings, redis: Redis) -> None:
+        assert settings.console_oidc_issuer and settings.console_oidc_client_id
+        self.settings = settings
+        self.issuer = settings.console_oidc_issuer.rstrip("/")
+        self.client_id = settings.console_oidc_client_id
+        self.redirect_uri = urljoin(settings.console_public_url.rstrip("/") + "/", "login/callback")
+        self.redis = redis
+        self._metadata: tuple[float, dict[str, Any]] | None = None
+
+    def _client(self) -> Any:
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+        secret = self.settings.console_oidc_client_secret
+        return AsyncOAuth2Client(
+            client_id=self.client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            token_endpoint_auth_method="client_secret_post" if secret else "none",
+            scope=self.settings.console_oidc_scopes,
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            timeout=10.0,
+            trust_env=False,
+        )
+
+    async def metadata(self) -> dict[str, Any]:
+        """The provider's discovery document, cached for an hour."""
+        if self._metadata and self._metadata[0] > time.monotonic():
+            return self._metadata[1]
+        async with self._client() as client:
+            answer = await client.request("GET", f"{self.issuer}/.well-known/openid-configuration", withhold_token=True)
+            answer.raise_for_status()
+            found: dict[str, Any] = answer.json()
+        self._metadata = (time.monotonic() + _METADATA_TTL, found)
+        return found
+
+    async def start(self, next_path: str) -> str:
+        """Where to send the browser to sign in."""
+        from authlib.common.security import generate_token
+
+        meta = await self.metadata()
+        state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), generate_token(64)
+        pending = orjson.dumps({"verifier": verifier, "nonce": nonce, "next": next_path})
+        await self.redis.set(f"{PREFIX}:console:oidc:{state}", pending, ex=_PENDING_TTL)
+        async with self._client() as client:
+            url, _ = client.create_authorization_url(
+                meta["authorization_endpoint"], state=state, code_verifier=verifier, nonce=nonce
+            )
+        return str(url)
+
+    async def finish(self, code: str, state: str) -> tuple[Identity, str]:
+        """The signed-in identity and the page to go back to."""
+        raw = await self.redis.getdel(f"{PREFIX}:console:oidc:{state[:100]}")
+        if raw is None:
+            raise SignInRefused("the sign-in expired or was already used; start again")
+        pending = orjson.loads(raw)
+        meta = await self.metadata()
+        async with self._client() as client:
+            try:
+                token = await client.fetch_token(
+                    meta["token_endpoint"],
+                    code=code,
+                    code_verifier=pending["verifier"],
+                    grant_type="authorization_code",
+                )
+            except Exception as exc:  # authlib's OAuthError or a transport error: both mean "not signed in"
+                log.warning("oidc code exchange failed", error=type(exc).__name__)
+                raise SignInRefused("the identity provider did not accept the sign-in") from None
+            jwks = (await client.request("GET", meta["jwks_uri"], withhold_token=True)).json()
+        claims = self._claims(str(token.get("id_token", "")), jwks, pending["nonce"])
+        return self._identity(claims), pending["next"]
+
+    def _claims(self, id_token: str, jwks: dict[str, Any], nonce: str) -> dict[str, Any]:
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
+        try:
+            keyset = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+            decoded = jwt.decode(id_token, keyset, algorithms=["RS256", "ES256", "PS256"])
+            jwt.JWTClaimsRegistry(
+                leeway=30,
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": self.client_id},
+                exp={"essential": True},
+                nonce={"essential": True, "value": nonce},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError) as exc:
+            log.warning("oidc id token refused", error=type(exc).__name__)
+            raise SignInRefused("the identity provider's ID token did not check out") from None
+        return dict(decoded.claims)
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        s = self.settings
+        email = str(claims.get("email") or "").lower() if claims.get("email_verified", True) else ""
+        raw_groups = claims.get(s.console_oidc_groups_claim) or []
+        groups = {str(g) for g in (raw_groups if isinstance(raw_groups, list) else [raw_groups])}
+        name = email or str(claims.get("preferred_username") or claims.get("sub"))
+        lower = {e.lower() for e in split(s.console_admin_emails)}
+        if email in lower or groups & split(s.console_admin_groups):
+            return Identity(name, "admin")
+        if email in {e.lower() for e in split(s.console_allowed_emails)} or groups & split(s.console_allowed_groups):
+            return Identity(name, "readonly")
+        log.info("oidc sign-in not allowed", user=name)
+        raise SignInRefused(f"{name} is not allowed to use the console")
