@@ -90,6 +90,7 @@ def test_every_default_secret_says_it_is_local_only(fresh_clone: dict[str, Any])
         **{name: services["proxy"]["environment"][name] for name in SECRETS if name.startswith("CONDUIT_")},
     }
     assert set(defaults) == set(SECRETS)
+    defaults["CONDUIT_CONSOLE_TOKEN"] = services["console"]["environment"]["CONDUIT_CONSOLE_TOKEN"]
     for name, value in defaults.items():
         assert "local-only" in value.lower(), f"{name}'s default {value!r} does not say it is local-only"
     # The demo third party knows the same defaults the tenants file sends.

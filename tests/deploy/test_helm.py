@@ -623,6 +623,8 @@ def test_settings_values_render_as_the_application_reads_them(render: Callable[.
     assert worker["CONDUIT_IMPORTER_TEMP_DIR"]["value"] == "/spool"
     assert json.loads(proxy["CONDUIT_PROXY_CACHE_ROUTES"]["value"]) == [{"prefix": "/reports", "ttl": 300}]
     assert proxy["CONDUIT_PROXY_READ_TIMEOUT"]["value"] == "2.5"
+
+
 def test_console_is_off_by_default(default: Objects) -> None:
     assert not [o for o in default if o["metadata"]["name"].endswith("-console")]
 

@@ -50,6 +50,7 @@ def test_the_banner_shows_how_to_see_the_imports(
         "CONDUIT_DEMO_TOKEN_LIFETIME": "120",
         "CONDUIT_REDIS_URL": "redis://127.0.0.1:6379/0",
         "CONDUIT_DATABASE_URL": database,
+        "CONDUIT_CONSOLE_PUBLIC_URL": "http://127.0.0.1:8083",
     }
     run._banner(env, tmp_path / "logs")
     banner = capsys.readouterr().out
