@@ -1,0 +1,46 @@
+"""Exact data: what was found at aff0668, run end to end by a real worker, and the guards behind the fixes.
+
+- a ``\\.`` line made COPY stop reading, and ``missing_rows: delete`` then deleted the rows after it;
+- a file with CR-only line ends lost its last record on the careful path;
+- a run's ``finished_at`` was when its transaction began;
+- past the reject threshold, ``rows_rejected`` stopped counting.
+
+The guards: whatever a reader misses, a run whose rows do not add up to the
+file's records takes the careful path or fails, and never deletes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from services.importer import ledger
+from services.importer.stats import RunStats
+from tests.importer.conftest import Database, Importer
+from tests.importer.support import Exports, export_body
+
+HEAD = "code,name,decimals,symbol\n"
+# 200 more rows, so that one rejected row stays under the module's threshold (1%).
+MORE = "".join(f"X{i:03},Other {i},2,o\n" for i in range(200))
+YESTERDAY = HEAD + "AUD,Dollar,2,$\nCHF,Franc,2,F\nEUR,Euro,2,E\nGBP,Pound,2,L\nUSD,Dollar,2,$\n" + MORE
+CODES = ["AUD", "CHF", "EUR", "GBP", "USD"] + [f"X{i:03}" for i in range(200)]
+
+
+async def _yesterday(importer: Importer, exports: Exports) -> None:
+    exports.set("currencies", export_body("currencies", YESTERDAY))
+    assert (await importer.run("acme", "currencies", "2024-05-01")).startswith("succeeded")
+
+
+async def _codes(importer: Importer) -> list[str]:
+    return [r["code"] for r in await importer.db.rows("SELECT code FROM currencies ORDER BY code")]
+
+
+async def test_finished_at_is_when_the_run_finished_not_when_its_transaction_began(db: Database) -> None:
+    key = ledger.RunKey("acme", "users", dt.date(2024, 5, 1))
+    async with db.pool.acquire() as conn:
+        attempt = await ledger.start_attempt(conn, key, "job", "test")
+        async with conn.transaction():
+            began = await conn.fetchval("SELECT now()")
+            await conn.execute("SELECT pg_sleep(0.05)")  # the run's work inside its transaction
+            await ledger.finish(conn, attempt, "succeeded", RunStats(), [])
+    finished = await db.value("SELECT finished_at FROM import_runs WHERE id = $1", attempt.id)
+    assert finished - began >= dt.timedelta(seconds=0.05)
