@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from services.importer import ledger
 from services.importer.stats import RunStats
 from tests.importer.conftest import Database, Importer
@@ -44,3 +46,16 @@ async def test_finished_at_is_when_the_run_finished_not_when_its_transaction_beg
             await ledger.finish(conn, attempt, "succeeded", RunStats(), [])
     finished = await db.value("SELECT finished_at FROM import_runs WHERE id = $1", attempt.id)
     assert finished - began >= dt.timedelta(seconds=0.05)
+
+
+@pytest.mark.parametrize("ragged", [0, 5])
+async def test_past_the_threshold_every_bad_row_is_counted(importer: Importer, exports: Exports, ragged: int) -> None:
+    rows = [f"{i},u{i}" if i % 10 else f"x{i},u{i}" for i in range(1, 401)]  # 40 bad values: 10%
+    rows[1 : 1 + ragged] = [f"{i + 2}" for i in range(ragged)]  # ragged rows, counted by the parser
+    exports.set("users", export_body("users", "user_id,login\n" + "\n".join(rows) + "\n"))
+
+    result = await importer.run("acme", "users")
+
+    assert result.startswith(f"failed: too_many_rejects: {40 + ragged} of 400 rows rejected")
+    run = await importer.last_run()
+    assert (run["rows_read"], run["rows_rejected"], run["rows_imported"]) == (400, 40 + ragged, 0)
