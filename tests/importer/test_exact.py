@@ -36,6 +36,20 @@ async def _codes(importer: Importer) -> list[str]:
     return [r["code"] for r in await importer.db.rows("SELECT code FROM currencies ORDER BY code")]
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_cr_only_line_ends_keep_the_last_record(importer: Importer, exports: Exports, fast_path: bool) -> None:
+    importer = importer.with_settings(importer_fast_path=fast_path)
+    await _yesterday(importer, exports)
+    exports.set("currencies", export_body("currencies", YESTERDAY.replace("\n", "\r")))
+
+    await importer.run("acme", "currencies", "2024-05-02")
+
+    run = await importer.last_run()
+    assert (run["status"], run["rows_read"], run["rows_deleted"]) == ("succeeded", 205, 0)
+    assert run["parse_path"] == ("fast" if fast_path else "careful: the fast path is off (IMPORTER_FAST_PATH)")
+    assert await _codes(importer) == CODES
+
+
 async def test_finished_at_is_when_the_run_finished_not_when_its_transaction_began(db: Database) -> None:
     key = ledger.RunKey("acme", "users", dt.date(2024, 5, 1))
     async with db.pool.acquire() as conn:
