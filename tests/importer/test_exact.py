@@ -15,7 +15,7 @@ import datetime as dt
 
 import pytest
 
-from services.importer import ledger
+from services.importer import csv_scan, csv_stream, ledger
 from services.importer.stats import RunStats
 from tests.importer.conftest import Database, Importer
 from tests.importer.support import Exports, export_body
@@ -36,6 +36,44 @@ async def _codes(importer: Importer) -> list[str]:
     return [r["code"] for r in await importer.db.rows("SELECT code FROM currencies ORDER BY code")]
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+async def test_a_dot_line_never_ends_the_data_nor_deletes_the_rows_after_it(
+    importer: Importer, exports: Exports, end: str
+) -> None:
+    await _yesterday(importer, exports)
+    today = f"{HEAD}AUD,Dollar,2,$\\.\nCHF,Franc,2,F\n\\.\nEUR,Euro,2,E\nGBP,Pound,2,L\nUSD,Dollar,2,$\n{MORE}"
+    exports.set("currencies", export_body("currencies", today.replace("\n", end)))
+
+    await importer.run("acme", "currencies", "2024-05-02")
+
+    run = await importer.last_run()
+    assert run["parse_path"].startswith("careful: COPY would misread this file: line 4: a line holding only \\.")
+    # The careful path reads `\.` as a one-field record: rejected (so nothing is deleted), the rest imported.
+    assert (run["status"], run["rows_read"], run["rows_rejected"], run["rows_deleted"]) == (
+        "partially_rejected", 206, 1, 0
+    )  # fmt: skip
+    assert await _codes(importer) == CODES
+
+
+async def test_a_quote_inside_a_bare_field_does_not_swallow_the_records_after_it(
+    importer: Importer, exports: Exports
+) -> None:
+    today = HEAD + 'AUD,5" Dollar,2,$\nCHF,Franc 7",2,F\nEUR, "Euro",2,E\nGBP,Pound,2,"L"\n'
+    exports.set("currencies", export_body("currencies", today))
+
+    await importer.run("acme", "currencies")
+
+    run = await importer.last_run()
+    assert run["parse_path"] == "careful: COPY would misread this file: line 2: a quote inside an unquoted field"
+    got = await importer.db.rows("SELECT code, name, symbol FROM currencies ORDER BY code")
+    assert got == [
+        {"code": "AUD", "name": '5" Dollar', "symbol": "$"},
+        {"code": "CHF", "name": 'Franc 7"', "symbol": "F"},
+        {"code": "EUR", "name": ' "Euro"', "symbol": "E"},
+        {"code": "GBP", "name": "Pound", "symbol": "L"},
+    ]
+
+
 @pytest.mark.parametrize("fast_path", [True, False])
 async def test_cr_only_line_ends_keep_the_last_record(importer: Importer, exports: Exports, fast_path: bool) -> None:
     importer = importer.with_settings(importer_fast_path=fast_path)
@@ -47,6 +85,46 @@ async def test_cr_only_line_ends_keep_the_last_record(importer: Importer, export
     run = await importer.last_run()
     assert (run["status"], run["rows_read"], run["rows_deleted"]) == ("succeeded", 205, 0)
     assert run["parse_path"] == ("fast" if fast_path else "careful: the fast path is off (IMPORTER_FAST_PATH)")
+    assert await _codes(importer) == CODES
+
+
+async def test_copy_reading_fewer_rows_than_the_file_holds_is_never_trusted(
+    importer: Importer, exports: Exports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the scan missed a construct that makes COPY stop early, the row count still catches it."""
+    feed = csv_scan.CopyScan.feed
+    monkeypatch.setattr(csv_scan.CopyScan, "feed", lambda self, chunk: feed(self, chunk.replace(b"\\.", b"x.")))
+    await _yesterday(importer, exports)
+    exports.set("currencies", export_body("currencies", YESTERDAY.replace("CHF,", "\\.\nCHF,")))
+
+    await importer.run("acme", "currencies", "2024-05-02")
+
+    run = await importer.last_run()
+    assert run["parse_path"] == "careful: COPY would misread this file: COPY read 1 rows where the file holds 206"
+    assert (run["status"], run["rows_rejected"], run["rows_deleted"]) == ("partially_rejected", 1, 0)
+    assert await _codes(importer) == CODES
+
+
+async def test_a_parser_that_stops_before_the_last_line_fails_the_run_and_deletes_nothing(
+    importer: Importer, exports: Exports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiocsv as it was (no CRLF after a final CR): it drops the last record, and the line check refuses that."""
+
+    async def without_the_fix(self: csv_stream._TextReader, _: int) -> str:
+        text = await anext(self._texts, "")
+        self.line_ends += text.count("\n") + text.count("\r") - text.count("\r\n")
+        return text
+
+    monkeypatch.setattr(csv_stream._TextReader, "read", without_the_fix)
+    importer = importer.with_settings(importer_fast_path=False)
+    await _yesterday(importer, exports)
+    exports.set("currencies", export_body("currencies", YESTERDAY.replace("\n", "\r")))
+
+    result = await importer.run("acme", "currencies", "2024-05-02")
+
+    assert result == (
+        "failed: incomplete_parse: the CSV parser read 204 rows where the file holds 205; nothing was imported"
+    )
     assert await _codes(importer) == CODES
 
 
