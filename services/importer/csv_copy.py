@@ -20,6 +20,7 @@ line number and rejects rows one by one. A file of clean rows never pays for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -159,18 +160,30 @@ async def _observed(chunks: AsyncIterator[bytes], progress: Progress, scan: Copy
 
     Each chunk is scanned before COPY gets it, and the end of the file before COPY is told it ended, so a
     file COPY would misread is refused (:class:`Untrusted` aborts the COPY) before COPY has read the part
-    it would misread, and never completes.
+    it would misread, and never completes. The scan of a chunk runs in a thread while the chunk before it
+    is being sent: the regular expressions hold the GIL only between the event loop's turns, and
+    PostgreSQL keeps parsing instead of waiting for the worker.
     """
+    ready: bytes | None = None
     first = True
     async for chunk in chunks:
         if first:
             first = False
             if chunk.startswith(_UTF8_BOM):
                 chunk = chunk[len(_UTF8_BOM) :]
-        scan.feed(chunk)
-        yield chunk
+        scanning = asyncio.ensure_future(asyncio.to_thread(scan.feed, chunk))
+        try:
+            if ready is not None:
+                yield ready
+        finally:
+            await asyncio.wait([scanning])  # never leave a scan running on the shared state
+        scanning.result()
         await progress.rows(scan.records)
+        ready = chunk
+    if ready is not None:
+        yield ready
     scan.finish()
+    await progress.rows(scan.records)
 
 
 def _q(name: str) -> str:
