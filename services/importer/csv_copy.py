@@ -20,12 +20,12 @@ line number and rejects rows one by one. A file of clean rows never pays for it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
 
-from services.importer.csv_scan import CopyScan, Untrusted
+from services.importer.csv_requote import CopyFeed
+from services.importer.csv_scan import Untrusted
 from services.importer.merge import STAGE, MergePlan
 from services.importer.pg_copy import until_lost
 from services.importer.progress import Progress
@@ -72,20 +72,20 @@ async def copy_csv(
     """COPY the CSV bytes, header and all, into the staging table; returns the rows COPY read."""
     columns = raw_columns(layout)
     await conn.execute(f"CREATE TEMP TABLE {STAGE} ({', '.join(_q(c) + ' text' for c in columns)}) ON COMMIT DROP")
-    scan = CopyScan()
+    feed = CopyFeed()
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 STAGE,
-                source=_observed(chunks, progress, scan),
+                source=_observed(chunks, progress, feed),
                 columns=columns,
                 format="csv",
                 header=True,
                 encoding=encoding,
             ),
         )
-    stats.rows_read = stats.rows_staged = _all_read(status, scan)
+    stats.rows_read = stats.rows_staged = _all_read(status, feed, stats)
     return stats.rows_read
 
 
@@ -108,13 +108,13 @@ async def copy_into_table(
 ) -> int:
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths."""
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
-    scan = CopyScan()
+    feed = CopyFeed()
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 plan.module.table_name,
-                source=_observed(chunks, progress, scan),
+                source=_observed(chunks, progress, feed),
                 columns=layout.columns,
                 format="csv",
                 header=True,
@@ -122,7 +122,7 @@ async def copy_into_table(
                 force_null=layout.columns,
             ),
         )
-    stats.rows_read = stats.rows_staged = stats.rows_changed = _all_read(status, scan)
+    stats.rows_read = stats.rows_staged = stats.rows_changed = _all_read(status, feed, stats)
     return stats.rows_read
 
 
@@ -147,43 +147,37 @@ async def check_field_sizes(
         raise FieldTooLong(f"a field has {longest} characters")
 
 
-def _all_read(status: str, scan: CopyScan) -> int:
-    """COPY's row count, checked against the records the scan counted (the header is one)."""
+def _all_read(status: str, feed: CopyFeed, stats: RunStats) -> int:
+    """COPY's row count, checked against the records the feed counted (the header is one)."""
     rows = int(status.rsplit(" ", 1)[-1])
-    if rows != scan.records - 1:
-        raise Untrusted(f"COPY read {rows} rows where the file holds {scan.records - 1}")
+    if rows != feed.records - 1:
+        raise Untrusted(f"COPY read {rows} rows where the file holds {feed.records - 1}")
+    stats.requoted = feed.rewritten
     return rows
 
 
-async def _observed(chunks: AsyncIterator[bytes], progress: Progress, scan: CopyScan) -> AsyncIterator[bytes]:
-    """The bytes as they go to COPY: without a UTF-8 byte order mark, scanned, counted for progress events.
+async def _observed(chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed) -> AsyncIterator[bytes]:
+    """The bytes as they go to COPY: without a UTF-8 byte order mark, through the feed, counted for progress.
 
-    Each chunk is scanned before COPY gets it, and the end of the file before COPY is told it ended, so a
-    file COPY would misread is refused (:class:`Untrusted` aborts the COPY) before COPY has read the part
-    it would misread, and never completes. The scan of a chunk runs in a thread while the chunk before it
-    is being sent: the regular expressions hold the GIL only between the event loop's turns, and
-    PostgreSQL keeps parsing instead of waiting for the worker.
+    The feed passes most chunks on as they are and writes again the records COPY would misread
+    (csv_requote.py); what it cannot write raises :class:`Untrusted`, which aborts the COPY before COPY
+    has read that part (it never completes). (Running the feed in a thread, to overlap it with the COPY
+    of the chunk before, left asyncpg waiting forever on a cancelled COPY now and then: not done.)
     """
-    ready: bytes | None = None
     first = True
     async for chunk in chunks:
         if first:
             first = False
             if chunk.startswith(_UTF8_BOM):
                 chunk = chunk[len(_UTF8_BOM) :]
-        scanning = asyncio.ensure_future(asyncio.to_thread(scan.feed, chunk))
-        try:
-            if ready is not None:
-                yield ready
-        finally:
-            await asyncio.wait([scanning])  # never leave a scan running on the shared state
-        scanning.result()
-        await progress.rows(scan.records)
-        ready = chunk
-    if ready is not None:
-        yield ready
-    scan.finish()
-    await progress.rows(scan.records)
+        ready = feed.feed(chunk)
+        if ready:
+            yield ready
+        await progress.rows(feed.records)
+    last = feed.finish()
+    if last:
+        yield last
+    await progress.rows(feed.records)
 
 
 def _q(name: str) -> str:

@@ -51,7 +51,7 @@ _QUOTED_FIELD = re.compile(_QUOTED)
 _ANY_QUOTED = re.compile(rb'"(?:[^"]++|"")*+"')
 _END_OF_DATA = re.compile(rb"\n\\\.\n")
 # An open quoted field longer than this is left to the careful path, which has the field limit.
-_MAX_PENDING = 64 << 20
+MAX_PENDING = 64 << 20
 
 
 class Untrusted(Exception):
@@ -73,33 +73,16 @@ class CopyScan:
             self._tokenize(self._context + buf)
 
     def _whole_lines(self, buf: bytes) -> bool:
-        """The chunk's whole lines at C speed, or False to leave the chunk to the exact tokenizer.
-
-        Quoted fields whose quotes sit at field edges are cut out by one substitution; what is left must
-        hold no quote, NUL, blank line or ``\\.`` line. The last, unfinished line waits for the next chunk.
-        """
-        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
-        if cut == len(buf) and buf.endswith(b"\r"):
-            cut -= 1  # perhaps the first half of a CRLF
+        """The chunk's whole lines at C speed, or False to leave the chunk to the exact tokenizer."""
+        cut = whole_lines(buf)
         if cut <= 0:
             return False
-        head = self._context + buf[:cut]
-        quoted = b'"' in head
-        bare = _QUOTED_FIELD.sub(b"Q", head) if quoted else head
-        if b'"' in bare or b"\x00" in bare:
+        records = clean_lines(self._context, buf[:cut])
+        if records is None:
             return False
-        # One line end, one byte: then a blank line is b"\n\n" and the records are the b"\n"s (less the context's).
-        if b"\r" in bare:
-            bare = bare.replace(b"\r\n", b"\n")
-            if b"\r" in bare:
-                bare = bare.replace(b"\r", b"\n")
-        if b"\n\n" in bare or (b"\\." in bare and _END_OF_DATA.search(bare)):
-            return False
-        ends = bare.count(b"\n") - (head[:1] in (b"\n", b"\r"))
-        self.records += ends
-        # Lines (for messages) also count line ends inside quotes; a file that mixes LF and CR is refused by COPY.
-        self._lines += (head.count(b"\n") or head.count(b"\r")) - (head[:1] in (b"\n", b"\r")) if quoted else ends
-        self._context = head[-1:]
+        self.records += records
+        self._lines += _physical_lines(self._context, buf[:cut])
+        self._context = buf[cut - 1 : cut]
         self._pending = buf[cut:]
         return True
 
@@ -122,8 +105,8 @@ class CopyScan:
             self._refuse(buf, end)
         self._consumed(buf[1:end], quoted)
         self._pending = buf[end:]
-        if len(self._pending) > _MAX_PENDING:
-            raise Untrusted(f"line {self._lines + 1}: a quoted field longer than {_MAX_PENDING} bytes")
+        if len(self._pending) > MAX_PENDING:
+            raise Untrusted(f"line {self._lines + 1}: a quoted field longer than {MAX_PENDING} bytes")
         if end > 1:
             self._context = buf[end - 1 : end]
 
@@ -154,6 +137,39 @@ class CopyScan:
         else:
             reason = "a quote inside an unquoted field"
         raise Untrusted(f"line {line}: {reason}")
+
+
+def whole_lines(buf: bytes) -> int:
+    """Where the last whole line of ``buf`` ends (0: it has none); a CR at its end may be half a CRLF and waits."""
+    end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+    return max(buf.rfind(b"\n", 0, end), buf.rfind(b"\r", 0, end)) + 1
+
+
+def clean_lines(context: bytes, head: bytes) -> int | None:
+    """How many records ``head`` (whole lines, after ``context``, its byte before) holds, if COPY reads it alike.
+
+    Quoted fields whose quotes sit at field edges are cut out by one substitution; what is left must hold no
+    quote, NUL, blank line or ``\\.`` line. None: the exact tokenizer (or the rewriter) must look.
+    """
+    head = context + head
+    quoted = b'"' in head
+    bare = _QUOTED_FIELD.sub(b"Q", head) if quoted else head
+    if b'"' in bare or b"\x00" in bare:
+        return None
+    # One line end, one byte: then a blank line is b"\n\n" and the records are the b"\n"s (less the context's).
+    if b"\r" in bare:
+        bare = bare.replace(b"\r\n", b"\n")
+        if b"\r" in bare:
+            bare = bare.replace(b"\r", b"\n")
+    if b"\n\n" in bare or (b"\\." in bare and _END_OF_DATA.search(bare)):
+        return None
+    # The context never is the CR of a CRLF whose LF starts the head (such a CR waits in the pending bytes).
+    return bare.count(b"\n") - (context in (b"\n", b"\r"))
+
+
+def _physical_lines(context: bytes, head: bytes) -> int:
+    """Lines, for messages (line ends inside quotes too); a file that mixes LF and CR is refused by COPY anyway."""
+    return (head.count(b"\n") or head.count(b"\r")) if b'"' in head else _line_ends(head)
 
 
 def _line_ends(data: bytes) -> int:

@@ -147,7 +147,9 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
         return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
-    stats.path = "first load" if first else "fast"
+    stats.path = ("first load" if first else "fast") + (
+        f" ({stats.requoted} records re-quoted for COPY)" if stats.requoted else ""
+    )
     return None
 
 

@@ -15,7 +15,7 @@ import datetime as dt
 
 import pytest
 
-from services.importer import csv_scan, csv_stream, ledger
+from services.importer import csv_requote, csv_stream, ledger
 from services.importer.stats import RunStats
 from tests.importer.conftest import Database, Importer
 from tests.importer.support import Exports, export_body
@@ -47,7 +47,8 @@ async def test_a_dot_line_never_ends_the_data_nor_deletes_the_rows_after_it(
     await importer.run("acme", "currencies", "2024-05-02")
 
     run = await importer.last_run()
-    assert run["parse_path"].startswith("careful: COPY would misread this file: line 4: a line holding only \\.")
+    # COPY gets the line quoted, as a value: a one-field record, which COPY refuses as the careful path rejects it.
+    assert run["parse_path"].startswith('careful: COPY: missing data for column "name"')
     # The careful path reads `\.` as a one-field record: rejected (so nothing is deleted), the rest imported.
     assert (run["status"], run["rows_read"], run["rows_rejected"], run["rows_deleted"]) == (
         "partially_rejected", 206, 1, 0
@@ -64,7 +65,8 @@ async def test_a_quote_inside_a_bare_field_does_not_swallow_the_records_after_it
     await importer.run("acme", "currencies")
 
     run = await importer.last_run()
-    assert run["parse_path"] == "careful: COPY would misread this file: line 2: a quote inside an unquoted field"
+    # Still by COPY: the records it would misread are sent quoted, as the careful parser reads them.
+    assert run["parse_path"] == "first load (4 records re-quoted for COPY)"
     got = await importer.db.rows("SELECT code, name, symbol FROM currencies ORDER BY code")
     assert got == [
         {"code": "AUD", "name": '5" Dollar', "symbol": "$"},
@@ -91,9 +93,8 @@ async def test_cr_only_line_ends_keep_the_last_record(importer: Importer, export
 async def test_copy_reading_fewer_rows_than_the_file_holds_is_never_trusted(
     importer: Importer, exports: Exports, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If the scan missed a construct that makes COPY stop early, the row count still catches it."""
-    feed = csv_scan.CopyScan.feed
-    monkeypatch.setattr(csv_scan.CopyScan, "feed", lambda self, chunk: feed(self, chunk.replace(b"\\.", b"x.")))
+    """If the feed missed a construct that makes COPY stop early, the row count still catches it."""
+    monkeypatch.setattr(csv_requote, "clean_lines", lambda context, head: head.count(b"\n"))
     await _yesterday(importer, exports)
     exports.set("currencies", export_body("currencies", YESTERDAY.replace("CHF,", "\\.\nCHF,")))
 
