@@ -121,6 +121,7 @@ def _fed(data: bytes, size: int) -> tuple[bytes, CopyFeed]:
 @example(data=b'h,d\n1,5" screen\n2,3"\n', size=80)
 @example(data=b'h,d\n1, "a"\n\n2,"b"c"d"\n\\.\n', size=3)
 @example(data=b'h\r""\r\r"x\r\ny"', size=2)
+@example(data=b'h,d\r\n1,"x"\r\n\\.\r\n2,y\r\n\r\n3,5" z\r\n', size=80)  # a CRLF is one line end
 def test_what_copy_gets_reads_as_the_file_does_and_copy_reads_it_alike(data: bytes, size: int) -> None:
     """The bytes given to COPY: the definition reads the file's records from them, and the scan finds nothing."""
     try:
