@@ -36,7 +36,8 @@ class Attempt:
 
 _NEXT_ATTEMPT = """
 INSERT INTO import_runs (tenant_id, module, export_date, attempt, job_id, status, worker_id, queued_at, started_at)
-SELECT $1, $2, $3, coalesce(max(attempt), 0) + 1, $4, $5, $6, now(), CASE WHEN $5 = 'running' THEN now() END
+SELECT $1, $2, $3, coalesce(max(attempt), 0) + 1, $4, $5, $6,
+       clock_timestamp(), CASE WHEN $5 = 'running' THEN clock_timestamp() END
 FROM import_runs WHERE tenant_id = $1 AND module = $2 AND export_date = $3
 ON CONFLICT (tenant_id, module, export_date, attempt) DO NOTHING
 RETURNING id, attempt
@@ -75,7 +76,8 @@ async def mark_lost(conn: asyncpg.Connection, run_id: int) -> None:
     """A ``queued`` row whose job is no longer in the queue (Redis flushed, job expired) can never run."""
     await conn.execute(
         "UPDATE import_runs SET status = 'failed', error_class = 'lost', "
-        "error_message = 'the queued job disappeared from the queue before a worker picked it up', finished_at = now() "
+        "error_message = 'the queued job disappeared from the queue before a worker picked it up', "
+        "finished_at = clock_timestamp() "
         "WHERE id = $1 AND status = 'queued'",
         run_id,
     )
@@ -84,8 +86,8 @@ async def mark_lost(conn: asyncpg.Connection, run_id: int) -> None:
 async def mark_cancelled(conn: asyncpg.Connection, job_id: str, who: str) -> int:
     """The ``queued`` rows of a job an operator took off the queue; returns how many."""
     done = await conn.execute(
-        "UPDATE import_runs SET status = 'failed', error_class = 'cancelled', error_message = $2, finished_at = now() "
-        "WHERE job_id = $1 AND status = 'queued'",
+        "UPDATE import_runs SET status = 'failed', error_class = 'cancelled', error_message = $2, "
+        "finished_at = clock_timestamp() WHERE job_id = $1 AND status = 'queued'",
         job_id,
         f"cancelled by {who} before a worker picked it up",
     )

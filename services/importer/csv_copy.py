@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from services.importer.csv_requote import CopyFeed
+from services.importer.csv_scan import Untrusted
 from services.importer.merge import STAGE, MergePlan
 from services.importer.pg_copy import until_lost
 from services.importer.progress import Progress
@@ -70,14 +72,20 @@ async def copy_csv(
     """COPY the CSV bytes, header and all, into the staging table; returns the rows COPY read."""
     columns = raw_columns(layout)
     await conn.execute(f"CREATE TEMP TABLE {STAGE} ({', '.join(_q(c) + ' text' for c in columns)}) ON COMMIT DROP")
+    feed = CopyFeed()
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
-                STAGE, source=_observed(chunks, progress), columns=columns, format="csv", header=True, encoding=encoding
+                STAGE,
+                source=_observed(chunks, progress, feed),
+                columns=columns,
+                format="csv",
+                header=True,
+                encoding=encoding,
             ),
         )
-    stats.rows_read = stats.rows_staged = int(status.rsplit(" ", 1)[-1])
+    stats.rows_read = stats.rows_staged = _all_read(status, feed, stats)
     return stats.rows_read
 
 
@@ -100,12 +108,13 @@ async def copy_into_table(
 ) -> int:
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths."""
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
+    feed = CopyFeed()
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 plan.module.table_name,
-                source=_observed(chunks, progress),
+                source=_observed(chunks, progress, feed),
                 columns=layout.columns,
                 format="csv",
                 header=True,
@@ -113,16 +122,22 @@ async def copy_into_table(
                 force_null=layout.columns,
             ),
         )
-    stats.rows_read = stats.rows_staged = stats.rows_changed = int(status.rsplit(" ", 1)[-1])
+    stats.rows_read = stats.rows_staged = stats.rows_changed = _all_read(status, feed, stats)
     return stats.rows_read
 
 
-async def check_field_sizes(conn: asyncpg.Connection, plan: MergePlan, max_chars: int, tenant: str | None) -> None:
+async def check_field_sizes(
+    conn: asyncpg.Connection, plan: MergePlan, layout: Layout, max_chars: int, tenant: str | None
+) -> None:
     """The field limit the careful parser enforces while reading, checked in one pass over what COPY wrote.
 
-    ``tenant``: check the tenant's rows in the module's table (first load), else the staging table.
+    ``tenant``: check the tenant's rows in the module's table (first load), else the staging table, where
+    the columns the module ignores are checked too (the careful parser refuses a long field in any column).
     """
-    text = [c for c in plan.columns if tenant is None or plan.module.column(c).type in ("text", "jsonb")]
+    if tenant is None:
+        text = raw_columns(layout)
+    else:
+        text = [c for c in plan.columns if plan.module.column(c).type in ("text", "jsonb")]
     if not text:
         return
     lengths = ", ".join(f"char_length({_q(c)}::text)" for c in text)
@@ -132,18 +147,37 @@ async def check_field_sizes(conn: asyncpg.Connection, plan: MergePlan, max_chars
         raise FieldTooLong(f"a field has {longest} characters")
 
 
-async def _observed(chunks: AsyncIterator[bytes], progress: Progress) -> AsyncIterator[bytes]:
-    """The bytes as they go to COPY: without a UTF-8 byte order mark, counted in lines for progress events."""
-    lines = 0
+def _all_read(status: str, feed: CopyFeed, stats: RunStats) -> int:
+    """COPY's row count, checked against the records the feed counted (the header is one)."""
+    rows = int(status.rsplit(" ", 1)[-1])
+    if rows != feed.records - 1:
+        raise Untrusted(f"COPY read {rows} rows where the file holds {feed.records - 1}")
+    stats.requoted = feed.rewritten
+    return rows
+
+
+async def _observed(chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed) -> AsyncIterator[bytes]:
+    """The bytes as they go to COPY: without a UTF-8 byte order mark, through the feed, counted for progress.
+
+    The feed passes most chunks on as they are and writes again the records COPY would misread
+    (csv_requote.py); what it cannot write raises :class:`Untrusted`, which aborts the COPY before COPY
+    has read that part (it never completes). (Running the feed in a thread, to overlap it with the COPY
+    of the chunk before, left asyncpg waiting forever on a cancelled COPY now and then: not done.)
+    """
     first = True
     async for chunk in chunks:
         if first:
             first = False
             if chunk.startswith(_UTF8_BOM):
                 chunk = chunk[len(_UTF8_BOM) :]
-        yield chunk
-        lines += chunk.count(b"\n")
-        await progress.rows(lines)  # lines, not rows: a quoted field may span several
+        ready = feed.feed(chunk)
+        if ready:
+            yield ready
+        await progress.rows(feed.records)
+    last = feed.finish()
+    if last:
+        yield last
+    await progress.rows(feed.records)
 
 
 def _q(name: str) -> str:

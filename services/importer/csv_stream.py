@@ -95,16 +95,31 @@ class _Clock:
 
 
 class _TextReader:
-    """What aiocsv reads from: ``await read(n)`` returning the next decoded chunk, "" at the end."""
+    """What aiocsv reads from: ``await read(n)`` returning the next decoded chunk, "" at the end.
+
+    It counts the line ends it hands over (LF, CRLF or CR), so the parser's last line can be checked
+    against the file's. aiocsv 1.4 drops a file's last record when the file ends with a lone CR (a file
+    with CR-only line ends); ending such a file with CRLF instead reads as Python's csv module reads it.
+    """
 
     def __init__(self, texts: AsyncIterator[str]) -> None:
         self._texts = texts
+        self._last = ""
+        self.line_ends = 0
 
     async def read(self, _: int) -> str:
         try:
-            return await anext(self._texts)
+            text = await anext(self._texts)
         except StopAsyncIteration:
+            if self._last == "\r":
+                self._last = "\n"
+                return "\n"
             return ""
+        self.line_ends += text.count("\n") + text.count("\r") - text.count("\r\n")
+        if self._last == "\r" and text.startswith("\n"):
+            self.line_ends -= 1
+        self._last = text[-1:]
+        return text
 
 
 class CsvRecords:
@@ -113,7 +128,8 @@ class CsvRecords:
     def __init__(self, texts: AsyncIterator[str], batch_rows: int, max_field_chars: int) -> None:
         # aiocsv reads csv.field_size_limit() once, when the parser is created.
         csv.field_size_limit(max_field_chars)
-        self._reader = aiocsv.AsyncReader(_TextReader(texts))
+        self._source = _TextReader(texts)
+        self._reader = aiocsv.AsyncReader(self._source)
         self._batch_rows = batch_rows
         self._max_field = max_field_chars
         self._last_line = 0
@@ -145,6 +161,14 @@ class CsvRecords:
                 "malformed_csv",
                 f"line {self._last_start}: a quoted field is never closed "
                 "(the file has an odd number of quote characters; this last record runs to its end)",
+            )
+        if self._reader.line_num < self._source.line_ends:
+            # The parser did not read to the file's last line: never import (or delete by) part of a file.
+            # (aiocsv's line_num runs one ahead after a CR it looked past, never behind: so "<", not "!=".)
+            raise BadExport(
+                "incomplete_parse",
+                f"the CSV parser stopped at line {self._reader.line_num} of {self._source.line_ends}; "
+                "nothing was imported",
             )
 
     async def _fill(self, batch: Batch) -> Batch:

@@ -40,14 +40,15 @@ async def start_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str, work
     async with conn.transaction():
         await conn.execute(
             "UPDATE import_runs SET status = 'failed', error_class = 'abandoned', error_message = $4, "
-            "finished_at = now() WHERE tenant_id = $1 AND module = $2 AND export_date = $3 AND status = 'running'",
+            "finished_at = clock_timestamp() "
+            "WHERE tenant_id = $1 AND module = $2 AND export_date = $3 AND status = 'running'",
             key.tenant,
             key.module,
             key.export_date,
             ABANDONED,
         )
         row = await conn.fetchrow(
-            "UPDATE import_runs SET status = 'running', started_at = now(), worker_id = $2 "
+            "UPDATE import_runs SET status = 'running', started_at = clock_timestamp(), worker_id = $2 "
             "WHERE job_id = $1 AND status = 'queued' RETURNING id, attempt",
             job_id,
             worker,
@@ -102,7 +103,7 @@ async def finish(
         UPDATE import_runs SET status = $2, will_retry = $3, rows_read = $4, rows_imported = $5, rows_rejected = $6,
             rows_duplicate = $7, rows_changed = $8, rows_deleted = $9, bytes_received = $10, bytes_csv = $11,
             stage_seconds = $12, ignored_columns = $13, error_class = $14, error_message = $15, parse_path = $16,
-            finished_at = now()
+            finished_at = clock_timestamp()
         WHERE id = $1
         """,
         attempt.id,
@@ -136,7 +137,7 @@ async def fail_interrupted(
     """Mark an attempt that was cancelled (worker stopping, job timeout) as failed."""
     await conn.execute(
         "UPDATE import_runs SET status = 'failed', will_retry = $2, error_class = $3, error_message = $4, "
-        "finished_at = now() WHERE id = $1 AND status = 'running'",
+        "finished_at = clock_timestamp() WHERE id = $1 AND status = 'running'",
         attempt.id,
         will_retry,
         code,

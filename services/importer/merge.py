@@ -167,8 +167,8 @@ async def merge(
     ``refused_before``: the fast path's MERGE of this file already failed, so go straight to sorting out.
     Raises :class:`TooManyRejects` past the threshold.
     """
-    _check_threshold(rejects.count, threshold, stats)
-    typed = refused_before
+    # Past the threshold already (ragged rows): still sort the values out, so every bad row is counted.
+    typed = refused_before or rejects.count > threshold * stats.rows_read
     if not typed:
         with stats.timed("merge"):
             try:
@@ -202,7 +202,8 @@ async def _sort_out(
         await conn.execute(
             f"CREATE TEMP TABLE {REJECTED} (_n bigint, _line bigint, column_name text, reason text) ON COMMIT DROP"
         )
-        budget = int(threshold * stats.rows_read) - rejects.count
+        # No budget: every bad row is counted, even past the threshold (the run then fails with the full count).
+        budget = stats.rows_staged
         cols = plan.columns
         casts = [plan.cast(c) for c in cols]
         required = [plan.module.is_required(plan.module.column(c)) for c in cols]
@@ -210,10 +211,8 @@ async def _sort_out(
         for lo in range(1, stats.rows_staged + 1, _SORT_BATCH):
             found += await conn.fetchval(
                 "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget - found,
+                STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget,
             )  # fmt: skip
-            if found > budget:
-                break
         await _collect(conn, plan, rejects, found)
         _check_threshold(rejects.count, threshold, stats)
         stats.rows_duplicate = _count(await conn.execute(plan.dedup()))

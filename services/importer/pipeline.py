@@ -37,6 +37,7 @@ from services.importer.csv_copy import (
     copy_into_table,
     is_first_load,
 )
+from services.importer.csv_scan import RecordCount, Untrusted
 from services.importer.csv_stream import CsvRecords, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
@@ -84,16 +85,20 @@ async def import_export_file(run: Run) -> str:
         body = fetch(run.session, url, run.key.tenant, stats)
         with stats.timed("download"):
             await spool(b64decode(base64_payload(body, module.name), stats), zipped, run.limits, stats)
+        return await import_zip(run, zipped)
 
-        layout = plan_layout(module, await _header(run, zipped))
-        stats.ignored_columns = layout.ignored
-        plan = MergePlan(module, layout.columns)
-        async with run.conn.transaction():
-            refused = await _fast_path(run, zipped, plan, layout)
-            if refused is not None:
-                await _careful_path(run, zipped, plan, refused)
-            status = "partially_rejected" if run.rejects.count else "succeeded"
-            await ledger.finish(run.conn, run.attempt, status, stats, run.rejects.kept, note=_note(run))
+
+async def import_zip(run: Run, zipped: IO[bytes]) -> str:
+    """Import the spooled zip: header, one of the paths, and the ledger row, in one transaction."""
+    layout = plan_layout(run.module, await _header(run, zipped))
+    run.stats.ignored_columns = layout.ignored
+    plan = MergePlan(run.module, layout.columns)
+    async with run.conn.transaction():
+        refused = await _fast_path(run, zipped, plan, layout)
+        if refused is not None:
+            await _careful_path(run, zipped, plan, refused)
+        status = "partially_rejected" if run.rejects.count else "succeeded"
+        await ledger.finish(run.conn, run.attempt, status, run.stats, run.rejects.kept, note=_note(run))
     return status
 
 
@@ -130,17 +135,21 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
                 rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
             if rows == 0:
                 raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await check_field_sizes(conn, plan, limit, tenant if first else None)
+            await check_field_sizes(conn, plan, layout, limit, tenant if first else None)
             if not first:
                 await merge_staged(conn, plan, tenant, stats)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
+    except Untrusted as exc:
+        return _fallback(run, f"COPY would misread this file: {exc}")
     except FieldTooLong as exc:
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
         return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
-    stats.path = "first load" if first else "fast"
+    stats.path = ("first load" if first else "fast") + (
+        f" ({stats.requoted} records re-quoted for COPY)" if stats.requoted else ""
+    )
     return None
 
 
@@ -158,16 +167,28 @@ def _fallback(run: Run, why: str, merge_refused: bool = False) -> str:
 async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str) -> None:
     """Parse with aiocsv, check every record, stage with line numbers, and merge what fits."""
     settings, stats = run.settings, run.stats
-    text = decode_text(unzip(zipped, run.limits, stats), run.module.encoding, stats)
+    count = RecordCount()
+    text = decode_text(count.through(unzip(zipped, run.limits, stats)), run.module.encoding, stats)
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
     rows = validate(records.batches(stats), layout, run.rejects, stats)
     await copy_chunks(run.conn, plan, prefetch(rows, depth=1), stats, run.progress.rows)
+    _check_all_parsed(count, stats)
     if stats.rows_read == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
     await _lock_table(run)
     threshold = run.module.reject_threshold
     await merge(run.conn, plan, run.key.tenant, run.rejects, threshold, stats, refused_before=refused == "merge")
+
+
+def _check_all_parsed(count: RecordCount, stats: RunStats) -> None:
+    """The parser lost (or made up) records: never import, or delete by, part of a file."""
+    if count.records is not None and count.records - 1 != stats.rows_read:
+        raise BadExport(
+            "incomplete_parse",
+            f"the CSV parser read {stats.rows_read} rows where the file holds {count.records - 1}; "
+            "nothing was imported",
+        )
 
 
 async def _lock_table(run: Run) -> None:

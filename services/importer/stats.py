@@ -29,6 +29,8 @@ class RunStats:
     quotes: int = 0
     # The encoding the file was read in: the module's, or UTF-8 when the file starts with a UTF-8 BOM.
     encoding: str = "utf-8"
+    # Records the fast path wrote again (re-quoted) so that COPY reads them as the careful parser does.
+    requoted: int = 0
     # How the rows went in: "fast" (PostgreSQL parsed the CSV) or "careful: <why the fast path gave up>".
     path: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -46,6 +48,7 @@ class RunStats:
     def restart_staging(self) -> None:
         """Forget what a fast path that gave up counted; the careful path reads the file again."""
         self.bytes_csv = self.rows_read = self.rows_staged = self.rows_changed = self.rows_deleted = self.quotes = 0
+        self.requoted = 0
 
     @property
     def rows_imported(self) -> int:

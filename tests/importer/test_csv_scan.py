@@ -1,0 +1,140 @@
+"""The readers against the definition, without a database: Python's csv module (excel dialect) is the reference.
+
+- the careful path's parser (aiocsv, fed in any chunking) gives the reference's records;
+- the scan that decides what COPY may read: wherever it lets a file through, its
+  record count is the reference's, in any chunking (what COPY reads of such a
+  file is checked against PostgreSQL in test_csv_paths.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from services.importer.csv_requote import CopyFeed
+from services.importer.csv_scan import CopyScan, Untrusted
+from services.importer.csv_stream import CsvRecords
+from services.importer.errors import BadExport
+from services.importer.stats import RunStats
+from tests.importer.csv_strategies import csv_file
+
+CHUNKS = st.integers(1, 80)
+
+
+def reference(text: str) -> list[list[str]]:
+    """The definition: Python's csv module, blank records skipped."""
+    return [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+
+
+def _pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+async def _texts(text: str, size: int) -> AsyncIterator[str]:
+    for i in range(0, len(text), size):
+        yield text[i : i + size]
+
+
+async def careful(text: str, size: int) -> list[list[str]]:
+    records = CsvRecords(_texts(text, size), 2, 1_000_000)
+    stats = RunStats(quotes=text.count('"'))
+    out = [await records.header()]
+    async for batch in records.batches(stats):
+        out.extend(batch.records)
+    return out
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(data=csv_file(), size=CHUNKS)
+@example(data=b"a,b\r1,2\r3,4\r", size=80)  # aiocsv 1.4 dropped the last record of a CR-only file
+@example(data=b"a,b\r1,2\r3,4\r", size=1)
+def test_the_careful_parser_reads_what_the_csv_module_reads(data: bytes, size: int) -> None:
+    text = data.decode("utf-8", "replace").removeprefix("\ufeff")
+    expected = reference(text)
+    try:
+        got = asyncio.run(careful(text, size))
+    except BadExport as exc:
+        # Refused as a whole: the file has an odd number of quotes, a field past the limit, or no header.
+        assert exc.code in ("malformed_csv", "empty_file") and (text.count('"') % 2 or not expected), exc
+        return
+    assert got == expected
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(data=csv_file(), size=CHUNKS)
+@example(data=b'h\n"a\r\nb"\r\n', size=4)
+@example(data=b'h\r\n1\r\n"x"y\r\n', size=1)
+@example(data=b"h\n1,\\\n\\.x\n", size=5)
+def test_a_file_the_scan_lets_through_has_the_records_the_definition_reads(data: bytes, size: int) -> None:
+    scan = CopyScan()
+    try:
+        for piece in _pieces(data, size):
+            scan.feed(piece)
+        scan.finish()
+    except Untrusted:
+        return
+    text = data.decode("utf-8", "replace")
+    assert scan.records == len(reference(text))
+    assert [] not in list(csv.reader(io.StringIO(text, newline="")))  # no blank line got through
+
+
+@given(size=CHUNKS)
+@settings(max_examples=50, derandomize=True, database=None, deadline=None)
+def test_the_scan_refuses_what_copy_reads_differently(size: int) -> None:
+    refused = {
+        b"h\n1\n\\.\n2\n": "line 3: a line holding only \\.",
+        b"h\r\n1\r\n\\.": "line 3: a line holding only \\.",
+        b'h,d\n1,5" screen\n2,3"\n': "line 2: a quote inside an unquoted field",
+        b'h,d\n1, "a"\n': "line 2: a quote inside an unquoted field",
+        b'h,d\n1,"a"b"c"\n': "line 2: a quote after a closing quote",
+        b"h\n1\n\n2\n": "line 3: a blank line",
+        b"\nh\n1\n": "line 1: a blank line",
+        b"h\r1\r\r2\r": "line 3: a blank line",
+        b"h\n1\x00\n": "line 2: a NUL byte",
+    }
+    for data, why in refused.items():
+        scan = CopyScan()
+        try:
+            for piece in _pieces(data, size):
+                scan.feed(piece)
+            scan.finish()
+        except Untrusted as exc:
+            assert str(exc).startswith(why), (data, str(exc))
+        else:
+            raise AssertionError(f"{data!r} got through")
+
+
+def _fed(data: bytes, size: int) -> tuple[bytes, CopyFeed]:
+    feed = CopyFeed()
+    out = [feed.feed(piece) for piece in _pieces(data, size)]
+    out.append(feed.finish())
+    return b"".join(out), feed
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=csv_file(), size=CHUNKS)
+@example(data=b'h,d\n1,5" screen\n2,3"\n', size=80)
+@example(data=b'h,d\n1, "a"\n\n2,"b"c"d"\n\\.\n', size=3)
+@example(data=b'h\r""\r\r"x\r\ny"', size=2)
+@example(data=b'h,d\r\n1,"x"\r\n\\.\r\n2,y\r\n\r\n3,5" z\r\n', size=80)  # a CRLF is one line end
+def test_what_copy_gets_reads_as_the_file_does_and_copy_reads_it_alike(data: bytes, size: int) -> None:
+    """The bytes given to COPY: the definition reads the file's records from them, and the scan finds nothing."""
+    try:
+        sent, feed = _fed(data, size)
+    except Untrusted as exc:
+        # Left to the careful path: what COPY cannot hold, or a quoted field that runs to the end of the file.
+        assert b"\x00" in data or "never closed" in str(exc) or data.count(b'"') % 2, exc
+        return
+    expected = reference(data.decode("utf-8", "replace"))
+    assert reference(sent.decode("utf-8", "replace")) == expected
+    assert feed.records == len(expected)
+    scan = CopyScan()
+    for piece in _pieces(sent, size):
+        scan.feed(piece)
+    scan.finish()
+    assert scan.records == len(expected)
