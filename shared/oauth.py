@@ -34,6 +34,8 @@ log = get_logger(__name__)
 
 # RFC 6750 §2.1: what a bearer token may consist of.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# RFC 9110 §11.1: the auth-scheme the token type becomes in the Authorization header is a token.
+_AUTH_SCHEME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 6749 §5.2 errors that no retry will cure.
 PERMANENT_ERRORS = frozenset(
     {"invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
@@ -163,6 +165,12 @@ def _issued(
         raise TokenRequestError(
             "invalid_response", "token response's access_token is not a bearer token (RFC 6750)", permanent=False
         )
+    token_type = body.get("token_type") or "Bearer"
+    if not isinstance(token_type, str) or not _AUTH_SCHEME.fullmatch(token_type):
+        # It is the Authorization header's scheme: a space, CR, LF or a JSON list would break every request.
+        raise TokenRequestError(
+            "invalid_response", "token response's token_type is not an auth-scheme (RFC 9110)", permanent=False
+        )
     if positive_seconds(body.get("expires_in")) is None:
         log.warning(
             "token response without a usable expires_in; using the JWT's exp or the provider default",
@@ -173,7 +181,7 @@ def _issued(
         access_token=SecretStr(access),
         # A refresh response without a refresh token means: keep using the old one.
         refresh_token=SecretStr(new_refresh) if isinstance(new_refresh, str) and new_refresh else old_refresh,
-        token_type=str(body.get("token_type") or "Bearer"),
+        token_type=token_type,
         issued_at=started,
         expires_at=expires_at(access, body.get("expires_in"), started, float(provider.default_expires_in)),
     )
