@@ -13,11 +13,13 @@ for one itself, so most proxies would carry them (about 4 MB) for nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
@@ -32,6 +34,8 @@ log = get_logger(__name__)
 
 # RFC 6750 §2.1: what a bearer token may consist of.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# RFC 9110 §11.1: the auth-scheme the token type becomes in the Authorization header is a token.
+_AUTH_SCHEME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 6749 §5.2 errors that no retry will cure.
 PERMANENT_ERRORS = frozenset(
     {"invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
@@ -63,7 +67,7 @@ async def request_token(
     timeout: float,
 ) -> IssuedToken:
     """Ask the provider for a new token: by refresh token where there is one, else client credentials."""
-    secrets = credentials.secrets() + ([refresh_token.get_secret_value()] if refresh_token else [])
+    secrets = secret_forms(credentials, refresh_token)
     # Taken before the request leaves (never after the answer): expires_in counts from the
     # sending, and a slow answer must not stretch the token's life on our side.
     started = time.time()
@@ -154,12 +158,18 @@ def _issued(
     if not isinstance(access, str) or not access:
         keys = ", ".join(sorted(k for k in body if k != "refresh_token")) or "none"
         raise TokenRequestError(
-            "invalid_response", f"token response has no access_token (keys: {keys})", permanent=False
+            "invalid_response", _scrub(f"token response has no access_token (keys: {keys})", secrets), permanent=False
         )
     if not _B64TOKEN.fullmatch(access):
         # It goes into an Authorization header: CR, LF or spaces would break (or inject into) every request.
         raise TokenRequestError(
             "invalid_response", "token response's access_token is not a bearer token (RFC 6750)", permanent=False
+        )
+    token_type = body.get("token_type") or "Bearer"
+    if not isinstance(token_type, str) or not _AUTH_SCHEME.fullmatch(token_type):
+        # It is the Authorization header's scheme: a space, CR, LF or a JSON list would break every request.
+        raise TokenRequestError(
+            "invalid_response", "token response's token_type is not an auth-scheme (RFC 9110)", permanent=False
         )
     if positive_seconds(body.get("expires_in")) is None:
         log.warning(
@@ -171,15 +181,38 @@ def _issued(
         access_token=SecretStr(access),
         # A refresh response without a refresh token means: keep using the old one.
         refresh_token=SecretStr(new_refresh) if isinstance(new_refresh, str) and new_refresh else old_refresh,
-        token_type=str(body.get("token_type") or "Bearer"),
+        token_type=token_type,
         issued_at=started,
         expires_at=expires_at(access, body.get("expires_in"), started, float(provider.default_expires_in)),
     )
 
 
+def secret_forms(credentials: Credentials, refresh_token: SecretStr | None) -> list[str]:
+    """Every spelling in which a provider could echo a secret it was sent, longest first.
+
+    A token endpoint that repeats its request in an error (a form body, a Basic header) does not
+    repeat the bare secret: the form is URL-encoded (``+``, ``%2B`` or ``%2b``: the scrub ignores
+    case) and the Basic header is base64 of ``client_id:client_secret``, raw as authlib sends it
+    or URL-encoded first as RFC 6749 §2.3.1 says.
+    """
+    raw = [*credentials.secrets(), *([refresh_token.get_secret_value()] if refresh_token else [])]
+    forms = {f for secret in raw if secret for f in (secret, quote(secret, safe=""), quote(secret), quote_plus(secret))}
+    forms.update(f.replace("/", "\\/") for f in list(forms))  # JSON may escape '/'
+    secret = credentials.client_secret.get_secret_value() if credentials.client_secret else ""
+    if secret:
+        client_id = credentials.client_id
+        for text in (f"{client_id}:{secret}", f"{quote_plus(client_id)}:{quote_plus(secret)}"):
+            for charset in ("utf-8", "latin-1"):  # authlib encodes latin-1; others UTF-8
+                try:
+                    encoded = base64.b64encode(text.encode(charset)).decode()
+                except UnicodeEncodeError:
+                    continue
+                forms.update({encoded, encoded.rstrip("=")})
+    return sorted(forms, key=len, reverse=True)
+
+
 def _scrub(text: str, secrets: list[str]) -> str:
-    """Third parties sometimes echo what they were sent; never pass a secret on."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """Third parties sometimes echo what they were sent; never pass a secret on, in any spelling."""
+    if secrets:
+        text = re.sub("|".join(map(re.escape, secrets)), "***", text, flags=re.IGNORECASE)
     return text[:300]

@@ -51,6 +51,7 @@ class ThirdParty:
     clients: dict[str, str] = field(default_factory=dict)
     lifetime: float = 3600
     # ok | html | empty | no_access_token | no_expires_in | invalid_client | invalid_grant | server_error | slow
+    # | echo_request (refuses, repeating the request's Authorization header and form)
     token_mode: str = "ok"
     token_delay: float = 0.0
     rotate_refresh_tokens: bool = True
@@ -103,6 +104,10 @@ class ThirdParty:
         return client_id if self.clients.get(client_id) == secret else None
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
+        if self.token_mode == "echo_request":
+            # A careless provider repeating what it was sent: the Basic header and the form, as received.
+            echoed = f"{request.headers.get('Authorization', '')} {await request.text()}"
+            return web.json_response({"error": "invalid_client", "error_description": echoed}, status=401)
         form = dict(await request.post())  # type: ignore[arg-type]
         grant = str(form.get("grant_type", ""))
         client_id = self._client(request, form)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ backslashes, ``@``) can make the proxy send a tenant's token anywhere else.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import unquote
 
 # Control characters, space, backslash and '@' never belong in a forwarded path.
@@ -41,7 +42,10 @@ def upstream_target(raw_target: str) -> str:
         if once == decoded:
             break
         decoded = once
-    if _DOT_SEGMENT.search(decoded) or _FORBIDDEN_DECODED.search(decoded):
+    # Servers that fold Unicode compatibility forms (IIS, some Java stacks) read a full-width or
+    # one-dot-leader pair as '..' and a full-width solidus as '/': check the folded form too.
+    folded = decoded if decoded.isascii() else unicodedata.normalize("NFKC", decoded)
+    if any(_DOT_SEGMENT.search(p) or _FORBIDDEN_DECODED.search(p) for p in (decoded, folded)):
         raise EgressRefused("path contains a '.' or '..' segment or a forbidden character once decoded")
     if "\r" in query or "\n" in query:
         raise EgressRefused("query contains CR or LF")

@@ -9,7 +9,9 @@ against the zip's directory before reading and against the bytes while reading).
 
 from __future__ import annotations
 
+import lzma
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
@@ -22,6 +24,22 @@ from services.importer.stats import RunStats
 
 _READ = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# What zipfile and its decompressors raise on damaged bytes. bz2 raises a bare OSError ("Invalid data
+# stream") that the job would otherwise take for PostgreSQL being unreachable and retry for ever; a
+# real I/O error on the spool file carries an errno and is left alone (see _damaged).
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    EOFError,
+    NotImplementedError,
+    ValueError,
+    IndexError,
+    OSError,
+)
+# A damaged header can put kilobytes of the member into zipfile's message.
+_DETAIL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,8 @@ async def unzip(file: IO[bytes], limits: ZipLimits, stats: RunStats) -> AsyncIte
     """The bytes of the zip's single CSV member, in chunks."""
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        raise BadExport("not_a_zip", f"'data' is not a zip file ({exc})") from None
+    except _DAMAGED as exc:
+        raise _damaged(exc, BadExport("not_a_zip", f"'data' is not a zip file ({_detail(exc)})")) from None
     with archive:
         info = _single_member(archive, limits)
         ceiling = min(limits.max_csv_bytes, int(limits.max_ratio * max(info.compress_size, 1)))
@@ -62,10 +80,21 @@ async def unzip(file: IO[bytes], limits: ZipLimits, stats: RunStats) -> AsyncIte
                         break
                     stats.bytes_csv += len(chunk)
                     if stats.bytes_csv > ceiling:
-                        raise _bomb(f"{info.filename!r} decompresses to more than its directory says")
+                        raise _bomb(f"{info.filename[:200]!r} decompresses to more than its directory says")
                     yield chunk
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            raise BadExport("corrupt_zip", f"the zip member {info.filename!r} cannot be read: {exc}") from None
+        except _DAMAGED as exc:
+            message = f"the zip member {info.filename[:200]!r} cannot be read: {_detail(exc)}"
+            raise _damaged(exc, BadExport("corrupt_zip", message)) from None
+
+
+def _damaged(exc: BaseException, refusal: BadExport) -> BaseException:
+    """The refusal for damaged bytes; an OSError with an errno is the disk failing, not the zip."""
+    return exc if isinstance(exc, OSError) and exc.errno is not None else refusal
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
 
 
 def _single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipInfo:
@@ -73,6 +102,8 @@ def _single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipIn
     if not infos:
         raise BadExport("empty_zip", "the zip holds no file")
     for info in infos:
+        if not info.filename:
+            raise BadExport("unsafe_member_name", "a zip member has an empty name (a damaged directory?)")
         if _unsafe(info.filename):
             raise BadExport(
                 "unsafe_member_name",
@@ -86,12 +117,14 @@ def _single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipIn
         raise BadExport("several_members", f"the zip holds {len(infos)} files ({names}); an export holds one CSV")
     info = infos[0]
     if info.flag_bits & 0x1:
-        raise BadExport("encrypted_zip", f"the zip member {info.filename!r} is encrypted")
+        raise BadExport("encrypted_zip", f"the zip member {info.filename[:200]!r} is encrypted")
     if info.file_size > limits.max_csv_bytes:
-        raise _bomb(f"{info.filename!r} would decompress to {info.file_size} bytes (IMPORTER_MAX_CSV_BYTES)")
+        raise _bomb(f"{info.filename[:200]!r} would decompress to {info.file_size} bytes (IMPORTER_MAX_CSV_BYTES)")
     if info.file_size > limits.max_ratio * max(info.compress_size, 1):
         ratio = info.file_size / max(info.compress_size, 1)
-        raise _bomb(f"{info.filename!r} is compressed {ratio:.0f} to 1 (IMPORTER_MAX_ZIP_RATIO {limits.max_ratio:.0f})")
+        raise _bomb(
+            f"{info.filename[:200]!r} is compressed {ratio:.0f} to 1 (IMPORTER_MAX_ZIP_RATIO {limits.max_ratio:.0f})"
+        )
     return info
 
 

@@ -21,9 +21,24 @@ from services.importer.errors import BadExport
 from services.importer.stats import RunStats
 
 _WHITESPACE = b" \t\r\n"
-_STRING_END = re.compile(rb'["\\]')
+# A quote or backslash ends a run of plain string bytes; so does a raw control character, which
+# JSON forbids inside a string (raw tab, CR and LF are let through: exporters wrap base64 lines).
+_STRING_END = re.compile(rb'["\\\x00-\x08\x0b\x0c\x0e-\x1f]')
 _SHORT_STRING_LIMIT = 4096
-_JSON_ESCAPES = {ord("/"): b"/", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
+# The other members are small (a timestamp, a count); held whole, they are checked by orjson.
+_SKIPPED_VALUE_LIMIT = 1 << 20
+# RFC 8259 §7: exactly these escapes; any other letter after a backslash is not JSON.
+_JSON_ESCAPES = {
+    ord('"'): b'"',
+    ord("\\"): b"\\",
+    ord("/"): b"/",
+    ord("b"): b"\b",
+    ord("f"): b"\f",
+    ord("n"): b"\n",
+    ord("r"): b"\r",
+    ord("t"): b"\t",
+}
+_HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
 
 
 class _Bytes:
@@ -77,28 +92,48 @@ class _Bytes:
             self.pos = end
             if match is None:
                 continue
+            if match.group() not in b'"\\':
+                raise _not_json(f"a raw control character {match.group()!r} inside a string at byte {self.where}")
             self.pos += 1
             if match.group() == b'"':
                 return
             yield await self._escape()
         raise _not_json("the response ends inside a string")
 
+    async def _take(self, count: int) -> bytes:
+        taken = b""
+        while len(taken) < count and await self.fill():
+            part = self.buf[self.pos : self.pos + count - len(taken)]
+            taken += part
+            self.pos += len(part)
+        return taken
+
+    async def _hex4(self) -> int:
+        digits = await self._take(4)
+        if not _HEX4.fullmatch(digits):
+            raise _not_json(f"bad \\u escape at byte {self.where}")
+        return int(digits, 16)
+
     async def _escape(self) -> bytes:
+        where = self.where - 1
         if not await self.fill():
             raise _not_json("the response ends inside a string")
         code = self.buf[self.pos]
         self.pos += 1
-        if code == ord("u"):
-            digits = b""
-            while len(digits) < 4 and await self.fill():
-                take = self.buf[self.pos : self.pos + 4 - len(digits)]
-                digits += take
-                self.pos += len(take)
-            try:
-                return chr(int(digits, 16)).encode()
-            except ValueError:
-                raise _not_json(f"bad \\u escape at byte {self.where}") from None
-        return _JSON_ESCAPES.get(code, bytes([code]))
+        if code != ord("u"):
+            if code not in _JSON_ESCAPES:
+                raise _not_json(f"invalid escape '\\{chr(code)}' at byte {where}")
+            return _JSON_ESCAPES[code]
+        unit = await self._hex4()
+        if 0xD800 <= unit < 0xDC00:
+            # A character beyond the BMP is a UTF-16 surrogate pair: two escapes, high then low.
+            low = await self._hex4() if await self._take(2) == b"\\u" else -1
+            if not 0xDC00 <= low < 0xE000:
+                raise _not_json(f"a \\u escape at byte {where} is half a surrogate pair")
+            unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+        elif 0xDC00 <= unit < 0xE000:
+            raise _not_json(f"a \\u escape at byte {where} is half a surrogate pair")
+        return chr(unit).encode()
 
     async def short_string(self) -> str:
         raw = b""
@@ -109,28 +144,43 @@ class _Bytes:
         return raw.decode("utf-8", "replace")
 
     async def skip_value(self) -> None:
-        """Skip one JSON value of a member the importer does not use."""
+        """Skip one JSON value of a member the importer does not use, refusing it unless it is valid JSON."""
+        start = self.where
         first = await self.peek()
         if first == ord('"'):
             self.pos += 1
             async for _ in self.string_chunks():
                 pass
             return
-        depth = 0
+        # Held whole (bounded) and handed to orjson: a hand-written check of numbers, literals and
+        # nesting would be one more JSON reader to get wrong.
+        try:
+            orjson.loads(await self._raw_value(start))
+        except orjson.JSONDecodeError as exc:
+            raise _not_json(f"the value at byte {start} is not JSON ({exc})") from None
+
+    async def _raw_value(self, start: int) -> bytes:
+        """The bytes of one number, literal, array or object: up to where it ends by its brackets."""
+        raw = bytearray()
+        depth, in_string, escaped = 0, False, False
         while await self.fill():
             byte = self.buf[self.pos]
-            if byte == ord('"'):
-                self.pos += 1
-                async for _ in self.string_chunks():
-                    pass
-                continue
-            if depth == 0 and byte in b",}" + _WHITESPACE:
-                return
-            depth += (byte in b"{[") - (byte in b"}]")
+            if not in_string and depth == 0 and byte in b",}" + _WHITESPACE:
+                break
+            raw.append(byte)
             self.pos += 1
-            if depth == 0 and byte in b"}]":
-                return
-        raise _not_json("the response ends inside a value")
+            if len(raw) > _SKIPPED_VALUE_LIMIT:
+                raise _not_json(f"the value at byte {start} is longer than {_SKIPPED_VALUE_LIMIT} bytes")
+            if in_string:
+                in_string = escaped or byte != ord('"')
+                escaped = not escaped and byte == ord("\\")
+            elif byte == ord('"'):
+                in_string = True
+            elif byte in b"{[" or byte in b"}]":
+                depth += 1 if byte in b"{[" else -1
+                if depth <= 0:
+                    break
+        return bytes(raw)
 
 
 def _not_json(detail: str) -> BadExport:

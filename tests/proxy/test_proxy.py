@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import time
 from collections.abc import Callable
@@ -250,6 +251,23 @@ async def test_no_token_obtainable_gives_503_with_retry_after(proxy: Proxy) -> N
     # Refused for good: a second request does not call the token endpoint again.
     await proxy.get("/x")
     assert len(proxy.party.token_calls) == 1
+
+
+async def test_a_token_endpoint_echoing_the_request_leaks_no_secret(
+    proxy: Proxy, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy.party.token_mode = "echo_request"
+    secret = "secret-acme-demo-s3cr3t"
+    spellings = [secret, base64.b64encode(f"acme-demo:{secret}".encode()).decode()]
+
+    response = await proxy.get("/x")
+
+    body = await response.text()
+    assert response.status == 503 and "invalid_client" in body  # the echo did reach the error path
+    logged = capsys.readouterr().err + "\n".join(str(r.msg) for r in caplog.records)
+    assert "token refresh failed" in logged  # the refusal was logged, so the log was looked at
+    for spelling in spellings:
+        assert spelling not in body and spelling not in logged, spelling
 
 
 async def test_second_provider_by_header(start_proxy: Callable[..., Any], party: ThirdParty) -> None:

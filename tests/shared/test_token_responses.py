@@ -78,3 +78,27 @@ async def test_junk_expires_in_falls_back_to_the_default(
         pytest.fail(f"token request failed over expires_in={expires_in!r}: {exc.reason}: {exc}")
     assert issued.expires_at - issued.issued_at == pytest.approx(lifetime)
     assert issued.access_token.get_secret_value() in party.tokens
+
+
+@pytest.mark.parametrize(
+    "token_type",
+    ["Bearer\r\nX-Evil: 1", "Bearer x", "Bearer\t", ["Bearer"], {"t": 1}, 42, "Bé"],
+    ids=["crlf", "space", "tab", "list", "object", "number", "non-ascii"],
+)
+async def test_a_token_type_that_is_no_auth_scheme_is_refused(
+    party: ThirdParty, tmp_path: Path, token_type: Any
+) -> None:
+    # It becomes the Authorization header's scheme: anything but a token would break (or inject into) every
+    # request made with the token, long after the token request "succeeded".
+    party.body_overrides["token_type"] = token_type
+    with pytest.raises(TokenRequestError, match="token_type is not an auth-scheme") as caught:
+        await _issue(party, tmp_path)
+    assert caught.value.reason == "invalid_response" and not caught.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("token_type", "kept"), [("bearer", "bearer"), ("DPoP", "DPoP"), ("", "Bearer"), (None, "Bearer")]
+)
+async def test_a_usual_token_type_is_kept(party: ThirdParty, tmp_path: Path, token_type: Any, kept: str) -> None:
+    party.body_overrides["token_type"] = token_type
+    assert (await _issue(party, tmp_path)).token_type == kept
