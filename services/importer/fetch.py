@@ -26,14 +26,32 @@ def export_url(proxy_url: str, module: str, export_date: str) -> str:
     return f"{proxy_url.rstrip('/')}/exports/{quote(module, safe='')}?date={export_date}"
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, tenant: str, stats: RunStats) -> AsyncIterator[bytes]:
-    """Yield the body of a 200 answer; raise :class:`Transient` or :class:`BadExport` for anything else."""
+def max_body_bytes(max_zip_bytes: int) -> int:
+    """The largest answer that can hold a zip of ``max_zip_bytes``: its base64 (4/3) and the envelope's other
+    members (each at most 1 MiB, envelope.py) with room to spare."""
+    return max_zip_bytes * 4 // 3 + (16 << 20)
+
+
+async def fetch(
+    session: aiohttp.ClientSession, url: str, tenant: str, stats: RunStats, max_bytes: int
+) -> AsyncIterator[bytes]:
+    """Yield the body of a 200 answer; raise :class:`Transient` or :class:`BadExport` for anything else.
+
+    The body is counted as it arrives, after any Content-Encoding is undone, so an endless or gzip-bombed
+    answer stops at ``max_bytes`` instead of at the disk or the job timeout.
+    """
     try:
         async with session.get(url, headers={"X-Tenant-ID": tenant}) as response:
             if response.status != 200:
                 raise await _refusal(response)
             async for chunk in response.content.iter_chunked(_CHUNK):
                 stats.bytes_received += len(chunk)
+                if stats.bytes_received > max_bytes:
+                    raise BadExport(
+                        "too_large",
+                        f"the proxy's answer is larger than {max_bytes} bytes, more than a zip of "
+                        "IMPORTER_MAX_ZIP_BYTES can take in its envelope",
+                    )
                 yield chunk
     except TimeoutError:
         raise Transient("proxy_timeout", f"the proxy did not answer within the timeout ({url})") from None

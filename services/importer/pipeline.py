@@ -41,7 +41,7 @@ from services.importer.csv_scan import RecordCount, Untrusted
 from services.importer.csv_stream import CsvRecords, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
-from services.importer.fetch import export_url, fetch
+from services.importer.fetch import export_url, fetch, max_body_bytes
 from services.importer.merge import REFUSED, MergePlan, copy_chunks, merge, merge_staged
 from services.importer.progress import Progress
 from services.importer.settings import ImporterSettings
@@ -82,7 +82,7 @@ async def import_export_file(run: Run) -> str:
         tempfile.TemporaryDirectory(dir=settings.importer_temp_dir, prefix="conduit-import-") as workdir,
         tempfile.SpooledTemporaryFile(settings.importer_spool_memory_bytes, dir=workdir) as zipped,
     ):
-        body = fetch(run.session, url, run.key.tenant, stats)
+        body = fetch(run.session, url, run.key.tenant, stats, max_body_bytes(settings.importer_max_zip_bytes))
         with stats.timed("download"):
             await spool(b64decode(base64_payload(body, module.name), stats), zipped, run.limits, stats)
         return await import_zip(run, zipped)

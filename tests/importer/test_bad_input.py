@@ -4,6 +4,7 @@ loop (the job is not retried) and never partial data (a failed run leaves the ta
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import zipfile
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services.importer.fetch import max_body_bytes
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, envelope, export_body, zip_bytes
 
@@ -228,3 +230,22 @@ async def test_text_after_a_closing_quote_reads_the_same_on_both_paths(importer:
     assert [r["parse_path"][:14] for r in runs] == ["first load", "careful: COPY:"]
     assert [r["status"] for r in runs] == ["succeeded", "partially_rejected"]
     assert await importer.db.value("SELECT login FROM users WHERE user_id = 1") == "annx"
+
+
+async def test_an_endless_or_gzip_bombed_answer_stops_at_the_envelope_limit(
+    importer: Importer, exports: Exports, tmp_path: Path
+) -> None:
+    """IMPORTER_MAX_ZIP_BYTES counted only the zip once decoded: whitespace (or any member) around it, sent
+    gzipped, was read without end. 40 MiB of it travel as about 40 KB."""
+    good = envelope("users", zip_bytes({"users.csv": CSV}))
+    padded = good[:1] + b" " * (40 << 20) + good[1:]
+    exports.set("users", gzip.compress(padded, compresslevel=1), headers={"Content-Encoding": "gzip"})
+
+    result = await importer.with_settings(importer_max_zip_bytes=1000).run("acme", "users")
+
+    assert result.startswith("failed: too_large") and "IMPORTER_MAX_ZIP_BYTES" in result
+    run = await importer.last_run()
+    assert run["bytes_received"] <= max_body_bytes(1000) + (256 << 10)
+    assert await importer.db.value("SELECT count(*) FROM users") == 0
+    assert len(exports.calls) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("conduit-import-")] == []
