@@ -97,11 +97,14 @@ class Board:
                 "run_id": run_id,
                 "export_date": event.get("export_date"),
                 "rows": 0,
+                "stage": "",
                 "started": float(event.get("at", time.time())),
                 "job_id": event.get("job_id"),
             }
         elif kind == "progress" and run_id in cell.running:
             cell.running[run_id]["rows"] = int(event.get("rows", 0))
+        elif kind == "stage" and run_id in cell.running:
+            cell.running[run_id]["stage"] = str(event.get("stage", ""))[:40]
         elif kind == "finished":
             cell.running.pop(run_id, None)
             cell.queued.pop(str(event.get("job_id", "")), None)
@@ -165,7 +168,7 @@ class Board:
                 started = row["started_at"].timestamp() if row["started_at"] else time.time()
                 cell.running[row["id"]] = {
                     "run_id": row["id"], "export_date": row["export_date"].isoformat(),
-                    "rows": row["rows_read"], "started": started, "job_id": row["job_id"],
+                    "rows": row["rows_read"], "stage": "", "started": started, "job_id": row["job_id"],
                 }  # fmt: skip
             elif row["job_id"]:
                 cell.queued[row["job_id"]] = time.time()

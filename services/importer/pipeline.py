@@ -83,6 +83,7 @@ async def import_export_file(run: Run) -> str:
         tempfile.SpooledTemporaryFile(settings.importer_spool_memory_bytes, dir=workdir) as zipped,
     ):
         body = fetch(run.session, url, run.key.tenant, stats, max_body_bytes(settings.importer_max_zip_bytes))
+        await run.progress.stage("download")
         with stats.timed("download"):
             await spool(b64decode(base64_payload(body, module.name), stats), zipped, run.limits, stats)
         return await import_zip(run, zipped)
@@ -94,9 +95,12 @@ async def import_zip(run: Run, zipped: IO[bytes]) -> str:
     run.stats.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
+        await run.progress.stage("copy")
         refused = await _fast_path(run, zipped, plan, layout)
         if refused is not None:
+            await run.progress.stage("careful parse")
             await _careful_path(run, zipped, plan, refused)
+        await run.progress.stage("record")
         status = "partially_rejected" if run.rejects.count else "succeeded"
         await ledger.finish(run.conn, run.attempt, status, run.stats, run.rejects.kept, note=_note(run))
     return status
@@ -137,6 +141,7 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
                 raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
             await check_field_sizes(conn, plan, layout, limit, tenant if first else None)
             if not first:
+                await run.progress.stage("merge")
                 await merge_staged(conn, plan, tenant, stats)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
@@ -178,6 +183,7 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
     await _lock_table(run)
     threshold = run.module.reject_threshold
+    await run.progress.stage("merge")
     await merge(run.conn, plan, run.key.tenant, run.rejects, threshold, stats, refused_before=refused == "merge")
 
 

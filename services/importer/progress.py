@@ -1,4 +1,4 @@
-"""Progress events on Redis pub/sub for live views: run started, every N rows, finished.
+"""Progress events on Redis pub/sub for live views: run started, each stage it enters, every N rows, finished.
 
 On the live-view channel every service shares (``shared.events``, topic
 ``import``); each message is a JSON object naming the run, job, tenant, module
@@ -33,6 +33,10 @@ class Progress:
 
     async def started(self, attempt: int) -> None:
         await self.publish("started", attempt=attempt)
+
+    async def stage(self, name: str) -> None:
+        """The run enters a stage (download, copy, careful parse, merge, record)."""
+        await self.publish("stage", stage=name)
 
     async def rows(self, staged: int) -> None:
         """Called after every chunk; publishes when another ``every_rows`` rows went in."""

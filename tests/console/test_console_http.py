@@ -261,6 +261,20 @@ async def test_the_live_stream_pushes_an_event_within_a_second(console: Console,
         assert time.monotonic() - sent < 1.0 and "2024-05-01" in frame
 
 
+async def test_a_running_import_shows_its_stage_and_rows_so_far(console: Console, redis: Redis) -> None:
+    client, _ = await console.signed_in()
+    run = {"run_id": 7, "job_id": "import:acme:users:2024-05-01", "tenant": "acme", "module": "users"}
+    async with client, client.get("/board/stream", timeout=aiohttp.ClientTimeout(total=10)) as stream:
+        await _frame(stream)
+        events.emit(redis, "import", "started", export_date="2024-05-01", attempt=1, **run)
+        events.emit(redis, "import", "stage", stage="merge", **run)
+        events.emit(redis, "import", "progress", rows=12000, **run)
+        async with asyncio.timeout(2.0):
+            while "12,000 rows" not in (frame := await _frame(stream)):
+                pass
+    assert '<span class="stage">merge</span>' in frame and 'href="/runs/7"' in frame
+
+
 async def _frame(stream: aiohttp.ClientResponse) -> str:
     lines: list[str] = []
     while True:
