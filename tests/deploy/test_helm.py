@@ -570,6 +570,7 @@ def config_groups(chart_values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "CONDUIT_WORKER_": chart_values["worker"]["config"],
         "CONDUIT_IMPORTER_": chart_values["worker"]["importer"],
         "CONDUIT_SCHEDULER_": chart_values["scheduler"]["config"],
+        "CONDUIT_CONSOLE_": chart_values["console"]["config"],
     }
     return {
         prefix: {f"{prefix[len('CONDUIT_') :]}{snake(key)}".lower(): value for key, value in group.items()}
@@ -603,8 +604,64 @@ def test_the_charts_settings_defaults_are_the_applications_defaults(
     assert not differ, f"chart default vs application default: {differ}"
 
 
+# Rendered only when the way of signing in they belong to is configured (OIDC, a read-only token).
+CONSOLE_ON_DEMAND = {
+    "console_token",
+    "console_readonly_token",
+    "console_oidc_issuer",
+    "console_oidc_client_id",
+    "console_oidc_client_secret",
+    "console_allowed_groups",
+    "console_allowed_emails",
+    "console_admin_groups",
+    "console_admin_emails",
+}
+
+
+def console_settings() -> type[Any]:
+    from services.console.settings import ConsoleSettings
+
+    return ConsoleSettings
+
+
+def test_the_chart_sets_every_setting_of_the_consoles_settings_class(render: Callable[..., Objects]) -> None:
+    objects = render("--set", "console.enabled=true", "--set", "console.existingSecret=conduit-console")
+    rendered = env(container(objects, "console"))
+    fields = setting_env(console_settings())
+    missing = [
+        variable
+        for name, variable in fields.items()
+        if variable not in rendered and not on_demand(name) and name not in CONSOLE_ON_DEMAND
+    ]
+    assert not missing, f"console: settings the chart cannot set: {sorted(missing)}"
+
+
+def test_the_consoles_chart_defaults_are_the_applications_defaults(
+    render: Callable[..., Objects], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = render("--set", "console.enabled=true", "--set", "console.existingSecret=conduit-console")
+    rendered = env(container(objects, "console"))
+    for variable in [name for name in os.environ if name.startswith("CONDUIT_")]:
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("CONDUIT_CONSOLE_TOKEN", "a-token-for-the-test")
+    settings = console_settings()
+    application = settings()
+    fields = setting_env(settings)
+    for name, variable in fields.items():
+        if name not in CHART_MANAGED and "value" in rendered.get(variable, {}):
+            monkeypatch.setenv(variable, rendered[variable]["value"])
+    from_chart = settings()
+    differ = {
+        fields[name]: (getattr(from_chart, name), getattr(application, name))
+        for name in fields
+        if getattr(from_chart, name) != getattr(application, name)
+    }
+    assert not differ, f"chart default vs application default: {differ}"
+
+
 def test_every_settings_map_key_is_a_real_setting() -> None:
-    known = {name for settings in settings_classes().values() for name in settings.model_fields}
+    classes = [*settings_classes().values(), console_settings()]
+    known = {name for settings in classes for name in settings.model_fields}
     for prefix, group in config_groups(values()).items():
         unknown = set(group) - known
         assert not unknown, f"{prefix}: values keys that no settings class reads: {sorted(unknown)}"
