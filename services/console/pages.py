@@ -94,6 +94,16 @@ async def run_page(request: web.Request) -> web.Response:
     return render(request, "run.html", {"run": run, "stages": stages, "page": "imports"})
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): the third party's
+# rejected bytes must reach the operator's screen as text, so such a cell gets a leading apostrophe (OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: str) -> str:
+    """The value as a spreadsheet shows it as text: a leading ' where it would start a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 async def run_rejects_csv(request: web.Request) -> web.StreamResponse:
     """Every kept reject of a run as CSV, streamed from a server-side cursor."""
     run_id = _run_id(request)
@@ -110,7 +120,9 @@ async def run_rejects_csv(request: web.Request) -> web.StreamResponse:
         writer = csv.writer(buffer)
         writer.writerow(["line", "column", "reason", "raw"])
         async for chunk in queries.rejects(conn, run_id):
-            writer.writerows((r["line"], r["column_name"] or "", r["reason"], r["raw"] or "") for r in chunk)
+            writer.writerows(
+                (r["line"], inert(r["column_name"] or ""), inert(r["reason"]), inert(r["raw"] or "")) for r in chunk
+            )
             await response.write(buffer.getvalue().encode())
             buffer.seek(0)
             buffer.truncate()
