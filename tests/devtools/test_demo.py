@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from devtools import run
 from services.scheduler.import_plan import ImportPlanner, plan_fire
 from services.scheduler.main import catalogue_modules
-from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
 from shared import redis_keys
+from shared.schedules import import_entries
 from shared.tenants import load_tenants
 
 
