@@ -142,7 +142,7 @@ async def _prepare(urls: dict[str, str], opts: argparse.Namespace) -> dict[str, 
         "CONDUIT_DEMO_EXPORT_CACHE_DIR": str(WORK / "exports"),
         "CONDUIT_LOG_LEVEL": "WARNING",
         "CONDUIT_PROXY_ACCESS_LOG": "false",
-        "CONDUIT_WORKER_HTTP_PORT": "0",
+        "CONDUIT_IMPORTER_HTTP_PORT": "0",
         # The provider limit is proven by the tests; here it would only measure itself.
         "CONDUIT_IMPORTER_PROVIDER_RATES": json.dumps({"demo": 1000}),
         "CONDUIT_IMPORTER_PROVIDER_BURST": "50",
@@ -212,7 +212,7 @@ class _Stack:
 
     def worker(self, name: str, **settings: str) -> Service:
         env = {**self.env, **{f"CONDUIT_{k.upper()}": v for k, v in settings.items()}}
-        return Service(name, [CONDUIT, "worker"], WORK / f"{name}.log", env)
+        return Service(name, [CONDUIT, "importer"], WORK / f"{name}.log", env)
 
 
 # --- throughput ---------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ async def _daily_cycle(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any
     stack.serve_exports(rows)
     await _sql(stack, "CHECKPOINT")
     ports = [free_port() for _ in range(opts.workers)]
-    workers = [stack.worker(f"worker-cycle-{i}", worker_http_port=str(p)) for i, p in enumerate(ports)]
+    workers = [stack.worker(f"worker-cycle-{i}", importer_http_port=str(p)) for i, p in enumerate(ports)]
     try:
         for worker, port in zip(workers, ports, strict=True):
             wait_http(worker, f"http://127.0.0.1:{port}/ready")  # started, schema checked: the clock starts now
