@@ -1,4 +1,4 @@
-"""The scheduler process: ``conduit scheduler``. It owns time; workers do the work."""
+"""The scheduler process: ``conduit scheduler``. It owns time; the importers do the work."""
 
 from __future__ import annotations
 
