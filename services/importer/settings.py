@@ -23,12 +23,13 @@ _RENAMED = "http_host http_port poll_delay max_jobs refresh_timeout import_timeo
 _OLD_PREFIX = "CONDUIT_WORKER_"
 
 
-def deprecated_names(environ: dict[str, str] | None = None) -> list[str]:
+def deprecated_names() -> list[str]:
     """The ``CONDUIT_WORKER_*`` variables set, each read as its ``CONDUIT_IMPORTER_*`` (to warn about)."""
-    environ = dict(os.environ) if environ is None else environ
-    return [f"{_OLD_PREFIX}{suffix.upper()}" for suffix in _RENAMED if f"{_OLD_PREFIX}{suffix.upper()}" in environ]
+    return [name for name in (f"{_OLD_PREFIX}{suffix.upper()}" for suffix in _RENAMED) if name in os.environ]
 
 
+# A settings source rather than pydantic's AliasChoices: aliases drop env_prefix and make the new and the
+# old name equal in priority, where here the new name must win and the constructor keep its keywords.
 class _OldWorkerNames(PydanticBaseSettingsSource):
     """``CONDUIT_WORKER_<SUFFIX>`` as ``importer_<suffix>``, below the real environment variables in priority."""
 
