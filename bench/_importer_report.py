@@ -25,8 +25,8 @@ def render(f: Any, opts: argparse.Namespace) -> str:
     lines = [
         "## Importer",
         "",
-        "`python -m bench importer` (part of `make bench`): the demo third party, the auth proxy and `conduit worker`",
-        f"processes against PostgreSQL and Redis on this machine ({f.machine}).",
+        "`python -m bench importer` (part of `make bench`): the demo third party, the auth proxy and",
+        f"`conduit importer` processes against PostgreSQL and Redis on this machine ({f.machine}).",
         "",
     ]
     lines += _throughput(f)
@@ -142,7 +142,7 @@ def _design() -> list[str]:
 def _memory(f: Any) -> list[str]:
     if not f.memory:
         return []
-    out = ["### Worker peak memory (VmHWM of the `conduit worker` process, one import)", "", "| rows | peak RSS |"]
+    out = ["### Worker peak memory (VmHWM of the `conduit importer` process, one import)", "", "| rows | peak RSS |"]
     out.append("|---:|---:|")
     for rows, peak in sorted(f.memory.items(), key=lambda kv: int(kv[0])):
         out.append(f"| {int(rows):,} | {peak:.0f} MB |")

@@ -1,7 +1,7 @@
 """Importer: rows/s of the whole pipeline against psql \\copy and pgloader, worker memory, chunk sizes, a daily cycle.
 
 Everything runs as in production: the demo third party, the auth proxy and
-`conduit worker` processes, PostgreSQL and Redis (the configured ones, else
+`conduit importer` processes, PostgreSQL and Redis (the configured ones, else
 throwaway servers, as `make run` does), in a schema and Redis database of the
 bench's own. The throughput runs are paired (Conduit and psql back to back,
 order alternating, a CHECKPOINT before each) and the medians reported, so drift
