@@ -1,6 +1,6 @@
 """Helpers every `conduit` command module shares.
 
-Exit codes, the same for every command and service (README, "Exit codes"): 0 done; 1 it could
+Exit codes, the same for every command and service (docs/operations.md, "Exit codes"): 0 done; 1 it could
 not be done (configuration, a store that cannot be reached, a failed job); 2 the command line
 itself is wrong (click's usage errors).
 """

@@ -139,4 +139,4 @@ def main(settings: SchedulerSettings | None = None) -> None:
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"conduit scheduler: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None  # README, "Exit codes": 1 for configuration errors
+        raise SystemExit(1) from None  # docs/operations.md, "Exit codes": 1 for configuration errors

@@ -1,7 +1,7 @@
 """`conduit` as an operator runs it: one line and exit code 1 when a store is out of reach or the
 configuration is wrong, for every command and every service; `--version`; `-h` everywhere.
 
-Exit codes (README, "Exit codes"): 0 done, 1 could not be done, 2 the command line is wrong.
+Exit codes (docs/operations.md, "Exit codes"): 0 done, 1 could not be done, 2 the command line is wrong.
 """
 
 from __future__ import annotations
