@@ -82,6 +82,11 @@ class Rejects:
     count: int = 0
     kept: list[Reject] = field(default_factory=list)
 
+    def clear(self) -> None:
+        """Forget every reject (the careful path reads the file again from its start)."""
+        self.count = 0
+        self.kept.clear()
+
     def add(self, line: int, column: str | None, reason: str, record: list[str]) -> None:
         self.count += 1
         if len(self.kept) < self.keep:
