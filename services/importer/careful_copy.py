@@ -37,9 +37,10 @@ from services.importer.stats import RunStats
 from services.importer.validate import Row
 from shared.modules import TENANT_COLUMN
 
-# Days 29-31 only in months that have them; 29 February is left to PostgreSQL (leap years).
+# Days 29-31 only in months that have them, 29 February only in leap years.
 _DAY = r"(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31"
-_DATE = rf"(?!0000)[0-9]{{4}}-(?:{_DAY})"
+_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29"
+_DATE = rf"(?!0000)(?:[0-9]{{4}}-(?:{_DAY})|{_LEAP})"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
 _DECIMAL = r"-?[0-9]{1,15}(?:\.[0-9]{1,15})?"
 # What each type's input function surely accepts, whatever the session's DateStyle. Narrow on purpose:
@@ -54,8 +55,6 @@ SURE: dict[str, str] = {
 }
 # A backslash-dot right after a line break inside a quoted value: COPY may read it as the end of the data.
 _END_MARK = re.compile(r"[\r\n]\\\.")
-# Below this many values a range of a column is checked value by value instead of halved again.
-_SMALL = 16
 
 
 class NotDirect(Exception):
@@ -94,8 +93,7 @@ def checks_for(plan: MergePlan) -> Checks | None:
         if column.type == "text":
             texts.append(position)
             if required:
-                # Not [\s\S]: a pattern that can match the NUL joining values backtracks without end.
-                out.append(_check(position, r"[^\x00]+", True))
+                out.append(Check(position, bool, _none_empty))
             continue
         pattern = SURE.get(column.type)
         if pattern is None:
@@ -108,7 +106,7 @@ def doubtful(columns: list[list[str]], checks: Checks) -> set[int]:
     """Indexes of the rows some check does not vouch for, or whose text could end COPY's data early."""
     found: set[int] = set()
     for check in checks.columns:
-        _narrow(columns[check.position], check, 0, len(columns[check.position]), found)
+        _narrow(columns[check.position], check, found)
     for position in checks.texts:
         values = columns[position]
         joined = "\x00".join(values)
@@ -134,14 +132,18 @@ def csv_lines(columns: list[list[str]], texts: list[int], skip: set[int]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _narrow(values: list[str], check: Check, lo: int, hi: int, found: set[int]) -> None:
-    # Halving: one C-speed match over a whole range when it is clean, which nearly every range is.
-    if hi - lo <= _SMALL:
-        found.update(i for i in range(lo, hi) if check.one(values[i]) is None)
-    elif check.many("\x00".join(values[lo:hi])) is None:
-        mid = (lo + hi) // 2
-        _narrow(values, check, lo, mid, found)
-        _narrow(values, check, mid, hi, found)
+def _none_empty(joined: str) -> bool:
+    # Required text: no value empty, by string search rather than a pattern (a tenth of the time).
+    return bool(joined) and "\x00\x00" not in joined and joined[0] != "\x00" and joined[-1] != "\x00"
+
+
+def _narrow(values: list[str], check: Check, found: set[int]) -> None:
+    # One C-speed match over the whole column, which nearly every batch passes; else each distinct value
+    # once (halving ranges instead tried values five times over with a bad one in every 400 rows).
+    if check.many("\x00".join(values)):
+        return
+    bad = {value for value in set(values) if not check.one(value)}
+    found.update(i for i, value in enumerate(values) if value in bad)
 
 
 @dataclass
