@@ -6,7 +6,9 @@ import argparse
 import statistics
 from typing import Any
 
-_STAGES = ("download", "decode", "unzip", "decode_text", "parse", "validate", "copy", "merge", "sort_out", "total")
+_STAGES = (
+    "download", "decode", "unzip", "decode_text", "parse", "validate", "route", "copy", "merge", "sort_out", "total",
+)  # fmt: skip
 _STAGE_NOTES = {
     "download": "proxy response to spooled zip (includes base64 decoding)",
     "decode": "base64 decoding (worker CPU)",
@@ -14,6 +16,7 @@ _STAGE_NOTES = {
     "decode_text": "bytes to text (careful path)",
     "parse": "aiocsv (careful path)",
     "validate": "field counts, NUL, projection (careful path)",
+    "route": "which rows surely fit, and those written back as CSV (careful path, first load)",
     "copy": "COPY, wall time (PostgreSQL parses on the fast path; overlaps parsing on the careful path)",
     "merge": "MERGE into the module's table (PostgreSQL)",
     "sort_out": "rejecting rows that do not fit (only when some do not)",
