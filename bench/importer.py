@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-importer"
 RESULTS = Path(__file__).resolve().parent / "results"
 CONDUIT = str(Path(sys.executable).with_name("conduit"))
-SCHEMA = "bench_importer"
-REDIS_DB = "12"
+# Overridable, so that two checkouts can bench at once without dropping each other's schema and jobs.
+SCHEMA = os.environ.get("BENCH_IMPORTER_SCHEMA", "bench_importer")
+REDIS_DB = os.environ.get("BENCH_IMPORTER_REDIS_DB", "12")
 MODULE = "transactions"
 DAY = "2024-05-01"
 
@@ -49,6 +50,8 @@ class Figures:
     unchanged: dict[str, Any] = field(default_factory=dict)
     changed: dict[str, Any] = field(default_factory=dict)
     careful: dict[str, Any] = field(default_factory=dict)
+    # The export with 0.5% bad rows (careful path) against psql \\copy of it without them, paired.
+    rejects: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +83,9 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=200_000, help="rows of each chunk-size run")
     parser.add_argument("--cycle", default="10x50x10000", help="tenants x modules x rows of the daily cycle")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the daily cycle")
-    parser.add_argument("--skip", default="", help="comma list of: pgloader,big,chunks,cycle,careful")
+    parser.add_argument(
+        "--skip", default="", help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
@@ -95,7 +100,10 @@ async def _bench(opts: argparse.Namespace) -> Figures:
     env = await _prepare(urls, opts)
     figures = Figures(rows=opts.rows, machine=_machine())
     with _Stack(env) as stack:
-        await _throughput(stack, opts, figures)
+        if "throughput" not in opts.skip:
+            await _throughput(stack, opts, figures)
+        if "rejects" not in opts.skip:
+            figures.rejects = await _rejects(stack, opts)
         if "careful" not in opts.skip:
             figures.careful = await _careful(stack, opts)
         if opts.big_rows and "big" not in opts.skip:
@@ -256,7 +264,7 @@ async def _conduit_fresh(stack: _Stack, job: str) -> dict[str, Any]:
     return await _conduit(stack, job, DAY)
 
 
-async def _conduit(stack: _Stack, job: str, day: str, **settings: str) -> dict[str, Any]:
+async def _conduit(stack: _Stack, job: str, day: str, expect: str = "succeeded", **settings: str) -> dict[str, Any]:
     """One import by a fresh worker process: the ledger's figures, the job's wall time and the worker's peak RSS."""
     await _sql(stack, "CHECKPOINT")
     worker = stack.worker(f"worker-{job}", **settings)
@@ -266,11 +274,12 @@ async def _conduit(stack: _Stack, job: str, day: str, **settings: str) -> dict[s
     finally:
         worker.stop()
     run = (await _fetch(stack, "SELECT * FROM import_runs WHERE job_id = $1 ORDER BY id DESC LIMIT 1", job))[0]
-    if run["status"] != "succeeded":
+    if run["status"] != expect:
         raise BenchError(f"import {job} ended {run['status']}: {run['error_message']}")
     seconds = json.loads(run["stage_seconds"]) if isinstance(run["stage_seconds"], str) else run["stage_seconds"]
     return {"total": seconds["total"], "wall": wall, "stages": seconds, "path": run["parse_path"],
-            "rows": run["rows_imported"], "changed": run["rows_changed"], "peak_mb": peak}  # fmt: skip
+            "rows": run["rows_imported"], "changed": run["rows_changed"], "peak_mb": peak,
+            "rejected": run["rows_rejected"]}  # fmt: skip
 
 
 async def _psql(stack: _Stack, csv_path: Path) -> float:
@@ -311,6 +320,33 @@ async def _careful(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any]:
     """The same million rows down the careful path (aiocsv in the worker): where Python's time would go."""
     await _sql(stack, f"TRUNCATE {MODULE}")
     return await _conduit(stack, "bench-careful", DAY, importer_fast_path="false")
+
+
+async def _rejects(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any]:
+    """1M rows with 0.5% bad ones (careful path, first load) against psql \\copy of the file without them, paired."""
+    from bench import _rejects_export
+    from demo.exports import cache_path
+    from shared.modules import catalogue
+
+    day = "2024-05-03"
+    clean = _extract(_build(MODULE, "acme-demo", DAY, opts.rows))
+    zipped = cache_path(catalogue().get(MODULE), "acme-demo", day, opts.rows, WORK / "exports")
+    kept = WORK / "exports" / f"{zipped.stem}-kept.csv"
+    bad = _rejects_export.build(clean, zipped, kept, f"{MODULE}.csv")
+    stack.serve_exports(0, {MODULE: opts.rows})
+    await _sql(stack, _comparison_tables())
+    conduit: list[dict[str, Any]] = []
+    psql: list[float] = []
+    for i in range(opts.repeat):
+        for side in ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]:
+            if side == "psql":
+                psql.append(await _psql(stack, kept))
+            else:
+                await _sql(stack, f"TRUNCATE {MODULE}")
+                conduit.append(await _conduit(stack, f"bench-rejects-{i}", day, expect="partially_rejected"))
+            done = psql[-1] if side == "psql" else conduit[-1]["total"]
+            print(f"  rejects, {side}: {done:.2f} s", flush=True)
+    return {"bad_rows": bad, "conduit": conduit, "psql": psql}
 
 
 async def _big(stack: _Stack, opts: argparse.Namespace) -> float:
