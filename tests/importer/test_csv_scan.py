@@ -109,6 +109,26 @@ def test_the_scan_refuses_what_copy_reads_differently(size: int) -> None:
             raise AssertionError(f"{data!r} got through")
 
 
+def copy_refuses_line_ends(sent: bytes) -> bool:
+    """Whether PostgreSQL's COPY (CSV) refuses these bytes for their line ends: its own reading, modelled here.
+
+    COPY takes the line end of its first line (LF, CRLF or CR) and refuses any line end of another kind outside
+    quotes ("literal carriage return found in data"); a quote character toggles "inside quotes" wherever it is.
+    """
+    kind, quoted, i = b"", False, 0
+    while i < len(sent):
+        c = sent[i : i + 1]
+        if c == b'"':
+            quoted = not quoted
+        elif c in (b"\r", b"\n") and not quoted:
+            end = b"\r\n" if sent[i : i + 2] == b"\r\n" else c
+            if kind and end != kind:
+                return True
+            kind, i = end, i + len(end) - 1
+        i += 1
+    return False
+
+
 def _fed(data: bytes, size: int) -> tuple[bytes, CopyFeed]:
     feed = CopyFeed()
     out = [feed.feed(piece) for piece in _pieces(data, size)]
@@ -131,8 +151,11 @@ def test_what_copy_gets_reads_as_the_file_does_and_copy_reads_it_alike(data: byt
         assert b"\x00" in data or "never closed" in str(exc) or data.count(b'"') % 2, exc
         return
     expected = reference(data.decode("utf-8", "replace"))
-    assert reference(sent.decode("utf-8", "replace")) == expected
-    assert feed.records == len(expected)
+    if reference(sent.decode("utf-8", "replace")) != expected or feed.records != len(expected):
+        # Sent as it is because COPY refuses it (the careful path then reads the file), the feed counting only
+        # the file's own line ends (csv_requote.py).
+        assert copy_refuses_line_ends(sent), (sent, feed.records, expected)
+        return
     scan = CopyScan()
     for piece in _pieces(sent, size):
         scan.feed(piece)
