@@ -59,7 +59,9 @@ class Figures:
 
 
 def main(argv: list[str]) -> int:
+    global SCHEMA, REDIS_DB
     opts = _options(argv)
+    SCHEMA, REDIS_DB = opts.schema, opts.redis_db
     try:
         figures = asyncio.run(_bench(opts))
     except BenchError as exc:
@@ -85,6 +87,10 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the daily cycle")
     parser.add_argument("--skip", default="", help="comma list of: pgloader,big,chunks,cycle,careful,unusual,again")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--schema", default=SCHEMA, help="PostgreSQL schema of the bench's own (dropped first): two runs need two"
+    )
+    parser.add_argument("--redis-db", default=REDIS_DB, help="Redis database of the bench's own (flushed first)")
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
     return opts
