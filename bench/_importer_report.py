@@ -7,12 +7,14 @@ import statistics
 from typing import Any
 
 _STAGES = (
-    "download", "decode", "unzip", "decode_text", "parse", "validate", "route", "copy", "merge", "sort_out", "total",
+    "download", "decode", "unzip", "feed", "decode_text", "parse", "validate", "route", "copy", "merge", "sort_out",
+    "total",
 )  # fmt: skip
 _STAGE_NOTES = {
     "download": "proxy response to spooled zip (includes base64 decoding)",
     "decode": "base64 decoding (worker CPU)",
     "unzip": "decompression (worker CPU)",
+    "feed": "the fast path's byte scan and re-quoting, in the worker between chunks (inside copy)",
     "decode_text": "bytes to text (careful path)",
     "parse": "aiocsv (careful path)",
     "validate": "field counts, NUL, projection (careful path)",
@@ -92,6 +94,7 @@ def _throughput(f: Any) -> list[str]:
         "",
     ]
     out += _stages(f)
+    out += _unusual(f)
     return out
 
 
@@ -125,6 +128,37 @@ def _rejects(f: Any) -> list[str]:
         "",
     ]
     return out
+
+
+def _unusual(f: Any) -> list[str]:
+    """Issue 15's valid but unusual files, each against `psql \\copy` of the clean file in the same run."""
+    if not getattr(f, "unusual", None):
+        return []
+    out = [
+        f"### Valid but unusual files: {f.rows:,} rows as a first load, against `psql \\copy` of the clean file",
+        "",
+        'The same export with 1% of records holding an inch mark in a bare field (`5" screen`), with one memo',
+        "holding a line of only `\\.`, and with CR-only line ends; paired runs in the same order as above.",
+        "",
+        "| file | Conduit | psql (clean file) | against psql | path | feed | copy | worker peak |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for kind, runs in f.unusual.items():
+        conduit = statistics.median(r["total"] for r in runs["conduit"])
+        psql = statistics.median(runs["psql"])
+        median_run = sorted(runs["conduit"], key=lambda r: r["total"])[len(runs["conduit"]) // 2]
+        stages = median_run["stages"]
+        out.append(
+            f"| {kind} | {conduit:.2f} | {psql:.2f} | **{psql / conduit:.2f}** | {median_run['path']} "
+            f"| {stages.get('feed', 0):.2f} | {stages.get('copy', 0):.2f} "
+            f"| {max(r['peak_mb'] for r in runs['conduit']):.0f} MB |"
+        )
+    out.append("")
+    for kind, runs in f.unusual.items():
+        conduit_runs = ", ".join(f"{r['total']:.2f}" for r in runs["conduit"])
+        psql_runs = ", ".join(f"{s:.2f}" for s in runs["psql"])
+        out.append(f"Runs, {kind} (seconds): Conduit {conduit_runs}; psql {psql_runs}.")
+    return [*out, ""]
 
 
 def _stages(f: Any) -> list[str]:

@@ -33,7 +33,6 @@ from services.importer.csv_copy import (
     COPY_REFUSED,
     PG_ENCODINGS,
     FieldTooLong,
-    check_field_sizes,
     copy_csv,
     copy_into_table,
     is_first_load,
@@ -134,13 +133,12 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
             first = not layout.ignored and await is_first_load(conn, plan, tenant)
             if first:
                 rows = await copy_into_table(
-                    conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress
+                    conn, plan, layout, _raw(run, zipped), encoding, limit, tenant, stats, run.progress
                 )
             else:
-                rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
+                rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, limit, stats, run.progress)
             if rows == 0:
                 raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await check_field_sizes(conn, plan, layout, limit, tenant if first else None)
             if not first:
                 await run.progress.stage("merge")
                 await merge_staged(conn, plan, tenant, stats)
