@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 from joserfc import jwt
 from joserfc.jwk import OctKey
+from multidict import CIMultiDict
 
 # Marks a key to leave out of a token response (ThirdParty.body_overrides).
 DROP = object()
@@ -75,7 +75,8 @@ class ThirdParty:
     api_called: asyncio.Event = field(default_factory=asyncio.Event)
     # Ends a stalled answer early (the test is done with it).
     unstall: asyncio.Event = field(default_factory=asyncio.Event)
-    # Response header lines per path (decoded, under the API base) for the ``echo-cache/`` routes: what a test makes them cacheable by.
+    # Response header lines per path (decoded, under the API base) of the ``echo-cache/`` routes:
+    # how a test makes each cacheable or not.
     cache_profiles: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     url: str = ""
 
@@ -194,6 +195,8 @@ class ThirdParty:
         self.api_called.set()
         if client is None:
             return web.json_response({"error": "invalid_token"}, status=401)
+        if tail.startswith("echo-cache/"):
+            return await _echo_cache(request, client, self.cache_profiles.get("/" + tail, []))
         return await self._route(request, tail, client)
 
     async def _route(self, request: web.Request, tail: str, client: str) -> web.StreamResponse:
@@ -218,8 +221,6 @@ class ThirdParty:
             return web.json_response({"hops": True}, headers=hops | {"Proxy-Authenticate": "Basic"})
         if tail == "redirect":
             raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
-        if tail.startswith("echo-cache/"):
-            return await _echo_cache(request, client, self.cache_profiles.get("/" + tail, []))
         if tail == "cached":
             headers = {"Cache-Control": request.query.get("cc", "max-age=60")}
             return web.json_response({"client": client, "n": len(self.api_calls)}, headers=headers)

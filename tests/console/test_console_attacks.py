@@ -97,7 +97,9 @@ async def test_only_an_admins_post_with_its_csrf_token_acts(console: Console, re
         assert await _state(redis, db) != before, route
 
 
-@pytest.mark.parametrize("path", ["/", "/board/stream", "/runs/{run_id}/rejects.csv", "/static/console.css", "/no-such-page"])
+@pytest.mark.parametrize(
+    "path", ["/", "/board/stream", "/runs/{run_id}/rejects.csv", "/static/console.css", "/no-such-page"]
+)
 async def test_every_response_streamed_or_not_has_the_security_headers(
     console: Console, db: Database, path: str
 ) -> None:
