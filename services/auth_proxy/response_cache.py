@@ -12,6 +12,7 @@ is private to its tenant already.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from dataclasses import dataclass
@@ -142,13 +143,18 @@ def _directives(headers: CIMultiDict[str] | CIMultiDictProxy[str], name: str) ->
 
 def _until_expires(headers: CIMultiDict[str] | CIMultiDictProxy[str], route_ttl: float) -> float | None:
     """Expires minus Date; an Expires that is no date (say ``0``) is already in the past (RFC 9111 §5.3)."""
-    try:
-        expires = parsedate_to_datetime(headers["Expires"]).timestamp()
-    except (TypeError, ValueError, IndexError):
+    expires = _http_date(headers["Expires"])
+    if expires is None:
         return None
-    try:
-        now = parsedate_to_datetime(headers.get("Date", "")).timestamp()
-    except (TypeError, ValueError, IndexError):
-        now = time.time()
+    now = _http_date(headers.get("Date", "")) or time.time()
     left = min(route_ttl, expires - now)
     return left if left > 0 else None
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    # '-0000' (and obsolete forms) parse without a zone; HTTP dates are always GMT.
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()

@@ -18,8 +18,10 @@ another tenant, provider, query, Accept, Range or caller.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from email.utils import formatdate
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from multidict import CIMultiDict
 from redis.asyncio import Redis
 from yarl import URL
 
+from services.auth_proxy.response_cache import storable_ttl
 from tests.proxy.conftest import Proxy
 from tests.third_party import ThirdParty, echo_of, running_third_party
 
@@ -232,3 +235,24 @@ async def test_every_answer_is_the_upstreams_answer_to_this_request(
         assert call.may_use_cache(), f"{call} must go upstream"
         assert storable(profile), f"{profile} must not be stored"
         assert origin[nonce].may_use_cache(), f"the answer to {origin[nonce]} must not be stored"
+
+
+IN_100_S = formatdate(time.time() + 100, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("lines", "ttl"),
+    [
+        ([("Expires", IN_100_S)], 30.0),
+        ([("Expires", IN_100_S.replace("GMT", "-0000"))], 30.0),  # no zone: still GMT, not local time
+        ([("Expires", IN_100_S), ("Cache-Control", "max-age=5")], 5.0),
+        ([("Cache-Control", 'max-age="10"')], 10.0),
+        ([("Cache-Control", "public, s-maxage=7, max-age=0")], 7.0),
+        ([("Cache-Control", "max-age=-1")], None),
+        ([("Cache-Control", "max-age")], None),
+        ([("Cache-Control", "max-age=60"), ("Cache-Control", "No-Store")], None),
+        ([("Vary", "Accept"), ("Vary", "Cookie")], None),
+    ],
+)
+def test_how_long_a_response_may_be_kept(lines: list[tuple[str, str]], ttl: float | None) -> None:
+    assert storable_ttl(200, CIMultiDict(lines), 30.0) == ttl
