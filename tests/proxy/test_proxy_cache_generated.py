@@ -237,15 +237,13 @@ async def test_every_answer_is_the_upstreams_answer_to_this_request(
         assert origin[nonce].may_use_cache(), f"the answer to {origin[nonce]} must not be stored"
 
 
-IN_100_S = formatdate(time.time() + 100, usegmt=True)
-
-
 @pytest.mark.parametrize(
     ("lines", "ttl"),
     [
-        ([("Expires", IN_100_S)], 30.0),
-        ([("Expires", IN_100_S.replace("GMT", "-0000"))], 30.0),  # no zone: still GMT, not local time
-        ([("Expires", IN_100_S), ("Cache-Control", "max-age=5")], 5.0),
+        # {soon}: a date 100 s ahead, made when the case runs (collection can come minutes before).
+        ([("Expires", "{soon} GMT")], 30.0),
+        ([("Expires", "{soon} -0000")], 30.0),  # no zone: still GMT, not the machine's local time
+        ([("Expires", "{soon} GMT"), ("Cache-Control", "max-age=5")], 5.0),
         ([("Cache-Control", 'max-age="10"')], 10.0),
         ([("Cache-Control", "public, s-maxage=7, max-age=0")], 7.0),
         ([("Cache-Control", "max-age=-1")], None),
@@ -255,4 +253,6 @@ IN_100_S = formatdate(time.time() + 100, usegmt=True)
     ],
 )
 def test_how_long_a_response_may_be_kept(lines: list[tuple[str, str]], ttl: float | None) -> None:
+    soon = formatdate(time.time() + 100, usegmt=True).removesuffix(" GMT")
+    lines = [(k, v.replace("{soon}", soon)) for k, v in lines]
     assert storable_ttl(200, CIMultiDict(lines), 30.0) == ttl
