@@ -23,9 +23,9 @@ from arq.connections import ArqRedis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
+from shared import redis_keys
 from shared.db import UNAVAILABLE
 from shared.logging import get_logger
-from shared.redis_keys import EVENTS
 
 log = get_logger(__name__)
 EVENTS_SEEN = Counter("conduit_console_events_total", "Events the console's board received.", ["topic"])
@@ -239,7 +239,7 @@ async def listener(board: Board, pool: asyncpg.Pool, redis: ArqRedis, retry_max:
         # The pubsub connection must not time out while the channel is quiet: its own client, keepalive only.
         pubsub = redis.pubsub()
         try:
-            await pubsub.subscribe(EVENTS)
+            await pubsub.subscribe(redis_keys.events(redis))
             await board.seed(pool, redis)
             board.connected, delay = True, 0.2
             log.info("console following events")
