@@ -52,6 +52,7 @@ class Figures:
     memory: dict[str, float] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
+    daily: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
 
 
@@ -80,7 +81,10 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--chunk-rows", type=int, default=200_000, help="rows of each chunk-size run")
     parser.add_argument("--cycle", default="10x50x10000", help="tenants x modules x rows of the daily cycle")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the daily cycle")
-    parser.add_argument("--skip", default="", help="comma list of: pgloader,big,chunks,cycle,careful")
+    parser.add_argument(
+        "--daily-big-rows", type=int, default=3_000_000, help="rows of the daily swap's second memory run (0: skip)"
+    )
+    parser.add_argument("--skip", default="", help="comma list of: throughput,pgloader,big,chunks,cycle,careful,daily")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
@@ -95,7 +99,8 @@ async def _bench(opts: argparse.Namespace) -> Figures:
     env = await _prepare(urls, opts)
     figures = Figures(rows=opts.rows, machine=_machine())
     with _Stack(env) as stack:
-        await _throughput(stack, opts, figures)
+        if "throughput" not in opts.skip:
+            await _throughput(stack, opts, figures)
         if "careful" not in opts.skip:
             figures.careful = await _careful(stack, opts)
         if opts.big_rows and "big" not in opts.skip:
@@ -104,6 +109,10 @@ async def _bench(opts: argparse.Namespace) -> Figures:
             figures.chunks = await _chunk_curve(stack, opts)
         if "cycle" not in opts.skip:
             figures.cycle = await _daily_cycle(stack, opts)
+        if "daily" not in opts.skip:  # last: it makes `transactions` a partitioned snapshot module
+            from bench._importer_daily import daily
+
+            figures.daily = await daily(stack, opts)
     return figures
 
 

@@ -105,21 +105,26 @@ async def copy_into_table(
     tenant: str,
     stats: RunStats,
     progress: Progress,
+    table: str | None = None,
 ) -> int:
-    """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths."""
+    """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths.
+
+    ``table``: a new table of the tenant's created in this transaction instead (swap.py), COPYed with FREEZE.
+    """
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
     feed = CopyFeed()
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
-                plan.module.table_name,
+                table or plan.module.table_name,
                 source=_observed(chunks, progress, feed),
                 columns=layout.columns,
                 format="csv",
                 header=True,
                 encoding=encoding,
                 force_null=layout.columns,
+                freeze=table is not None,
             ),
         )
     stats.rows_read = stats.rows_staged = stats.rows_changed = _all_read(status, feed, stats)
@@ -127,7 +132,7 @@ async def copy_into_table(
 
 
 async def check_field_sizes(
-    conn: asyncpg.Connection, plan: MergePlan, layout: Layout, max_chars: int, tenant: str | None
+    conn: asyncpg.Connection, plan: MergePlan, layout: Layout, max_chars: int, tenant: str | None, table: str | None = None
 ) -> None:
     """The field limit the careful parser enforces while reading, checked in one pass over what COPY wrote.
 
@@ -141,7 +146,7 @@ async def check_field_sizes(
     if not text:
         return
     lengths = ", ".join(f"char_length({_q(c)}::text)" for c in text)
-    source = STAGE if tenant is None else f"{_q(plan.module.table_name)} WHERE tenant_id = $1"
+    source = STAGE if tenant is None else f"{_q(table or plan.module.table_name)} WHERE tenant_id = $1"
     longest = await conn.fetchval(f"SELECT max(greatest({lengths}, 0)) FROM {source}", *([tenant] if tenant else []))
     if longest is not None and longest > max_chars:
         raise FieldTooLong(f"a field has {longest} characters")

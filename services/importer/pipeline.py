@@ -26,7 +26,7 @@ from typing import IO
 import aiohttp
 import asyncpg
 
-from services.importer import ledger
+from services.importer import ledger, swap
 from services.importer.archive import ZipLimits, spool, unzip
 from services.importer.csv_copy import (
     COPY_REFUSED,
@@ -127,20 +127,26 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     if encoding is None:
         return _fallback(run, f"COPY cannot read {run.stats.encoding}")
     conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
+    first = into = replaced = False
     try:
         async with conn.transaction():
             await _lock_table(run)
-            first = not layout.ignored and await is_first_load(conn, plan, tenant)
-            if first:
+            into = swap.can_swap(run.module, layout) and await swap.is_partitioned(conn, run.module)
+            first = not into and not layout.ignored and await is_first_load(conn, plan, tenant)
+            table = await swap.create_load_table(conn, run.module, tenant) if into else None
+            if first or into:
                 rows = await copy_into_table(
-                    conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress
+                    conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress, table
                 )
             else:
                 rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
             if rows == 0:
                 raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await check_field_sizes(conn, plan, layout, limit, tenant if first else None)
-            if not first:
+            await check_field_sizes(conn, plan, layout, limit, tenant if first or into else None, table)
+            if into:
+                await run.progress.stage("swap")
+                replaced = await swap.swap_in(conn, plan, tenant, stats)
+            elif not first:
                 await run.progress.stage("merge")
                 await merge_staged(conn, plan, tenant, stats)
     except COPY_REFUSED as exc:
@@ -151,8 +157,8 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
-        return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
-    stats.path = ("first load" if first else "fast") + (
+        return _fallback(run, f"{'COPY' if first or into else 'MERGE'}: {exc}", merge_refused=True)
+    stats.path = ("swap" if replaced else "first load" if first or into else "fast") + (
         f" ({stats.requoted} records re-quoted for COPY)" if stats.requoted else ""
     )
     return None
@@ -182,6 +188,8 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
     if stats.rows_read == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
     await _lock_table(run)
+    if await swap.is_partitioned(run.conn, run.module):
+        await swap.ensure_partition(run.conn, run.module, run.key.tenant)
     threshold = run.module.reject_threshold
     await run.progress.stage("merge")
     await merge(run.conn, plan, run.key.tenant, run.rejects, threshold, stats, refused_before=refused == "merge")
