@@ -69,6 +69,7 @@ async def daily(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     files = {s: b._extract(b._build(b.MODULE, "acme-demo", DAYS[s], opts.rows)) for s in ("first", "all_changed")}
     files["again"] = files["first"]
     files["one_percent"] = b._extract(one_percent_changed(opts.rows))
+    await b._sql(stack, b._comparison_tables())
     await b._sql(stack, f"TRUNCATE {b.MODULE}; SELECT conduit_partition_by_tenant('{b.MODULE}')")
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
     psql: dict[str, list[float]] = {s: [] for s in SCENARIOS}
@@ -117,7 +118,8 @@ async def _disk(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
         stack,
         f"SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('{b.MODULE}')) AS after_7, "
         "pg_total_relation_size('bench_psql') AS one_day, "
-        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'conduit_load_%') AS leftover",
+        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'conduit\\_load\\_%' "
+        f"AND relnamespace = '{b.SCHEMA}'::regnamespace) AS leftover",
     )
     row = sizes[0]
     return {"after_7": int(row["after_7"]), "one_day": int(row["one_day"]), "leftover": int(row["leftover"])}

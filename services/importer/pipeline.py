@@ -131,7 +131,10 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     try:
         async with conn.transaction():
             await _lock_table(run)
-            into = swap.can_swap(run.module, layout) and await swap.is_partitioned(conn, run.module)
+            partitioned = await swap.is_partitioned(conn, run.module)
+            into = partitioned and swap.can_swap(run.module, layout)
+            if partitioned and not into:
+                await swap.ensure_partition(conn, run.module, tenant)
             first = not into and not layout.ignored and await is_first_load(conn, plan, tenant)
             table = await swap.create_load_table(conn, run.module, tenant) if into else None
             if first or into:

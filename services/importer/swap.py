@@ -92,6 +92,7 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats:
         await conn.execute(f"ALTER TABLE {quote(table)} ATTACH PARTITION {quote(load)} FOR VALUES IN ({literal})")
         name = await conn.fetchval("SELECT conduit_tenant_partition_name($1, $2)", table, tenant)
         await conn.execute(f"ALTER TABLE {quote(load)} RENAME TO {quote(name)}")
+        await conn.execute(f"ALTER INDEX {quote(load + '_pkey')} RENAME TO {quote(name[:58] + '_pkey')}")
     return old is not None
 
 
