@@ -10,14 +10,26 @@ RETURN CASE WHEN octet_length(parent || '$' || tenant) <= 63 THEN parent || '$' 
             ELSE left(parent, 30) || '$' || md5(parent || '$' || tenant) END;
 
 -- A new, empty table shaped as `parent`, holding only `tenant`'s rows (a CHECK, so that ATTACH need not
--- scan it), keyed as `parent` is, not yet attached. The importer fills it and attaches it.
+-- scan it), not keyed and not attached yet: the importer fills it, keys it and attaches it. Its columns are
+-- read from the catalog rather than by LIKE, which would lock `parent` until the import commits: another
+-- tenant's swap (it needs ACCESS EXCLUSIVE on `parent`) would wait for this whole import, or deadlock with it.
 CREATE FUNCTION conduit_new_tenant_table(parent text, tenant text, name text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    cols text;
 BEGIN
-    EXECUTE format(
-        'CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION)',
-        name, parent);
-    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (tenant_id = %L)', name, 'tenant', tenant);
+    SELECT string_agg(
+               format('%I %s%s%s%s', a.attname, format_type(a.atttypid, a.atttypmod),
+                      CASE WHEN a.attcollation <> t.typcollation
+                           THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END,
+                      CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END,
+                      CASE WHEN d.adbin IS NOT NULL THEN ' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid) ELSE '' END),
+               ', ' ORDER BY a.attnum) INTO STRICT cols
+    FROM pg_attribute a
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = to_regclass(quote_ident(parent)) AND a.attnum > 0 AND NOT a.attisdropped;
+    EXECUTE format('CREATE TABLE %I (%s, CONSTRAINT %I CHECK (tenant_id = %L))', name, cols, 'tenant', tenant);
 END $$;
 
 -- The primary key `parent` has, on `name` (built after the rows are in: one sort instead of a b-tree insert

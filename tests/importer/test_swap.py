@@ -254,3 +254,24 @@ async def test_postgres_restarting_while_the_swap_waits_is_retried_and_never_hal
     finally:
         await conn.close()
     assert runs[0] == runs[-1] == "succeeded" and set(runs[1:-1]) == {"failed"} and len(runs) >= 3
+
+
+async def test_two_tenants_swapping_the_same_module_at_once_both_succeed_first_time(
+    importer: Importer, exports: Exports
+) -> None:
+    """Neither import holds a lock on the module's table before its swap, so neither waits for (or deadlocks on)
+    the other's whole import."""
+    for tenant in ("acme", "globex"):
+        exports.set("currencies", day("A", 3000), tenant=tenant)
+        await importer.run(tenant, "currencies", "2024-05-01")
+        exports.set("currencies", day("B", 2500, start=500), tenant=tenant)
+    await importer.enqueue("acme", "currencies", "2024-05-02")
+    await importer.enqueue("globex", "currencies", "2024-05-02")
+    await importer.drain()
+
+    runs = await importer.db.runs()
+    assert sorted((r["tenant_id"], r["attempt"], r["status"], r["parse_path"]) for r in runs[2:]) == [
+        ("acme", 1, "succeeded", "swap"),
+        ("globex", 1, "succeeded", "swap"),
+    ]
+    assert await state(importer.db.pool) == await state(importer.db.pool, "globex") == (2500, "B", "B")
