@@ -74,7 +74,7 @@ async def daily(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
     psql: dict[str, list[float]] = {s: [] for s in SCENARIOS}
     for i in range(opts.repeat):
-        await b._sql(stack, f"DROP TABLE IF EXISTS \"{b.MODULE}$acme\"")
+        await b._sql(stack, f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
         for scenario in SCENARIOS:
             sides = ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]
             for side in sides:
@@ -96,12 +96,12 @@ async def _memory(stack: b._Stack, opts: argparse.Namespace) -> dict[str, float]
     for rows in (opts.rows, opts.daily_big_rows):
         if not rows:
             continue
-        b._build(b.MODULE, "acme-demo", "2024-08-01", rows)
-        b._build(b.MODULE, "acme-demo", "2024-08-02", rows)
+        b._build(b.MODULE, "acme-demo", DAYS["first"], rows)
+        b._build(b.MODULE, "acme-demo", DAYS["all_changed"], rows)
         stack.serve_exports(0, {b.MODULE: rows})
-        await b._sql(stack, f"DROP TABLE IF EXISTS \"{b.MODULE}$acme\"")
-        await b._conduit(stack, f"daily-mem-{rows}-1", "2024-08-01")
-        run = await b._conduit(stack, f"daily-mem-{rows}-2", "2024-08-02")
+        await b._sql(stack, f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
+        await b._conduit(stack, f"daily-mem-{rows}-1", DAYS["first"])
+        run = await b._conduit(stack, f"daily-mem-{rows}-2", DAYS["all_changed"])
         out[str(rows)] = run["peak_mb"]
         print(f"  daily swap of {rows} rows: {run['total']:.1f} s, peak {run['peak_mb']:.0f} MB", flush=True)
     stack.serve_exports(0, {b.MODULE: opts.rows})
@@ -110,7 +110,7 @@ async def _memory(stack: b._Stack, opts: argparse.Namespace) -> dict[str, float]
 
 async def _disk(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     """The tenant's rows on disk after 7 daily imports (alternating day 1 and day 2), against one day's table."""
-    await b._sql(stack, f"DROP TABLE IF EXISTS \"{b.MODULE}$acme\"")
+    await b._sql(stack, f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
     for day in range(7):
         await b._conduit(stack, f"daily-disk-{day}", DAYS["first"] if day % 2 == 0 else DAYS["all_changed"])
     await b._psql(stack, b._extract(b._build(b.MODULE, "acme-demo", DAYS["first"], opts.rows)))
@@ -145,7 +145,9 @@ def render(f: Any) -> list[str]:
     for scenario in SCENARIOS:
         runs, psql = d["runs"][scenario], d["psql"][scenario]
         total, copy = statistics.median(r["total"] for r in runs), statistics.median(psql)
-        stage = {s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in ("copy", "index", "count", "swap")}
+        stage = {
+            s: statistics.median(r["stages"].get(s, 0.0) for r in runs) for s in ("copy", "index", "count", "swap")
+        }
         out.append(
             f"| {names[scenario]} | {total:.2f} | {copy:.2f} | **{copy / total:.2f}** | {stage['copy']:.2f} | "
             f"{stage['index']:.2f} | {stage['count']:.2f} | {stage['swap']:.2f} | {runs[-1]['changed']:,} |"

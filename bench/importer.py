@@ -57,7 +57,9 @@ class Figures:
 
 
 def main(argv: list[str]) -> int:
+    global SCHEMA
     opts = _options(argv)
+    SCHEMA = opts.schema
     try:
         figures = asyncio.run(_bench(opts))
     except BenchError as exc:
@@ -86,6 +88,9 @@ def _options(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--skip", default="", help="comma list of: throughput,pgloader,big,chunks,cycle,careful,daily")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--schema", default=SCHEMA, help="PostgreSQL schema of the bench's own (dropped first): two runs need two"
+    )
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
     return opts

@@ -132,7 +132,12 @@ async def copy_into_table(
 
 
 async def check_field_sizes(
-    conn: asyncpg.Connection, plan: MergePlan, layout: Layout, max_chars: int, tenant: str | None, table: str | None = None
+    conn: asyncpg.Connection,
+    plan: MergePlan,
+    layout: Layout,
+    max_chars: int,
+    tenant: str | None,
+    table: str | None = None,
 ) -> None:
     """The field limit the careful parser enforces while reading, checked in one pass over what COPY wrote.
 

@@ -117,7 +117,8 @@ async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
 
 
 async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
-    """COPY the CSV as it is (into the table on a first load, else into staging and MERGE).
+    """COPY the CSV as it is (into the table on a first load, into a new partition to swap in, else into staging
+    and MERGE).
 
     Returns None when the rows are in, or why the careful path must take over.
     """
@@ -126,32 +127,10 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     encoding = PG_ENCODINGS.get(run.stats.encoding)
     if encoding is None:
         return _fallback(run, f"COPY cannot read {run.stats.encoding}")
-    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
-    first = into = replaced = False
+    way = _Way()
     try:
-        async with conn.transaction():
-            await _lock_table(run)
-            partitioned = await swap.is_partitioned(conn, run.module)
-            into = partitioned and swap.can_swap(run.module, layout)
-            if partitioned and not into:
-                await swap.ensure_partition(conn, run.module, tenant)
-            first = not into and not layout.ignored and await is_first_load(conn, plan, tenant)
-            table = await swap.create_load_table(conn, run.module, tenant) if into else None
-            if first or into:
-                rows = await copy_into_table(
-                    conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress, table
-                )
-            else:
-                rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
-            if rows == 0:
-                raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            await check_field_sizes(conn, plan, layout, limit, tenant if first or into else None, table)
-            if into:
-                await run.progress.stage("swap")
-                replaced = await swap.swap_in(conn, plan, tenant, stats)
-            elif not first:
-                await run.progress.stage("merge")
-                await merge_staged(conn, plan, tenant, stats)
+        async with run.conn.transaction():
+            await _copy_and_merge(run, zipped, plan, layout, encoding, way)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except Untrusted as exc:
@@ -160,11 +139,49 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
-        return _fallback(run, f"{'COPY' if first or into else 'MERGE'}: {exc}", merge_refused=True)
-    stats.path = ("swap" if replaced else "first load" if first or into else "fast") + (
-        f" ({stats.requoted} records re-quoted for COPY)" if stats.requoted else ""
-    )
+        return _fallback(run, f"{'COPY' if way.direct else 'MERGE'}: {exc}", merge_refused=True)
+    requoted = run.stats.requoted
+    run.stats.path = way.label() + (f" ({requoted} records re-quoted for COPY)" if requoted else "")
     return None
+
+
+@dataclass
+class _Way:
+    """Which way the fast path went: COPY into the table (a first load, or a new partition) or into staging."""
+
+    direct: bool = False
+    replaced: bool = False
+
+    def label(self) -> str:
+        return "swap" if self.replaced else "first load" if self.direct else "fast"
+
+
+async def _copy_and_merge(
+    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, way: _Way
+) -> None:
+    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
+    await _lock_table(run)
+    partitioned = await swap.is_partitioned(conn, run.module)
+    into = partitioned and swap.can_swap(run.module, layout)
+    if partitioned and not into:
+        await swap.ensure_partition(conn, run.module, tenant)
+    way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
+    table = await swap.create_load_table(conn, run.module, tenant) if into else None
+    if way.direct:
+        rows = await copy_into_table(
+            conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress, table
+        )
+    else:
+        rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
+    if rows == 0:
+        raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+    await check_field_sizes(conn, plan, layout, limit, tenant if way.direct else None, table)
+    if into:
+        await run.progress.stage("swap")
+        way.replaced = await swap.swap_in(conn, plan, tenant, stats)
+    elif not way.direct:
+        await run.progress.stage("merge")
+        await merge_staged(conn, plan, tenant, stats)
 
 
 def _raw(run: Run, zipped: IO[bytes]) -> AsyncIterator[bytes]:

@@ -32,11 +32,11 @@ from services.importer import archive, ledger
 from services.importer.errors import ImportFailed
 from services.importer.pipeline import Run, import_zip
 from services.importer.progress import Progress
+from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
 from services.importer.stats import RunStats
 from services.importer.validate import Rejects
 from shared.db import create_pool
-from services.importer.schema import create_table_sql
 from shared.modules import ModuleDef, catalogue
 from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
 from tests.importer.csv_strategies import csv_file
@@ -137,7 +137,8 @@ async def compare(conn: asyncpg.Connection, fast: ImporterSettings, data: bytes)
     seeded_careful = await _import(conn, careful, data, f"t{n}-careful")
     for a, b in ((first, empty), (first_swap, empty), (seeded_fast, seeded_careful), (seeded_swap, seeded_careful)):
         path = a["parse_path"]
-        assert {**a, "parse_path": None} == {**b, "parse_path": None}, f"{path!r} and the careful path disagree on {data!r}"
+        same = {**a, "parse_path": None} == {**b, "parse_path": None}
+        assert same, f"{path!r} and the careful path disagree on {data!r}: {a} against {b}"
 
 
 @pytest.mark.timeout(360)

@@ -49,9 +49,7 @@ async def load_tables(conn: asyncpg.Connection | asyncpg.Pool) -> int:
 
 
 async def state(conn: asyncpg.Connection | asyncpg.Pool, tenant: str = "acme") -> tuple[int, str | None, str | None]:
-    row = await conn.fetchrow(
-        "SELECT count(*), min(symbol), max(symbol) FROM currencies WHERE tenant_id = $1", tenant
-    )
+    row = await conn.fetchrow("SELECT count(*), min(symbol), max(symbol) FROM currencies WHERE tenant_id = $1", tenant)
     return (row[0], row[1], row[2])
 
 
@@ -63,9 +61,7 @@ async def test_a_snapshot_import_swaps_the_partition_counts_as_merge_did_and_lea
     exports.set("currencies", day("A", 100))
     await importer.run("acme", "currencies", "2024-05-01")
     # Day 2: rows 0-9 gone, 10-19 changed, 20-99 the same, 100-114 new.
-    changed = HEAD + "".join(
-        f"C{i:05},Currency {i},2,{'B' if i < 20 else 'A'}\n" for i in range(10, 115)
-    )
+    changed = HEAD + "".join(f"C{i:05},Currency {i},2,{'B' if i < 20 else 'A'}\n" for i in range(10, 115))
     exports.set("currencies", export_body("currencies", changed))
     await importer.run("acme", "currencies", "2024-05-02")
 
