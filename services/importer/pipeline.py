@@ -175,7 +175,8 @@ async def _copy_and_merge(
         rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
     if rows == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-    await check_field_sizes(conn, plan, layout, limit, tenant if way.direct else None, table)
+    with stats.timed("check"):
+        await check_field_sizes(conn, plan, layout, limit, tenant if way.direct else None, table)
     if into:
         await run.progress.stage("swap")
         way.replaced = await swap.swap_in(conn, plan, tenant, stats)
