@@ -91,7 +91,8 @@ async def import_export_file(run: Run) -> str:
 
 async def import_zip(run: Run, zipped: IO[bytes]) -> str:
     """Import the spooled zip: header, one of the paths, and the ledger row, in one transaction."""
-    layout = plan_layout(run.module, await _header(run, zipped))
+    with run.stats.timed("header"):
+        layout = plan_layout(run.module, await _header(run, zipped))
     run.stats.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
@@ -160,13 +161,14 @@ async def _copy_and_merge(
     run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, way: _Way
 ) -> None:
     conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
-    await _lock_table(run)
-    partitioned = await swap.is_partitioned(conn, run.module)
-    into = partitioned and swap.can_swap(run.module, layout)
-    if partitioned and not into:
-        await swap.ensure_partition(conn, run.module, tenant)
-    way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
-    table = await swap.create_load_table(conn, run.module, tenant) if into else None
+    with stats.timed("prepare"):
+        await _lock_table(run)
+        partitioned = await swap.is_partitioned(conn, run.module)
+        into = partitioned and swap.can_swap(run.module, layout)
+        if partitioned and not into:
+            await swap.ensure_partition(conn, run.module, tenant)
+        way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
+        table = await swap.create_load_table(conn, run.module, tenant) if into else None
     if way.direct:
         rows = await copy_into_table(
             conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress, table
