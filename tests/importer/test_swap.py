@@ -271,3 +271,21 @@ async def test_two_tenants_swapping_the_same_module_at_once_both_succeed_first_t
         ("globex", 1, "succeeded", "swap"),
     ]
     assert await state(importer.db.pool) == await state(importer.db.pool, "globex") == (2500, "B", "B")
+
+
+async def test_a_repeatable_read_snapshot_older_than_the_swap_reads_the_new_rows_not_none(
+    importer: Importer, exports: Exports
+) -> None:
+    """The one MVCC exception of a swap: rows written by a later transaction. COPY FREEZE makes them the new rows
+    for such a reader too (without it, the new partition would look empty to it)."""
+    exports.set("currencies", day("A", 300))
+    await importer.run("acme", "currencies", "2024-05-01")
+    exports.set("currencies", day("B", 250, start=50))
+    conn = await asyncpg.connect(importer.db.url)
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            await conn.fetchval("SELECT count(*) FROM import_runs")  # the snapshot is taken; currencies not read
+            await importer.run("acme", "currencies", "2024-05-02")
+            assert await state(conn) == (250, "B", "B")
+    finally:
+        await conn.close()
