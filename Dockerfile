@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 #
 # One image for every Conduit process; the command picks the service:
-#   docker run IMAGE proxy | worker | scheduler | migrate | demo-api
+#   docker run IMAGE proxy | importer | scheduler | console | migrate | demo-api
+# (`worker`, the importer's name before this release, still starts it and logs a deprecation warning.)
 #
 # Runtime base: distroless Python 3.11 on Debian 12 (no shell, no package manager,
 # no compilers), the smallest base that runs the manylinux wheels Conduit depends on.
@@ -63,7 +64,7 @@ COPY deploy/healthcheck.py /app/healthcheck.py
 WORKDIR /app
 # 65532 is distroless's "nonroot"; numeric so Kubernetes can verify runAsNonRoot.
 USER 65532:65532
-# proxy, worker metrics, scheduler metrics, demo third party
+# proxy, importer metrics, scheduler metrics, demo third party
 EXPOSE 8080 8081 8082 8090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/bin/python3.11", "-I", "/app/healthcheck.py"]

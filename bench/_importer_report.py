@@ -6,14 +6,19 @@ import argparse
 import statistics
 from typing import Any
 
-_STAGES = ("download", "decode", "unzip", "decode_text", "parse", "validate", "copy", "merge", "sort_out", "total")
+_STAGES = (
+    "download", "decode", "unzip", "feed", "decode_text", "parse", "validate", "route", "copy", "merge", "sort_out",
+    "total",
+)  # fmt: skip
 _STAGE_NOTES = {
     "download": "proxy response to spooled zip (includes base64 decoding)",
     "decode": "base64 decoding (worker CPU)",
     "unzip": "decompression (worker CPU)",
+    "feed": "the fast path's byte scan and re-quoting, in the worker between chunks (inside copy)",
     "decode_text": "bytes to text (careful path)",
     "parse": "aiocsv (careful path)",
     "validate": "field counts, NUL, projection (careful path)",
+    "route": "which rows surely fit, and those written back as CSV (careful path, first load)",
     "copy": "COPY, wall time (PostgreSQL parses on the fast path; overlaps parsing on the careful path)",
     "merge": "MERGE into the module's table (PostgreSQL)",
     "sort_out": "rejecting rows that do not fit (only when some do not)",
@@ -25,11 +30,12 @@ def render(f: Any, opts: argparse.Namespace) -> str:
     lines = [
         "## Importer",
         "",
-        "`python -m bench importer` (part of `make bench`): the demo third party, the auth proxy and `conduit worker`",
-        f"processes against PostgreSQL and Redis on this machine ({f.machine}).",
+        "`python -m bench importer` (part of `make bench`): the demo third party, the auth proxy and",
+        f"`conduit importer` processes against PostgreSQL and Redis on this machine ({f.machine}).",
         "",
     ]
     lines += _throughput(f)
+    lines += _rejects(f)
     lines += _design()
     lines += _memory(f)
     lines += _chunks(f)
@@ -91,7 +97,71 @@ def _throughput(f: Any) -> list[str]:
         "",
     ]
     out += _stages(f)
+    out += _unusual(f)
     return out
+
+
+def _rejects(f: Any) -> list[str]:
+    r = getattr(f, "rejects", None)
+    if not r or not r["conduit"]:
+        return []
+    conduit = statistics.median(x["total"] for x in r["conduit"])
+    psql = statistics.median(r["psql"])
+    median_run = sorted(r["conduit"], key=lambda x: x["total"])[len(r["conduit"]) // 2]
+    out = [
+        f"### Files with rejects: {f.rows:,} rows, {r['bad_rows']:,} of them bad (0.5%), into an empty table",
+        "",
+        "One row in 200 is spoiled, in turn: a field short, a NUL, a quantity that is no integer, a date that does",
+        "not exist (`bench/_rejects_export.py`). COPY refuses the file, so it takes the careful path; psql `\\copy`",
+        f"loads the same file with the bad rows removed, paired and alternating; medians of {len(r['psql'])}.",
+        "",
+        "| | seconds | against psql | rows rejected | worker peak |",
+        "|---|---:|---:|---:|---:|",
+        f"| Conduit (`{median_run['path'][:60]}`) | {conduit:.2f} | **{psql / conduit:.2f}** "
+        f"| {median_run.get('rejected', '')} | {max(x['peak_mb'] for x in r['conduit']):.0f} MB |",
+        f"| `psql \\copy` of the file without its bad rows | {psql:.2f} | 1.00 | | |",
+        "",
+        "Runs (seconds): Conduit "
+        + ", ".join(f"{x['total']:.2f}" for x in r["conduit"])
+        + "; psql "
+        + ", ".join(f"{s:.2f}" for s in r["psql"])
+        + ". Stages of the median run: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in median_run["stages"].items() if v >= 0.05)
+        + ".",  # fmt: skip
+        "",
+    ]
+    return out
+
+
+def _unusual(f: Any) -> list[str]:
+    """Issue 15's valid but unusual files, each against `psql \\copy` of the clean file in the same run."""
+    if not getattr(f, "unusual", None):
+        return []
+    out = [
+        f"### Valid but unusual files: {f.rows:,} rows as a first load, against `psql \\copy` of the clean file",
+        "",
+        'The same export with 1% of records holding an inch mark in a bare field (`5" screen`), with one memo',
+        "holding a line of only `\\.`, and with CR-only line ends; paired runs in the same order as above.",
+        "",
+        "| file | Conduit | psql (clean file) | against psql | path | feed | copy | worker peak |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for kind, runs in f.unusual.items():
+        conduit = statistics.median(r["total"] for r in runs["conduit"])
+        psql = statistics.median(runs["psql"])
+        median_run = sorted(runs["conduit"], key=lambda r: r["total"])[len(runs["conduit"]) // 2]
+        stages = median_run["stages"]
+        out.append(
+            f"| {kind} | {conduit:.2f} | {psql:.2f} | **{psql / conduit:.2f}** | {median_run['path']} "
+            f"| {stages.get('feed', 0):.2f} | {stages.get('copy', 0):.2f} "
+            f"| {max(r['peak_mb'] for r in runs['conduit']):.0f} MB |"
+        )
+    out.append("")
+    for kind, runs in f.unusual.items():
+        conduit_runs = ", ".join(f"{r['total']:.2f}" for r in runs["conduit"])
+        psql_runs = ", ".join(f"{s:.2f}" for s in runs["psql"])
+        out.append(f"Runs, {kind} (seconds): Conduit {conduit_runs}; psql {psql_runs}.")
+    return [*out, ""]
 
 
 def _stages(f: Any) -> list[str]:
@@ -145,7 +215,7 @@ def _design() -> list[str]:
 def _memory(f: Any) -> list[str]:
     if not f.memory:
         return []
-    out = ["### Worker peak memory (VmHWM of the `conduit worker` process, one import)", "", "| rows | peak RSS |"]
+    out = ["### Worker peak memory (VmHWM of the `conduit importer` process, one import)", "", "| rows | peak RSS |"]
     out.append("|---:|---:|")
     for rows, peak in sorted(f.memory.items(), key=lambda kv: int(kv[0])):
         out.append(f"| {int(rows):,} | {peak:.0f} MB |")

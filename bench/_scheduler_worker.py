@@ -43,4 +43,4 @@ class WorkerSettings:
     functions = [func(import_export, name=IMPORT_EXPORT)]
     redis_settings = RedisSettings.from_dsn(os.environ.get("CONDUIT_REDIS_URL", "redis://127.0.0.1:6379/12"))
     poll_delay = 0.05
-    max_jobs = int(os.environ.get("CONDUIT_WORKER_MAX_JOBS", "10"))
+    max_jobs = int(os.environ.get("CONDUIT_IMPORTER_MAX_JOBS", "10"))

@@ -46,7 +46,7 @@ ERRORS = [
     "http_502: the proxy answered 502 Bad Gateway",
     "not_a_zip: the export is not a zip archive",
     "missing_columns: the CSV lacks the required column invoice_id",
-    "timeout: the import ran longer than WORKER_IMPORT_TIMEOUT",
+    "timeout: the import ran longer than IMPORTER_IMPORT_TIMEOUT",
 ]
 
 

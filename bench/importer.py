@@ -1,7 +1,7 @@
 """Importer: rows/s of the whole pipeline against psql \\copy and pgloader, worker memory, chunk sizes, a daily cycle.
 
 Everything runs as in production: the demo third party, the auth proxy and
-`conduit worker` processes, PostgreSQL and Redis (the configured ones, else
+`conduit importer` processes, PostgreSQL and Redis (the configured ones, else
 throwaway servers, as `make run` does), in a schema and Redis database of the
 bench's own. The throughput runs are paired (Conduit and psql back to back,
 order alternating, a CHECKPOINT before each) and the medians reported, so drift
@@ -34,10 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-importer"
 RESULTS = Path(__file__).resolve().parent / "results"
 CONDUIT = str(Path(sys.executable).with_name("conduit"))
-SCHEMA = "bench_importer"
-REDIS_DB = "12"
+# Overridable, so that two checkouts can bench at once without dropping each other's schema and jobs.
+SCHEMA = os.environ.get("BENCH_IMPORTER_SCHEMA", "bench_importer")
+REDIS_DB = os.environ.get("BENCH_IMPORTER_REDIS_DB", "12")
 MODULE = "transactions"
 DAY = "2024-05-01"
+# Valid but unusual files (issue 15): the clean export changed as real ones are, each served as a day of its own.
+UNUSUAL = {"inch marks": "2024-08-01", "a \\. line": "2024-08-02", "CR-only": "2024-08-03"}
 
 
 @dataclass
@@ -49,6 +52,9 @@ class Figures:
     unchanged: dict[str, Any] = field(default_factory=dict)
     changed: dict[str, Any] = field(default_factory=dict)
     careful: dict[str, Any] = field(default_factory=dict)
+    # The export with 0.5% bad rows (careful path) against psql \\copy of it without them, paired.
+    rejects: dict[str, Any] = field(default_factory=dict)
+    unusual: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
@@ -57,9 +63,9 @@ class Figures:
 
 
 def main(argv: list[str]) -> int:
-    global SCHEMA
+    global SCHEMA, REDIS_DB
     opts = _options(argv)
-    SCHEMA = opts.schema
+    SCHEMA, REDIS_DB = opts.schema, opts.redis_db
     try:
         figures = asyncio.run(_bench(opts))
     except BenchError as exc:
@@ -86,11 +92,16 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--daily-big-rows", type=int, default=3_000_000, help="rows of the daily swap's second memory run (0: skip)"
     )
-    parser.add_argument("--skip", default="", help="comma list of: throughput,pgloader,big,chunks,cycle,careful,daily")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects,unusual,again,daily",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     parser.add_argument(
         "--schema", default=SCHEMA, help="PostgreSQL schema of the bench's own (dropped first): two runs need two"
     )
+    parser.add_argument("--redis-db", default=REDIS_DB, help="Redis database of the bench's own (flushed first)")
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
     return opts
@@ -106,6 +117,10 @@ async def _bench(opts: argparse.Namespace) -> Figures:
     with _Stack(env) as stack:
         if "throughput" not in opts.skip:
             await _throughput(stack, opts, figures)
+        if "rejects" not in opts.skip:
+            figures.rejects = await _rejects(stack, opts)
+        if "unusual" not in opts.skip:
+            figures.unusual = await _unusual(stack, opts)
         if "careful" not in opts.skip:
             figures.careful = await _careful(stack, opts)
         if opts.big_rows and "big" not in opts.skip:
@@ -156,7 +171,7 @@ async def _prepare(urls: dict[str, str], opts: argparse.Namespace) -> dict[str, 
         "CONDUIT_DEMO_EXPORT_CACHE_DIR": str(WORK / "exports"),
         "CONDUIT_LOG_LEVEL": "WARNING",
         "CONDUIT_PROXY_ACCESS_LOG": "false",
-        "CONDUIT_WORKER_HTTP_PORT": "0",
+        "CONDUIT_IMPORTER_HTTP_PORT": "0",
         # The provider limit is proven by the tests; here it would only measure itself.
         "CONDUIT_IMPORTER_PROVIDER_RATES": json.dumps({"demo": 1000}),
         "CONDUIT_IMPORTER_PROVIDER_BURST": "50",
@@ -226,7 +241,7 @@ class _Stack:
 
     def worker(self, name: str, **settings: str) -> Service:
         env = {**self.env, **{f"CONDUIT_{k.upper()}": v for k, v in settings.items()}}
-        return Service(name, [CONDUIT, "worker"], WORK / f"{name}.log", env)
+        return Service(name, [CONDUIT, "importer"], WORK / f"{name}.log", env)
 
 
 # --- throughput ---------------------------------------------------------------------------------------------
@@ -248,11 +263,13 @@ async def _throughput(stack: _Stack, opts: argparse.Namespace, f: Figures) -> No
     if "pgloader" not in opts.skip:
         f.pgloader = await _pgloader(stack, csv_path)
         print(f"  pgloader: {f.pgloader}", flush=True)
+    f.memory[f"{opts.rows}"] = max(r["peak_mb"] for r in f.conduit)
+    if "again" in opts.skip:
+        return
     # The same export again (every row unchanged), then the next day's (every row changed).
     f.unchanged = await _conduit(stack, "bench-unchanged", DAY)
     _build(MODULE, "acme-demo", "2024-05-02", opts.rows)
     f.changed = await _conduit(stack, "bench-changed", "2024-05-02")
-    f.memory[f"{opts.rows}"] = max(r["peak_mb"] for r in f.conduit)
 
 
 def _comparison_tables() -> str:
@@ -265,12 +282,71 @@ def _comparison_tables() -> str:
     """
 
 
-async def _conduit_fresh(stack: _Stack, job: str) -> dict[str, Any]:
+async def _conduit_fresh(stack: _Stack, job: str, day: str = DAY) -> dict[str, Any]:
     await _sql(stack, f"TRUNCATE {MODULE}")
-    return await _conduit(stack, job, DAY)
+    return await _conduit(stack, job, day)
 
 
-async def _conduit(stack: _Stack, job: str, day: str, **settings: str) -> dict[str, Any]:
+async def _unusual(stack: _Stack, opts: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each unusual file as a first load, paired with `psql \\copy` of the clean file in the same run."""
+    clean = _extract(_build(MODULE, "acme-demo", DAY, opts.rows))
+    figures = {}
+    for kind, day in UNUSUAL.items():
+        _unusual_zip(clean, kind, day, opts.rows)
+        runs: dict[str, Any] = {"conduit": [], "psql": []}
+        for i in range(opts.repeat):
+            for side in ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]:
+                if side == "psql":
+                    runs["psql"].append(await _psql(stack, clean))
+                else:
+                    runs["conduit"].append(await _conduit_fresh(stack, f"bench-{day}-{i}", day))
+                last = runs["psql"][-1] if side == "psql" else runs["conduit"][-1]["total"]
+                print(f"  {kind}, {side}: {last:.2f} s", flush=True)
+        figures[kind] = runs
+    return figures
+
+
+def _unusual_zip(clean: Path, kind: str, day: str, rows: int) -> Path:
+    """The clean export's CSV changed as ``kind`` says, zipped where the demo third party serves ``day`` from."""
+    target = clean.with_name(clean.name.replace(DAY, day)).with_suffix(".zip")
+    if target.exists():
+        return target
+    data = clean.read_bytes()
+    if kind == "CR-only":
+        data = data.replace(b"\r\n", b"\r")
+    else:
+        data = _rewritten(data, kind)
+    part = target.with_suffix(".part")
+    with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        archive.writestr(f"{MODULE}.csv", data)
+    part.replace(target)
+    return target
+
+
+def _rewritten(data: bytes, kind: str) -> bytes:
+    """1% of records with an inch mark in a bare description (an even number: the file stays well-formed),
+    or the middle record's memo holding a line of only ``\\.`` (inside its quoted field, as a note would)."""
+    import csv
+    import io
+
+    records = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    description, memo = records[0].index("description"), records[0].index("memo")
+    lines = []
+    for i, fields in enumerate(records):
+        written = [_csv_field(v) for v in fields]
+        if kind == "inch marks" and i % 100 == 50:
+            written[description] = '5" screen'
+        elif kind != "inch marks" and i == len(records) // 2:
+            written[memo] = '"see below\r\n\\.\r\nend of note"'
+        lines.append(",".join(written))
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _csv_field(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\r\n') else value
+
+
+async def _conduit(stack: _Stack, job: str, day: str, expect: str = "succeeded", **settings: str) -> dict[str, Any]:
     """One import by a fresh worker process: the ledger's figures, the job's wall time and the worker's peak RSS."""
     await _sql(stack, "CHECKPOINT")
     worker = stack.worker(f"worker-{job}", **settings)
@@ -280,11 +356,12 @@ async def _conduit(stack: _Stack, job: str, day: str, **settings: str) -> dict[s
     finally:
         worker.stop()
     run = (await _fetch(stack, "SELECT * FROM import_runs WHERE job_id = $1 ORDER BY id DESC LIMIT 1", job))[0]
-    if run["status"] != "succeeded":
+    if run["status"] != expect:
         raise BenchError(f"import {job} ended {run['status']}: {run['error_message']}")
     seconds = json.loads(run["stage_seconds"]) if isinstance(run["stage_seconds"], str) else run["stage_seconds"]
     return {"total": seconds["total"], "wall": wall, "stages": seconds, "path": run["parse_path"],
-            "rows": run["rows_imported"], "changed": run["rows_changed"], "peak_mb": peak}  # fmt: skip
+            "rows": run["rows_imported"], "changed": run["rows_changed"], "peak_mb": peak,
+            "rejected": run["rows_rejected"]}  # fmt: skip
 
 
 async def _psql(stack: _Stack, csv_path: Path) -> float:
@@ -327,6 +404,33 @@ async def _careful(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any]:
     return await _conduit(stack, "bench-careful", DAY, importer_fast_path="false")
 
 
+async def _rejects(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any]:
+    """1M rows with 0.5% bad ones (careful path, first load) against psql \\copy of the file without them, paired."""
+    from bench import _rejects_export
+    from demo.exports import cache_path
+    from shared.modules import catalogue
+
+    day = "2024-05-03"
+    clean = _extract(_build(MODULE, "acme-demo", DAY, opts.rows))
+    zipped = cache_path(catalogue().get(MODULE), "acme-demo", day, opts.rows, WORK / "exports")
+    kept = WORK / "exports" / f"{zipped.stem}-kept.csv"
+    bad = _rejects_export.build(clean, zipped, kept, f"{MODULE}.csv")
+    stack.serve_exports(0, {MODULE: opts.rows})
+    await _sql(stack, _comparison_tables())
+    conduit: list[dict[str, Any]] = []
+    psql: list[float] = []
+    for i in range(opts.repeat):
+        for side in ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]:
+            if side == "psql":
+                psql.append(await _psql(stack, kept))
+            else:
+                await _sql(stack, f"TRUNCATE {MODULE}")
+                conduit.append(await _conduit(stack, f"bench-rejects-{i}", day, expect="partially_rejected"))
+            done = psql[-1] if side == "psql" else conduit[-1]["total"]
+            print(f"  rejects, {side}: {done:.2f} s", flush=True)
+    return {"bad_rows": bad, "conduit": conduit, "psql": psql}
+
+
 async def _big(stack: _Stack, opts: argparse.Namespace) -> float:
     _build(MODULE, "acme-demo", "2024-06-01", opts.big_rows)
     stack.serve_exports(0, {MODULE: opts.big_rows})
@@ -366,7 +470,7 @@ async def _daily_cycle(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any
     stack.serve_exports(rows)
     await _sql(stack, "CHECKPOINT")
     ports = [free_port() for _ in range(opts.workers)]
-    workers = [stack.worker(f"worker-cycle-{i}", worker_http_port=str(p)) for i, p in enumerate(ports)]
+    workers = [stack.worker(f"worker-cycle-{i}", importer_http_port=str(p)) for i, p in enumerate(ports)]
     try:
         for worker, port in zip(workers, ports, strict=True):
             wait_http(worker, f"http://127.0.0.1:{port}/ready")  # started, schema checked: the clock starts now

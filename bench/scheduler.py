@@ -248,9 +248,9 @@ def _run_side(opts: argparse.Namespace, workdir: Path, tenants_path: Path, f: Fi
     env = {
         "CONDUIT_REDIS_URL": opts.redis_url,
         "CONDUIT_TENANTS_FILE": str(tenants_path),
-        "CONDUIT_WORKER_MAX_JOBS": str(opts.worker_max_jobs),
-        "CONDUIT_WORKER_POLL_DELAY": "0.05",
-        "CONDUIT_WORKER_HTTP_PORT": "0",
+        "CONDUIT_IMPORTER_MAX_JOBS": str(opts.worker_max_jobs),
+        "CONDUIT_IMPORTER_POLL_DELAY": "0.05",
+        "CONDUIT_IMPORTER_HTTP_PORT": "0",
         "CONDUIT_LOG_LEVEL": "WARNING",
         SECRET_ENV: "bench-secret",
     }

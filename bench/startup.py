@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONDUIT = str(Path(sys.executable).with_name("conduit"))
 SERVICES = [
     ("proxy", "CONDUIT_PROXY_PORT", "/ready"),
-    ("worker", "CONDUIT_WORKER_HTTP_PORT", "/ready"),
+    ("importer", "CONDUIT_IMPORTER_HTTP_PORT", "/ready"),
     ("scheduler", "CONDUIT_SCHEDULER_HTTP_PORT", "/ready"),
     ("demo-api", "CONDUIT_DEMO_PORT", "/health_check"),
 ]

@@ -31,14 +31,24 @@ def proxy(processes: int) -> None:
 
 
 @main.command()
+def importer() -> None:
+    """Run the importer: the import and token refresh jobs, on an arq worker that, unlike the plain `arq`
+    command's, lives through Redis outages."""
+    _run_importer("importer")
+
+
+# Deprecated: the importer's name until this release, kept so existing deployments keep starting.
+@main.command(hidden=True)
 def worker() -> None:
-    """Run an arq worker on `services.importer.worker.WorkerSettings` that, unlike the plain `arq` command's,
-    lives through Redis outages."""
+    """Deprecated name of `conduit importer` (logs a warning)."""
+    _run_importer("worker")
 
+
+def _run_importer(command: str) -> None:
     def run() -> None:
-        from services.importer.worker import run as run_worker
+        from services.importer.worker import run as run_importer
 
-        run_worker()
+        run_importer(command)
 
     guard(run)
 

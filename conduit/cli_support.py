@@ -1,12 +1,13 @@
 """Helpers every `conduit` command module shares.
 
-Exit codes, the same for every command and service (README, "Exit codes"): 0 done; 1 it could
+Exit codes, the same for every command and service (docs/operations.md, "Exit codes"): 0 done; 1 it could
 not be done (configuration, a store that cannot be reached, a failed job); 2 the command line
 itself is wrong (click's usage errors).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -71,8 +72,17 @@ def describe_settings_error(exc: ValidationError) -> str:
     lines = ["invalid settings in the environment:"]
     for err in exc.errors(include_url=False, include_input=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
-        lines.append(f"  CONDUIT_{field.upper()}: {err['msg']}")
+        lines.append(f"  {_variable(field)}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _variable(field: str) -> str:
+    """The variable the operator set: the importer still reads its old CONDUIT_WORKER_* names."""
+    name = f"CONDUIT_{field.upper()}"
+    old = name.replace("CONDUIT_IMPORTER_", "CONDUIT_WORKER_", 1)
+    if name not in os.environ and old != name and old in os.environ:
+        return f"{old} (deprecated: {name})"
+    return name
 
 
 def _password(url: str) -> str | None:

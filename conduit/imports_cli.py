@@ -132,10 +132,10 @@ def imports_rerun(run_id: int | None, all_failed: bool, **filters: Any) -> None:
 @click.argument("tenant")
 @click.argument("module")
 @click.option("--date", "export_date", type=click.DateTime(["%Y-%m-%d"]), help="Export date (default: yesterday, UTC).")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for a worker to finish the import.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for an importer to finish the import.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait with --wait.")
 def imports_run(tenant: str, module: str, export_date: dt.datetime | None, wait: bool, timeout: float) -> None:
-    """Import TENANT's MODULE export now: enqueue it for the workers and (by default) wait for the outcome."""
+    """Import TENANT's MODULE export now: enqueue it for the importers and (by default) wait for the outcome."""
     day = (export_date.date() if export_date else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     done = guard(lambda: asyncio.run(_run_now(tenant, module, day, wait, timeout)))
     click.echo(done)
@@ -255,5 +255,5 @@ async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: floa
         try:
             result = await Job(job_id, arq).result(timeout=timeout, poll_delay=0.2)
         except TimeoutError:
-            return f"not finished after {timeout:.0f} s (is a worker running?); job {job_id} stays queued"
+            return f"not finished after {timeout:.0f} s (is an importer running?); job {job_id} stays queued"
         return str(result)

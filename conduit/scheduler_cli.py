@@ -74,8 +74,8 @@ async def _plan_rows(
 ) -> tuple[list[dict[str, Any]], StoreUnreachable | None]:
     from services.scheduler.import_plan import plan_fire
     from services.scheduler.main import catalogue_modules
-    from services.scheduler.schedules import import_entries
     from services.scheduler.settings import SchedulerSettings
+    from shared.schedules import import_entries
     from shared.tenants import load_tenants
 
     settings = SchedulerSettings()

@@ -131,10 +131,14 @@ def write_csv(module: ModuleDef, client: str, export_date: str, count: int, out:
     text.detach()
 
 
+def cache_path(module: ModuleDef, client: str, export_date: str, count: int, cache: Path) -> Path:
+    """Where :func:`build_zip` keeps the export (a file put there first is served as it is)."""
+    return cache / f"v{_VERSION}-{client}-{module.name}-{export_date}-{count}.zip"
+
+
 def build_zip(module: ModuleDef, client: str, export_date: str, count: int, cache: Path) -> Path:
     """The export as a zip holding one CSV, built once into ``cache`` and reused."""
-    name = f"v{_VERSION}-{client}-{module.name}-{export_date}-{count}.zip"
-    path = cache / name
+    path = cache_path(module, client, export_date, count, cache)
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)

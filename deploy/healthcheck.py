@@ -24,22 +24,25 @@ TIMEOUT = 3.0
 # Subcommand -> (environment variable naming its port, default port, what to probe).
 TARGETS: dict[str, tuple[str, int, str | None]] = {
     "proxy": ("CONDUIT_PROXY_PORT", 8080, "/ready"),
-    "worker": ("CONDUIT_WORKER_HTTP_PORT", 8081, "/ready"),
+    "importer": ("CONDUIT_IMPORTER_HTTP_PORT", 8081, "/ready"),
     "scheduler": ("CONDUIT_SCHEDULER_HTTP_PORT", 8082, "/ready"),
     "demo-api": ("CONDUIT_DEMO_PORT", 8090, "/health_check"),
 }
+_OLD_NAMES = {"CONDUIT_IMPORTER_HTTP_PORT": "CONDUIT_WORKER_HTTP_PORT"}
 
 
 def target_for(cmdline: list[str], environ: dict[str, str]) -> str | None:
     """The URL to probe for a process started as ``cmdline``; None when it serves nothing (migrate)."""
-    command = next((arg for arg in cmdline if arg in TARGETS or arg == "migrate"), None)
-    if command is None:
-        # `arq services.importer.worker.WorkerSettings` is the other way to start a worker.
-        command = "worker" if any(arg.endswith("WorkerSettings") for arg in cmdline) else "proxy"
+    command = next((arg for arg in cmdline if arg in TARGETS or arg in ("migrate", "worker")), None)
+    # `worker` is the importer's deprecated name; `arq services.importer.worker.WorkerSettings` is the other
+    # way to start one.
+    if command == "worker" or (command is None and any(arg.endswith("WorkerSettings") for arg in cmdline)):
+        command = "importer"
     if command == "migrate":
         return None
-    port_variable, default_port, path = TARGETS[command]
-    port = environ.get(port_variable, str(default_port))
+    port_variable, default_port, path = TARGETS[command or "proxy"]
+    # As the importer does, read its port from the deprecated CONDUIT_WORKER_HTTP_PORT when only that is set.
+    port = environ.get(port_variable) or environ.get(_OLD_NAMES.get(port_variable, ""), str(default_port))
     return f"http://127.0.0.1:{port}{path}" if path else f"tcp://127.0.0.1:{port}"
 
 

@@ -39,7 +39,7 @@ CALLER_ENV = (
     "CONDUIT_PROXY_URL",
 )
 DEMO_TENANTS = ("acme", "globex", "initech")
-PORTS = {"demo-api": 8090, "proxy": 8080, "worker": 8081, "scheduler": 8082, "console": 8083}
+PORTS = {"demo-api": 8090, "proxy": 8080, "importer": 8081, "scheduler": 8082, "console": 8083}
 DEMO_IMPORT_SPREAD = "30s"
 
 
@@ -117,7 +117,7 @@ def _run_suite() -> None:
         "CONDUIT_DEMO_PORT": str(_port("demo-api")),
         "CONDUIT_DEMO_TOKEN_LIFETIME": env.get("CONDUIT_DEMO_TOKEN_LIFETIME", "120"),
         "CONDUIT_PROXY_PORT": str(_port("proxy")),
-        "CONDUIT_WORKER_HTTP_PORT": str(_port("worker")),
+        "CONDUIT_IMPORTER_HTTP_PORT": str(_port("importer")),
         "CONDUIT_SCHEDULER_HTTP_PORT": str(_port("scheduler")),
         "CONDUIT_CONSOLE_PORT": str(_port("console")),
         "CONDUIT_CONSOLE_PUBLIC_URL": f"http://127.0.0.1:{_port('console')}",
@@ -146,7 +146,7 @@ def _run_suite() -> None:
     try:
         _migrate(conduit, env, logs / "migrate.log")
         _forget_demo_tokens(env["CONDUIT_REDIS_URL"])
-        for name in ("demo-api", "proxy", "worker", "scheduler", "console"):
+        for name in ("demo-api", "proxy", "importer", "scheduler", "console"):
             if stopping:
                 break
             log = logs / f"{name}.log"
@@ -191,7 +191,7 @@ def _console_token() -> str:
 
 
 def _migrate(conduit: str, env: dict[str, str], log: Path) -> None:
-    """The worker refuses to start on a database without the module tables, so migrate first."""
+    """The importer refuses to start on a database without the module tables, so migrate first."""
     with log.open("ab") as handle:
         done = subprocess.run([conduit, "migrate"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
@@ -206,7 +206,7 @@ Conduit is running (Ctrl-C stops everything).
 
   auth proxy      {proxy}       try: curl -H 'X-Tenant-ID: acme' {proxy}/resources/42
   proxy metrics   {proxy}/metrics
-  worker ops      http://127.0.0.1:{env["CONDUIT_WORKER_HTTP_PORT"]}/ready  (/metrics)
+  importer ops    http://127.0.0.1:{env["CONDUIT_IMPORTER_HTTP_PORT"]}/ready  (/metrics)
   scheduler ops   http://127.0.0.1:{env["CONDUIT_SCHEDULER_HTTP_PORT"]}/ready  (/metrics)
   console         {env["CONDUIT_CONSOLE_PUBLIC_URL"]}  sign in with the token in {RUN}/console-token
   demo API        http://127.0.0.1:{env["CONDUIT_DEMO_PORT"]}  (tokens live {env["CONDUIT_DEMO_TOKEN_LIFETIME"]} s)

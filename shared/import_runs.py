@@ -1,6 +1,6 @@
 """The part of the import ledger (``import_runs``) that more than the importer writes: queued attempts.
 
-The importer's workers own the ledger (services/importer/ledger.py); an
+The importers own the ledger (services/importer/ledger.py); an
 operator re-running an import, from ``conduit imports rerun`` or the console,
 adds a ``queued`` attempt that the worker picking the job up takes over.
 Both go through this module (and :mod:`shared.reruns`), so the two can never

@@ -1,4 +1,4 @@
-"""The names and ids of arq jobs, the contract between the scheduler (which enqueues) and workers (which run).
+"""The names and ids of arq jobs, the contract between the scheduler (which enqueues) and the importers (which run).
 
 Job ids are deterministic, so every scheduler replica enqueueing the same work
 produces the same id and arq keeps only one.

@@ -1,4 +1,4 @@
-"""Prometheus metrics that more than one service records (token refreshes happen in workers and proxies).
+"""Prometheus metrics that more than one service records (token refreshes happen in importers and proxies).
 
 Labels carry tenant and provider names and short reason codes, never a token or secret.
 """

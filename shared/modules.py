@@ -6,7 +6,7 @@ the CSV header of a column where it differs from the column's name. The importer
 reads the whole definition; the scheduler only needs :meth:`Catalogue.names`.
 
 Adding a module is one YAML file here plus one SQL migration creating its table
-(``conduit imports ddl NAME`` prints it); the worker refuses to start when the
+(``conduit imports ddl NAME`` prints it); the importer refuses to start when the
 two disagree. Anything wrong in a definition stops the process with one message
 naming the file, the module and the key.
 """

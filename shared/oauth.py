@@ -6,7 +6,7 @@ is permanent and must not be retried in a loop; everything else (timeouts,
 
 authlib and httpx2 (with anyio, joserfc, httpcore2, h11 under them) are imported
 by the first token request, not with this module: every proxy process imports
-it, yet tokens are refreshed by the workers on schedule and a proxy rarely asks
+it, yet tokens are refreshed by the importers on schedule and a proxy rarely asks
 for one itself, so most proxies would carry them (about 4 MB) for nothing.
 """
 

@@ -3,7 +3,7 @@
 /health_check is liveness only (the process answers) and is never logged;
 /ready runs the service's own checks and answers 503 naming what failed.
 ``ops_answer`` builds the answers; ``add_ops_routes`` serves them from an
-aiohttp app (workers, the scheduler), the proxy serves them from its own server.
+aiohttp app (importers, the scheduler), the proxy serves them from its own server.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def add_ops_routes(app: web.Application, ready: ReadyCheck) -> None:
 
 
 async def start_ops_server(host: str, port: int, ready: ReadyCheck) -> web.AppRunner:
-    """A small server for processes whose main job is not HTTP (workers, the scheduler)."""
+    """A small server for processes whose main job is not HTTP (importers, the scheduler)."""
     from aiohttp import web
 
     app = web.Application()

@@ -1,4 +1,9 @@
-"""When each tenant's modules are imported: schedules resolved from the tenants file, and their fire times.
+"""The import schedules: the ``imports:`` sections of the tenants file, and when each schedule fires.
+
+Used by the scheduler (which enqueues the daily imports) and the console (which shows and pauses
+them); the proxy and the importer never read a schedule. The tenants file is still one document:
+``shared.tenants`` validates it whole and takes the ``imports:`` schema from here, so an error in a
+schedule is reported like any other, naming the file, the tenant, the module and the key.
 
 A schedule is a cron expression read on the wall clock of a time zone. Fire
 times are found by walking the *wall clock* (naive local times) with croniter
@@ -9,19 +14,105 @@ neither skip a day nor run one twice:
   fires once, shifted forward by the gap (03:30 new time);
 - fall back: a wall time that happens twice (01:30) fires once, at its first
   occurrence.
+
+croniter is imported inside the functions that use it: every process loads this module with the
+tenants file, and the proxy, which never reads a schedule, should not pay for croniter
+(tests/proxy/test_proxy_imports.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from shared.tenants import DEFAULT_IMPORT_CRON, DEFAULT_IMPORT_TIMEZONE, ConfigError, TenantsConfig
+from shared.config_errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.tenants import TenantsConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_cron(expr: str) -> str:
+    from croniter import croniter  # not at the top: see the module docstring
+
+    fields = expr.split()
+    if not expr.startswith("@") and len(fields) != 5:
+        raise ValueError(f"cron expression {expr!r} must have 5 fields (minute hour day month weekday)")
+    if not croniter.is_valid(expr):
+        raise ValueError(f"invalid cron expression {expr!r}")
+    return expr
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)") from None
+    return name
+
+
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+def _parse_duration(value: object) -> object:
+    """``90``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"1h30m"`` to seconds; anything else is left to pydantic."""
+    if isinstance(value, str) and value and (match := _DURATION.match(value.strip())):
+        return sum(int(n or 0) * unit for n, unit in zip(match.group("h", "m", "s"), (3600, 60, 1), strict=True))
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_check_cron)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+
+DEFAULT_IMPORT_CRON = "0 2 * * *"
+DEFAULT_IMPORT_TIMEZONE = "UTC"
+DEFAULT_IMPORT_SPREAD = 3600.0
+
+
+class ScheduleSpec(_Strict):
+    """When imports fire: a 5-field cron expression read in an IANA time zone. Unset fields are inherited."""
+
+    cron: Cron | None = None
+    timezone: TimeZone | None = None
+
+
+class ModuleImports(_Strict):
+    """One module's overrides within a tenant."""
+
+    schedule: ScheduleSpec = ScheduleSpec()
+
+
+class TenantImports(_Strict):
+    """A tenant's import overrides: its schedule, spread window, which modules, per-module schedules."""
+
+    schedule: ScheduleSpec = ScheduleSpec()
+    spread: Seconds | None = None
+    # None: every module of the catalogue.
+    include: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    modules: dict[str, ModuleImports] = Field(default_factory=dict)
+
+
+class ImportDefaults(_Strict):
+    """The top-level ``imports:`` section: the schedule and spread window every tenant starts from."""
+
+    # Not validated here: that would import croniter with this module, in every process, the proxy
+    # too (see the module docstring); tests/shared/test_tenants.py validates these constants instead.
+    schedule: ScheduleSpec = ScheduleSpec.model_construct(cron=DEFAULT_IMPORT_CRON, timezone=DEFAULT_IMPORT_TIMEZONE)
+    # The day's imports start spread over this many seconds after the schedule fires.
+    spread: Seconds = DEFAULT_IMPORT_SPREAD
+
 
 # Wider than any daylight-saving shift (the largest in use is 2 h), so walking
 # the wall clock over a widened window never misses a fire near a transition.
@@ -58,6 +149,8 @@ class Schedule:
         start = _wall(after, self.zone) - _WALL_MARGIN
         end = _wall(until, self.zone) + _WALL_MARGIN
         found: dict[float, Fire] = {}
+        from croniter import croniter  # not at the top: see the module docstring
+
         walk = croniter(self.cron, start)
         while (wall := walk.get_next(datetime)) <= end:
             # fold=0: the first of two identical wall times; in a gap, the offset from before it.

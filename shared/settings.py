@@ -66,7 +66,7 @@ class CommonSettings(BaseSettings):
 
 
 class TokenSettings(CommonSettings):
-    """For the processes that refresh tokens (proxies on demand, workers on schedule)."""
+    """For the processes that refresh tokens (proxies on demand, importers on schedule)."""
 
     token_request_timeout: float = Field(default=10.0, gt=0)
     # Must outlive a token request, or a second refresher could start while the first still runs.

@@ -12,24 +12,14 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    HttpUrl,
-    SecretStr,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, model_validator
 
 # Raised here, defined apart so `conduit` can catch it without importing this module.
 from shared.config_errors import ConfigError as ConfigError
+from shared.schedules import ImportDefaults, TenantImports
 
 # Tenant and provider names end up in Redis keys, job ids, metric labels and
 # headers, so they are kept to a conservative alphabet.
@@ -91,79 +81,6 @@ class TenantProvider(_Strict):
     client_secret: SecretRef | None = None
     # refresh_token grant only: the refresh token to start from when the store has none.
     refresh_token: SecretRef | None = None
-
-
-def _check_cron(expr: str) -> str:
-    # Imported here so the proxy, which never reads a schedule, does not pay for croniter.
-    from croniter import croniter
-
-    fields = expr.split()
-    if not expr.startswith("@") and len(fields) != 5:
-        raise ValueError(f"cron expression {expr!r} must have 5 fields (minute hour day month weekday)")
-    if not croniter.is_valid(expr):
-        raise ValueError(f"invalid cron expression {expr!r}")
-    return expr
-
-
-def _check_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)") from None
-    return name
-
-
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
-
-
-def _parse_duration(value: object) -> object:
-    """``90``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"1h30m"`` to seconds; anything else is left to pydantic."""
-    if isinstance(value, str) and value and (match := _DURATION.match(value.strip())):
-        return sum(int(n or 0) * unit for n, unit in zip(match.group("h", "m", "s"), (3600, 60, 1), strict=True))
-    return value
-
-
-Cron = Annotated[str, AfterValidator(_check_cron)]
-TimeZone = Annotated[str, AfterValidator(_check_timezone)]
-Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-
-DEFAULT_IMPORT_CRON = "0 2 * * *"
-DEFAULT_IMPORT_TIMEZONE = "UTC"
-DEFAULT_IMPORT_SPREAD = 3600.0
-
-
-class ScheduleSpec(_Strict):
-    """When imports fire: a 5-field cron expression read in an IANA time zone. Unset fields are inherited."""
-
-    cron: Cron | None = None
-    timezone: TimeZone | None = None
-
-
-class ModuleImports(_Strict):
-    """One module's overrides within a tenant."""
-
-    schedule: ScheduleSpec = ScheduleSpec()
-
-
-class TenantImports(_Strict):
-    """A tenant's import overrides: its schedule, spread window, which modules, per-module schedules."""
-
-    schedule: ScheduleSpec = ScheduleSpec()
-    spread: Seconds | None = None
-    # None: every module of the catalogue.
-    include: list[str] | None = None
-    exclude: list[str] = Field(default_factory=list)
-    modules: dict[str, ModuleImports] = Field(default_factory=dict)
-
-
-class ImportDefaults(_Strict):
-    """The top-level ``imports:`` section: the schedule and spread window every tenant starts from."""
-
-    # Not validated here: that would import croniter with this module, in every process, the proxy
-    # too (see _check_cron); tests/shared/test_tenants.py validates these constants instead.
-    schedule: ScheduleSpec = ScheduleSpec.model_construct(cron=DEFAULT_IMPORT_CRON, timezone=DEFAULT_IMPORT_TIMEZONE)
-    # The day's imports start spread over this many seconds after the schedule fires.
-    spread: Seconds = DEFAULT_IMPORT_SPREAD
 
 
 class Tenant(_Strict):

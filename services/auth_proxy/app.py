@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from collections.abc import AsyncIterator
 
@@ -38,6 +39,10 @@ log = get_logger(__name__)
 def create_app(settings: ProxySettings | None = None, tenants: TenantsConfig | None = None) -> ProxyApp:
     """The proxy's app factory. Bad settings or a bad tenants file raise here, before anything listens."""
     return ProxyApp(settings, tenants)
+
+
+# Pairs /ready reads, at most, to tell a wrong token key from one damaged record.
+_READY_LOOKUPS = 16
 
 
 class ProxyApp:
@@ -132,17 +137,24 @@ class ProxyApp:
         self.feed_connected = connected
 
     async def _store_readable(self) -> str:
-        """Reading one record proves the token key matches what is stored."""
+        """Whether the token key opens what is stored: one readable record proves it.
+
+        A wrong key makes every record unreadable, and then the proxy must leave rotation. One damaged
+        record must not: that pair's requests fail on their own (503 naming the pair), the others are
+        served. So the first ``_READY_LOOKUPS`` pairs are read (a bounded cost per probe) and any record
+        that opens passes; only records that exist and all fail to open make the store unreadable.
+        """
         assert self._store is not None
-        for tenant, provider in self.tenants.pairs():
+        unreadable: str | None = None
+        for tenant, provider in itertools.islice(self.tenants.pairs(), _READY_LOOKUPS):
             try:
-                await self._store.get(tenant, provider)
+                if await self._store.get(tenant, provider) is not None:
+                    return "ok"
             except RecordUnreadable as exc:
-                return str(exc)
+                unreadable = str(exc)
             except (RedisError, OSError) as exc:
                 return f"unreadable: {type(exc).__name__}"
-            break
-        return "ok"
+        return unreadable or "ok"
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -35,7 +35,7 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     except (ConfigError, TokenKeyError) as exc:
         log.error("invalid configuration", error=str(exc))
         print(f"conduit proxy: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None  # README, "Exit codes": 1 for configuration errors
+        raise SystemExit(1) from None  # docs/operations.md, "Exit codes": 1 for configuration errors
     log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
     try:
         asyncio.run(_serve(app, reuse_port))

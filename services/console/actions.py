@@ -181,7 +181,7 @@ async def refresh_token(request: web.Request) -> web.Response:
     if not request.app[keys.TENANTS].has(tenant, provider):
         raise web.HTTPBadRequest(text=f"unknown tenant and provider {tenant[:80]!r}/{provider[:80]!r}")
     if request.method == "GET":
-        lines = [f"Refresh the token of {tenant}/{provider} now (a worker runs it)"]
+        lines = [f"Refresh the token of {tenant}/{provider} now (an importer runs it)"]
         return _confirm(request, "Force a token refresh", lines, fields, 1)
     require_admin(request)
     redis = request.app[keys.REDIS]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from shared.db import DatabaseSettings
 from shared.settings import CommonSettings
+
+# Static sign-in tokens shorter than this are refused (guessable).
+MIN_TOKEN_CHARS = 16
 
 
 class ConsoleSettings(CommonSettings, DatabaseSettings):
@@ -46,6 +49,17 @@ class ConsoleSettings(CommonSettings, DatabaseSettings):
     console_filter_max_chars: int = Field(default=200, gt=0)
     # The live board's pushes are coalesced to at most one per this many seconds.
     console_push_interval: float = Field(default=0.2, gt=0)
+
+    @field_validator("console_token", "console_readonly_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # The sign-in form is the console's only guard against guessing: a short token is refused at start.
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"CONDUIT_{str(info.field_name).upper()} must be at least {MIN_TOKEN_CHARS} characters "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return value
 
     @model_validator(mode="after")
     def _never_open(self) -> ConsoleSettings:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from services.importer.csv_fields import FieldLimit, FieldTooLong
 from services.importer.csv_requote import CopyFeed
 from services.importer.csv_scan import Untrusted
 from services.importer.merge import STAGE, MergePlan
@@ -46,10 +47,7 @@ PG_ENCODINGS = {
 }
 # What makes COPY give up on a file: the careful path then takes over.
 COPY_REFUSED = (asyncpg.exceptions.DataError,)
-
-
-class FieldTooLong(Exception):
-    """A staged value is longer than IMPORTER_MAX_FIELD_CHARS; the careful path names its line."""
+__all__ = ["COPY_REFUSED", "PG_ENCODINGS", "FieldTooLong", "copy_csv", "copy_into_table", "is_first_load"]
 
 
 def raw_columns(layout: Layout) -> list[str]:
@@ -66,19 +64,23 @@ async def copy_csv(
     layout: Layout,
     chunks: AsyncIterator[bytes],
     encoding: str,
+    max_chars: int,
     stats: RunStats,
     progress: Progress,
 ) -> int:
-    """COPY the CSV bytes, header and all, into the staging table; returns the rows COPY read."""
+    """COPY the CSV bytes, header and all, into the staging table; returns the rows COPY read.
+
+    Raises :class:`FieldTooLong` (and COPY is aborted) where a field is longer than ``max_chars``.
+    """
     columns = raw_columns(layout)
     await conn.execute(f"CREATE TEMP TABLE {STAGE} ({', '.join(_q(c) + ' text' for c in columns)}) ON COMMIT DROP")
-    feed = CopyFeed()
+    feed = CopyFeed(FieldLimit(max_chars, encoding))
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 STAGE,
-                source=_observed(chunks, progress, feed),
+                source=_observed(chunks, progress, feed, stats),
                 columns=columns,
                 format="csv",
                 header=True,
@@ -102,6 +104,7 @@ async def copy_into_table(
     layout: Layout,
     chunks: AsyncIterator[bytes],
     encoding: str,
+    max_chars: int,
     tenant: str,
     stats: RunStats,
     progress: Progress,
@@ -109,16 +112,17 @@ async def copy_into_table(
 ) -> int:
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths.
 
+    Raises :class:`FieldTooLong` (and COPY is aborted) where a field is longer than ``max_chars``, in any column.
     ``table``: a new table of the tenant's created in this transaction instead (swap.py), COPYed with FREEZE.
     """
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
-    feed = CopyFeed()
+    feed = CopyFeed(FieldLimit(max_chars, encoding))
     with stats.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 table or plan.module.table_name,
-                source=_observed(chunks, progress, feed),
+                source=_observed(chunks, progress, feed, stats),
                 columns=layout.columns,
                 format="csv",
                 header=True,
@@ -131,32 +135,6 @@ async def copy_into_table(
     return stats.rows_read
 
 
-async def check_field_sizes(
-    conn: asyncpg.Connection,
-    plan: MergePlan,
-    layout: Layout,
-    max_chars: int,
-    tenant: str | None,
-    table: str | None = None,
-) -> None:
-    """The field limit the careful parser enforces while reading, checked in one pass over what COPY wrote.
-
-    ``tenant``: check the tenant's rows in the module's table (first load), else the staging table, where
-    the columns the module ignores are checked too (the careful parser refuses a long field in any column).
-    """
-    if tenant is None:
-        text = raw_columns(layout)
-    else:
-        text = [c for c in plan.columns if plan.module.column(c).type in ("text", "jsonb")]
-    if not text:
-        return
-    lengths = ", ".join(f"char_length({_q(c)}::text)" for c in text)
-    source = STAGE if tenant is None else f"{_q(table or plan.module.table_name)} WHERE tenant_id = $1"
-    longest = await conn.fetchval(f"SELECT max(greatest({lengths}, 0)) FROM {source}", *([tenant] if tenant else []))
-    if longest is not None and longest > max_chars:
-        raise FieldTooLong(f"a field has {longest} characters")
-
-
 def _all_read(status: str, feed: CopyFeed, stats: RunStats) -> int:
     """COPY's row count, checked against the records the feed counted (the header is one)."""
     rows = int(status.rsplit(" ", 1)[-1])
@@ -166,7 +144,9 @@ def _all_read(status: str, feed: CopyFeed, stats: RunStats) -> int:
     return rows
 
 
-async def _observed(chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed) -> AsyncIterator[bytes]:
+async def _observed(
+    chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed, stats: RunStats
+) -> AsyncIterator[bytes]:
     """The bytes as they go to COPY: without a UTF-8 byte order mark, through the feed, counted for progress.
 
     The feed passes most chunks on as they are and writes again the records COPY would misread
@@ -180,11 +160,13 @@ async def _observed(chunks: AsyncIterator[bytes], progress: Progress, feed: Copy
             first = False
             if chunk.startswith(_UTF8_BOM):
                 chunk = chunk[len(_UTF8_BOM) :]
-        ready = feed.feed(chunk)
+        with stats.timed("feed"):
+            ready = feed.feed(chunk)
         if ready:
             yield ready
         await progress.rows(feed.records)
-    last = feed.finish()
+    with stats.timed("feed"):
+        last = feed.finish()
     if last:
         yield last
     await progress.rows(feed.records)

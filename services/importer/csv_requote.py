@@ -13,52 +13,100 @@ inch mark in a product name, a blank line) still loads at COPY's speed.
 What cannot be written for COPY raises :class:`Untrusted` and the run takes the
 careful path: a NUL (PostgreSQL text cannot hold it; the careful path rejects the
 row), a quoted field never closed or an odd number of quotes in the file (which
-the careful path refuses as malformed), a record longer than 64 MiB.
+the careful path refuses as malformed), a record longer than 64 MiB. A field
+longer than the field limit raises :class:`FieldTooLong` (csv_fields.py).
 
 Bytes, not text: the quote, the comma and CR/LF are single bytes that never occur
 inside a character in any encoding COPY is given here (UTF-8, Latin-1/9,
 Windows-125x), so the file need not be decoded. Hand-written for the same reason
-as the scan; a record is split by two compiled regular expressions, and lines
-without a quote are passed on without being split at all.
+as the scan. The feed runs in the event loop between the chunks COPY sends, so its
+cost per chunk is what COPY may wait for: every pass over a chunk is a C-speed
+``bytes`` method (``in``/``find`` are memchr, ``count`` a byte loop), and only the
+records around a spot are read one by one in Python.
+
+The file's line end (its header's) lets a chunk after the first be checked in a few
+passes: COPY refuses a line end of another kind outside quoted fields ("literal
+carriage return found in data"), so such a file falls back whatever the feed
+counted, and where COPY accepts the file every record end it saw is of that kind.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
+from collections.abc import Callable, Iterator
+from itertools import repeat
 
-from services.importer.csv_scan import _QUOTED_FIELD, MAX_PENDING, Untrusted, clean_lines, whole_lines
+from services.importer.csv_fields import LINE_END, FieldLimit, read_record, runs_fit
+from services.importer.csv_scan import _QUOTED, _QUOTED_FIELD, MAX_PENDING, Untrusted, clean_lines, whole_lines
 
-# A field by the definition: quoted (``""`` a quote inside), then any text up to the next comma or line end,
-# where a quote is a character; or bare, where a quote is a character too.
-_QUOTED = re.compile(rb'"((?:[^"]++|"")*+)"([^,\r\n]*+)')
-_BARE = re.compile(rb"[^,\r\n]*+")
-_LINE_END = re.compile(rb"\r\n|\n|\r")
 _NEEDS_QUOTES = re.compile(rb'[",\r\n]')
-# What COPY would read differently, once the well-formed quoted fields are blanked out (csv_scan.clean_lines).
-_SPOT = re.compile(rb'"|\x00|\n\n|\r\r|\n\r|[\r\n]\\\.[\r\n]')
+_QUOTED_PART = re.compile(b"(" + _QUOTED + b")")
+# Inside a well-formed quoted field, the bytes that would look like a spot or a record end.
+_BLANK = bytes.maketrans(b'"\r\n', b"QQQ")
+# What COPY would read differently, once the well-formed quoted fields are blanked out: a quote, a NUL, a blank
+# line (two line ends in a row; a CRLF is one) and a line holding only ``\.`` (found by its ``\.``).
+_SPOTS = (b'"', b"\x00", b"\n\n", b"\r\r", b"\n\r")
+_LINE_ENDS = (b"\r", b"\n")
 
 
-def _blanked(quoted: re.Match[bytes]) -> bytes:
-    return b"Q" * (quoted.end() - quoted.start())
+def _blanked(data: bytes) -> bytes:
+    """``data`` with its well-formed quoted fields' quotes and line ends blanked out (same length): C-level passes."""
+    parts = _QUOTED_PART.split(data)
+    parts[1::2] = map(bytes.translate, parts[1::2], repeat(_BLANK))
+    return b"".join(parts)
 
 
 def _line_ends(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
+def _spots(bare: bytes, eol: bytes) -> Iterator[tuple[int, int]]:
+    """Every spot of ``bare`` as (start, end), in order (overlapping ones too).
+
+    Given the file's line end, a blank line is two of it in a row (one of another kind makes COPY refuse the
+    file), found by a search for both: as a spot, it is the end of the first and the start of the second.
+    """
+    if not eol:
+        return heapq.merge(*(_every(bare, spot) for spot in _SPOTS), _end_of_data_lines(bare))
+    return heapq.merge(_every(bare, b'"'), _every(bare, b"\x00"), _blank_lines(bare, eol), _end_of_data_lines(bare))
+
+
+def _blank_lines(bare: bytes, eol: bytes) -> Iterator[tuple[int, int]]:
+    if len(eol) == 2 and bare.startswith(b"\n\r\n"):
+        yield 0, 2  # the chunk starts with a blank line (bare[0] is the LF before it)
+    for at, _ in _every(bare, eol + eol):
+        yield at + len(eol) - 1, at + len(eol) + 1
+
+
+def _every(bare: bytes, spot: bytes) -> Iterator[tuple[int, int]]:
+    at = bare.find(spot)
+    while at >= 0:
+        yield at, at + len(spot)
+        at = bare.find(spot, at + 1)
+
+
+def _end_of_data_lines(bare: bytes) -> Iterator[tuple[int, int]]:
+    at = bare.find(b"\\", 1)  # one byte: memchr (a search for two is slow where "." is common)
+    while at >= 0:
+        if bare[at + 1 : at + 2] == b"." and bare[at - 1 : at] in _LINE_ENDS and bare[at + 2 : at + 3] in _LINE_ENDS:
+            yield at - 1, at + 3
+        at = bare.find(b"\\", at + 1)
+
+
 class CopyFeed:
     """Feed it every chunk; it returns the bytes to give COPY (which may lag a line behind), then :meth:`finish`."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: FieldLimit | None = None) -> None:
         self.records = 0  # records in the file so far, header included
         self.rewritten = 0  # records written again for COPY
+        self._limit = limit or FieldLimit(MAX_PENDING, "UTF8")
         self._context = b"\n"
         self._pending = b""
-        self._eol = b""  # the file's line end (COPY wants one kind): the first one it has
-        self._quotes = 0
+        self._eol = b""  # the file's line end (its header's, which COPY goes by)
+        self._quotes = 0  # quotes outside well-formed quoted fields (those hold an even number)
 
     def feed(self, chunk: bytes) -> bytes:
-        self._quotes += chunk.count(b'"')
         buf = self._pending + chunk
         cut = whole_lines(buf)
         if cut <= 0:
@@ -66,8 +114,8 @@ class CopyFeed:
             return b""
         head, tail = buf[:cut], buf[cut:]
         if not self._eol:
-            self._eol = _LINE_END.search(head).group()  # type: ignore[union-attr]
-        counted = clean_lines(self._context, head)
+            self._eol = _header_line_end(head)
+        counted = self._clean(head)
         if counted is not None:
             self.records += counted
             self._context = head[-1:]
@@ -81,15 +129,16 @@ class CopyFeed:
 
     def finish(self) -> bytes:
         """The end of the file: its last record, which may lack a line end (one is added for COPY)."""
+        out, used, tail = b"", 0, b""
+        if self._pending:
+            eol = self._eol or b"\n"
+            tail = self._pending + (b"" if self._pending.endswith(_LINE_ENDS) else eol)
+            self._pending = b""
+            out, used = self._requote(tail)
+            self._quotes += tail.count(b'"', used)
         if self._quotes % 2:
             # The careful path refuses such a file as a quoted field never closed (docs/importer.md).
             raise Untrusted("the file has an odd number of quote characters")
-        if not self._pending:
-            return b""
-        eol = self._eol or b"\n"
-        tail = self._pending + (b"" if self._pending.endswith((b"\n", b"\r")) else eol)
-        self._pending = b""
-        out, used = self._requote(tail)
         if used < len(tail):
             raise Untrusted(f"record {self.records + 1}: a quoted field is never closed")
         return out
@@ -99,6 +148,25 @@ class CopyFeed:
             raise Untrusted(f"record {self.records + 1}: longer than {MAX_PENDING} bytes")
         self._pending = pending
 
+    def _clean(self, head: bytes) -> int | None:
+        """How many records ``head`` holds if COPY reads it as it is (fields within the limit); None: rewrite it.
+
+        After the file's first chunk, in a few C-speed passes that know the file's line end: quoted fields cut to
+        one byte, then no quote, NUL or blank line may be left, and the records are that line end's count.
+        """
+        eol = self._eol
+        if self.records == 0 or not eol or b"\\" in head and b"\\." in head:
+            counted = clean_lines(self._context, head)
+            if counted is not None:
+                self._limit.clean_chunk(head, eol or b"\n")
+            return counted
+        buf = eol + head
+        bare, fields = _QUOTED_FIELD.subn(b"Q", buf) if b'"' in buf else (buf, 0)
+        if b'"' in bare or b"\x00" in bare or eol + eol in bare:
+            return None
+        self._limit.clean_chunk(head, eol, buf, bare, fields)
+        return bare.count(eol[-1:]) - 1
+
     def _requote(self, head: bytes) -> tuple[bytes, int]:
         """Whole records of ``head`` (which starts at a record's start), as COPY must get them, and the bytes used.
 
@@ -106,55 +174,48 @@ class CopyFeed:
         go on as they are. The spots are found at C speed in a copy of the chunk whose well-formed quoted
         fields are blanked out (same length), where every line end left is a record's end.
         """
-        bare = _QUOTED_FIELD.sub(_blanked, self._context + head)  # bare[i + 1] is head[i]
+        bare = _blanked(self._context + head)  # bare[i + 1] is head[i]
+        count = self._counter(bare)
         out: list[bytes] = []
         pos, end = 0, len(head)
-        while pos < end:
-            spot = _SPOT.search(bare, pos)  # from the line end before head[pos]: it may start a blank line
-            if spot is None:
-                out.append(head[pos:])
-                self.records += _line_ends(bare[pos + 1 :])
-                return b"".join(out), end
-            start = max(bare.rfind(b"\n", 0, spot.start()), bare.rfind(b"\r", 0, spot.start()))  # head index + 1
+        for start, stop in _spots(bare, self._eol if self.records else b""):
+            if start < pos:
+                continue  # from the line end before head[pos]: a spot there may start a blank line
+            spot = start
+            start = max(bare.rfind(b"\n", 0, spot), bare.rfind(b"\r", 0, spot))  # head index + 1
             if bare[start : start + 2] == b"\r\n":
                 start += 1  # a CRLF is one line end: the record starts after its LF
             start = max(start, pos)
             out.append(head[pos:start])
-            self.records += _line_ends(bare[pos + 1 : start + 1])
+            self.records += count(pos + 1, start + 1)
             pos = start
-            while pos < spot.end() - 1:
-                if head[pos : pos + 1] in (b"\r", b"\n"):
-                    pos = _LINE_END.match(head, pos).end()  # type: ignore[union-attr]  # a blank line: skipped
+            while pos < stop - 1:
+                if head[pos : pos + 1] in _LINE_ENDS:
+                    pos = LINE_END.match(head, pos).end()  # type: ignore[union-attr]  # a blank line: skipped
                     continue
-                record = self._record(head, pos)
+                record = read_record(head, pos)
                 if record is None:
-                    return b"".join(out), pos  # a quoted field that goes on in the next chunk
-                pos, written = record
-                out.append(written)
-        return b"".join(out), pos
+                    return self._used(out, head, bare[: pos + 1], pos)  # a quoted field that goes on
+                pos, fields, eol = record
+                self._limit.fields(fields)
+                out.append(self._written(fields, eol))
+        out.append(head[pos:])
+        self.records += count(pos + 1, end + 1)
+        return self._used(out, head, bare, end)
 
-    def _record(self, head: bytes, pos: int) -> tuple[int, bytes] | None:
-        """The record at ``pos`` by the definition: where it ends, and how COPY must get it."""
-        fields: list[bytes] = []
-        while True:
-            if head.startswith(b'"', pos):
-                quoted = _QUOTED.match(head, pos)
-                if quoted is None:
-                    return None
-                fields.append(quoted.group(1).replace(b'""', b'"') + quoted.group(2))
-                pos = quoted.end()
-            else:
-                bare = _BARE.match(head, pos)
-                assert bare is not None
-                fields.append(bare.group())
-                pos = bare.end()
-            if head.startswith(b",", pos):
-                pos += 1
-                continue
-            line_end = _LINE_END.match(head, pos)
-            if line_end is None:
-                return None
-            return line_end.end(), self._written(fields, line_end.group())
+    def _used(self, out: list[bytes], head: bytes, bare: bytes, used: int) -> tuple[bytes, int]:
+        """What to send and the bytes used, once the stretches passed on as they are are within the field limit."""
+        self._quotes += head.count(b'"', 0, used)
+        if not runs_fit(bare, self._eol[-1:] or b"\n", self._limit.max_chars):
+            self._limit.records(head[:used])
+        return b"".join(out), used
+
+    def _counter(self, bare: bytes) -> Callable[[int, int], int]:
+        """Records ending in ``bare[a:b]``: the file's line ends (see the module's docstring), or any kind at first."""
+        if self.records and self._eol:
+            separator = self._eol[-1:]
+            return lambda a, b: bare.count(separator, a, b)
+        return lambda a, b: _line_ends(bare[a:b])
 
     def _written(self, fields: list[bytes], eol: bytes) -> bytes:
         if any(b"\x00" in value for value in fields):
@@ -168,3 +229,12 @@ class CopyFeed:
         if quoted == [b""]:
             quoted = [b'""']  # a record of one empty field, not a blank line
         return b",".join(quoted) + eol
+
+
+def _header_line_end(head: bytes) -> bytes:
+    """The line end of the file's first record by the definition (COPY takes its line end from there)."""
+    pos = 0
+    while head[pos : pos + 1] in _LINE_ENDS:
+        pos = LINE_END.match(head, pos).end()  # type: ignore[union-attr]  # blank lines before the header
+    record = read_record(head, pos)
+    return record[2] if record is not None else b""

@@ -218,15 +218,15 @@ async def _failed(
 
 
 async def _interrupted(importer: Importer, attempt: ledger.Attempt, elapsed: float) -> None:
-    """Record a cancelled attempt: arq's timeout fails the job, a stopping worker hands it back to the queue."""
-    timed_out = elapsed >= importer.settings.worker_import_timeout - 1
+    """Record a cancelled attempt: arq's timeout fails the job, a stopping importer hands it back to the queue."""
+    timed_out = elapsed >= importer.settings.importer_import_timeout - 1
     code, message = (
         (
             "timeout",
-            f"the import ran longer than WORKER_IMPORT_TIMEOUT ({importer.settings.worker_import_timeout:.0f} s)",
+            f"the import ran longer than IMPORTER_IMPORT_TIMEOUT ({importer.settings.importer_import_timeout:.0f} s)",
         )
         if timed_out
-        else ("interrupted", "the worker stopped during the import; the job goes back to the queue")
+        else ("interrupted", "the importer stopped during the import; the job goes back to the queue")
     )
     try:
         # Shielded and on a fresh connection: this one is in the middle of the cancelled statement.

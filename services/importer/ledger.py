@@ -29,7 +29,7 @@ from shared.import_runs import mark_lost as mark_lost
 from shared.import_runs import queue_attempt as queue_attempt
 
 FINAL = ("succeeded", "partially_rejected", "failed")
-ABANDONED = "the worker running this attempt stopped before it finished (killed, or it lost its database connection)"
+ABANDONED = "the importer running this attempt stopped before it finished (killed, or it lost its database connection)"
 
 
 async def start_attempt(conn: asyncpg.Connection, key: RunKey, job_id: str, worker: str) -> Attempt:

@@ -161,10 +161,13 @@ async def merge(
     threshold: float,
     stats: RunStats,
     refused_before: bool = False,
+    only_staged: bool = False,
 ) -> None:
     """The careful path's merge: MERGE, and if a row does not fit, sort the rows out and MERGE the good ones.
 
     ``refused_before``: the fast path's MERGE of this file already failed, so go straight to sorting out.
+    ``only_staged``: the staging table holds only some of the file's rows (the others were COPYed into the
+    table, careful_copy.py), so what it lacks is not missing from the export: delete nothing.
     Raises :class:`TooManyRejects` past the threshold.
     """
     # Past the threshold already (ragged rows): still sort the values out, so every bad row is counted.
@@ -177,11 +180,11 @@ async def merge(
             except REFUSED:
                 typed = True
     if typed:
-        await _sort_out(conn, plan, rejects, threshold, stats)
+        await _sort_out(conn, plan, rejects, threshold, stats, row_by_row=only_staged)
         with stats.timed("merge"):
             stats.rows_changed = _count(await conn.execute(plan.typed_merge(), tenant))
     stats.rows_rejected = rejects.count
-    if rejects.count == 0:
+    if rejects.count == 0 and not only_staged:
         await _delete_missing(conn, plan, tenant, stats, typed)
 
 
@@ -193,9 +196,18 @@ async def _delete_missing(conn: asyncpg.Connection, plan: MergePlan, tenant: str
 
 
 async def _sort_out(
-    conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, threshold: float, stats: RunStats
+    conn: asyncpg.Connection,
+    plan: MergePlan,
+    rejects: Rejects,
+    threshold: float,
+    stats: RunStats,
+    row_by_row: bool = False,
 ) -> None:
-    """The slow path: cast row ranges into a typed table, rejecting rows that do not fit, then drop duplicates."""
+    """The slow path: cast row ranges into a typed table, rejecting rows that do not fit, then drop duplicates.
+
+    ``row_by_row``: the staged rows are the ones held back as doubtful (careful_copy.py), many of them bad,
+    where halving ranges would try most rows a dozen times: try each once instead, in one statement.
+    """
     with stats.timed("sort_out"):
         await conn.execute(f"CREATE INDEX ON {STAGE} (_n)")
         await conn.execute(plan.create_typed())
@@ -208,7 +220,13 @@ async def _sort_out(
         casts = [plan.cast(c) for c in cols]
         required = [plan.module.is_required(plan.module.column(c)) for c in cols]
         found = 0
-        for lo in range(1, stats.rows_staged + 1, _SORT_BATCH):
+        if row_by_row:
+            found = await conn.fetchval(
+                "SELECT coalesce(sum(import_cast_rows($1, $2, $3, $4, $5, $6, n, n + 1, $7)), 0)::bigint "
+                "FROM generate_series(1::bigint, $7::bigint) n",
+                STAGE, TYPED, REJECTED, cols, casts, required, budget,
+            )  # fmt: skip
+        for lo in range(1, 0 if row_by_row else stats.rows_staged + 1, _SORT_BATCH):
             found += await conn.fetchval(
                 "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget,

@@ -17,7 +17,7 @@ methods, each around arq's own code:
 - at start it waits for Redis as long as it takes (arq tries ``RedisSettings.conn_retries`` times and
   exits), serving /health_check and /ready (503) meanwhile through ``before_connect``.
 
-Run it with ``conduit worker``; the plain ``arq`` command runs arq's own ``Worker`` (no class setting).
+Run it with ``conduit importer``; the plain ``arq`` command runs arq's own ``Worker`` (no class setting).
 """
 
 from __future__ import annotations

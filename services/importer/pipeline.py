@@ -28,11 +28,11 @@ import asyncpg
 
 from services.importer import ledger, swap
 from services.importer.archive import ZipLimits, spool, unzip
+from services.importer.careful_copy import Checks, NotDirect, Split, check_no_overlap, checks_for, copy_direct
 from services.importer.csv_copy import (
     COPY_REFUSED,
     PG_ENCODINGS,
     FieldTooLong,
-    check_field_sizes,
     copy_csv,
     copy_into_table,
     is_first_load,
@@ -169,16 +169,13 @@ async def _copy_and_merge(
             await swap.ensure_partition(conn, run.module, tenant)
         way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
         table = await swap.create_load_table(conn, run.module, tenant) if into else None
+    raw = _raw(run, zipped)
     if way.direct:
-        rows = await copy_into_table(
-            conn, plan, layout, _raw(run, zipped), encoding, tenant, stats, run.progress, table
-        )
+        rows = await copy_into_table(conn, plan, layout, raw, encoding, limit, tenant, stats, run.progress, table)
     else:
-        rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, stats, run.progress)
+        rows = await copy_csv(conn, plan, layout, raw, encoding, limit, stats, run.progress)
     if rows == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-    with stats.timed("check"):
-        await check_field_sizes(conn, plan, layout, limit, tenant if way.direct else None, table)
     if into:
         await run.progress.stage("swap")
         way.replaced = await swap.swap_in(conn, plan, tenant, stats)
@@ -199,23 +196,54 @@ def _fallback(run: Run, why: str, merge_refused: bool = False) -> str:
 
 
 async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str) -> None:
-    """Parse with aiocsv, check every record, stage with line numbers, and merge what fits."""
-    settings, stats = run.settings, run.stats
+    """Parse with aiocsv, check every record, stage with line numbers, and merge what fits.
+
+    On a tenant's first load the rows that surely fit go straight into the table by COPY instead
+    (careful_copy.py); where that cannot give this path's answer, the file is read again the whole way.
+    """
+    await _lock_table(run)
+    if await swap.is_partitioned(run.conn, run.module):
+        await swap.ensure_partition(run.conn, run.module, run.key.tenant)
+    checks = checks_for(plan)
+    if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
+        try:
+            async with run.conn.transaction():
+                await _careful_pass(run, zipped, plan, refused, checks)
+            return
+        except NotDirect as exc:
+            log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
+            run.rejects.clear()
+            run.stats.restart_staging()
+            run.stats.rows_rejected = run.stats.rows_duplicate = 0
+    await _careful_pass(run, zipped, plan, refused, None)
+
+
+async def _careful_pass(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str, checks: Checks | None) -> None:
+    settings, stats, conn, tenant = run.settings, run.stats, run.conn, run.key.tenant
     count = RecordCount()
     text = decode_text(count.through(unzip(zipped, run.limits, stats)), run.module.encoding, stats)
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
-    rows = validate(records.batches(stats), layout, run.rejects, stats)
-    await copy_chunks(run.conn, plan, prefetch(rows, depth=1), stats, run.progress.rows)
+    rows = prefetch(validate(records.batches(stats), layout, run.rejects, stats), depth=1)
+    split = None if checks is None else Split(rows, checks, len(plan.columns), settings.importer_copy_chunk_rows)
+    try:
+        if split is None:
+            await copy_chunks(conn, plan, rows, stats, run.progress.rows)
+        else:
+            await copy_direct(conn, plan, split, tenant, stats, run.progress.rows)
+    finally:
+        await rows.aclose()  # type: ignore[attr-defined]
     _check_all_parsed(count, stats)
     if stats.rows_read == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-    await _lock_table(run)
-    if await swap.is_partitioned(run.conn, run.module):
-        await swap.ensure_partition(run.conn, run.module, run.key.tenant)
     threshold = run.module.reject_threshold
     await run.progress.stage("merge")
-    await merge(run.conn, plan, run.key.tenant, run.rejects, threshold, stats, refused_before=refused == "merge")
+    await merge(
+        conn, plan, tenant, run.rejects, threshold, stats, refused_before=refused == "merge", only_staged=bool(split)
+    )
+    if split is not None:
+        await check_no_overlap(conn, plan, tenant, split, stats.rows_changed)
+        stats.rows_changed += split.direct
 
 
 def _check_all_parsed(count: RecordCount, stats: RunStats) -> None:

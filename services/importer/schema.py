@@ -17,7 +17,7 @@ from shared.tenants import ConfigError
 class SchemaMismatch(ConfigError):
     """The database and the module definitions disagree; the message lists every difference.
 
-    A configuration error like a bad tenants file: ``conduit worker`` prints it and exits.
+    A configuration error like a bad tenants file: ``conduit importer`` prints it and exits.
     """
 
 

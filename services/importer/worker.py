@@ -1,11 +1,12 @@
-"""The arq worker: ``conduit worker`` (:func:`run`), which lives through Redis outages, or, without that,
-``arq services.importer.worker.WorkerSettings``.
+"""The importer process: an arq worker run by ``conduit importer`` (:func:`run`), which lives through Redis
+outages, or, without that, by ``arq services.importer.worker.WorkerSettings``. It runs the import jobs and
+the token refresh jobs the scheduler enqueues.
 
 Per-process resources are made once in ``startup`` and kept in arq's ``ctx``:
 the token refresher (on arq's own Redis connection), and for imports a
-PostgreSQL pool, an HTTP session to the auth proxy and the cross-worker limits.
+PostgreSQL pool, an HTTP session to the auth proxy and the limits shared by every importer.
 Startup fails, naming the module and column, when the database does not match
-the module definitions: better a worker that does not start than one that
+the module definitions: better an importer that does not start than one that
 imports into the wrong columns.
 """
 
@@ -23,7 +24,7 @@ from services.importer.import_job import Importer, import_export
 from services.importer.limits import ProviderRate, TenantSlots
 from services.importer.outage_worker import OutageTolerantWorker
 from services.importer.schema import check_schema
-from services.importer.settings import ImporterSettings
+from services.importer.settings import ImporterSettings, deprecated_names
 from services.importer.token_jobs import REFRESH_MAX_TRIES, refresh_token
 from shared.crypto import Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
@@ -44,13 +45,22 @@ ARQ_MAX_TRIES = 1000
 
 
 async def serve_ops(ctx: dict[str, Any]) -> None:
-    """Serve /health_check, /ready and /metrics from the start, before Redis answers (``conduit worker``)."""
+    """Serve /health_check, /ready and /metrics from the start, before Redis answers (``conduit importer``)."""
     settings: ImporterSettings = ctx.setdefault("settings", _settings)
     if not ctx.get("logging_configured"):
         configure_logging(settings.log_level, settings.log_json)
         ctx["logging_configured"] = True
-    if settings.worker_http_port and "ops" not in ctx:
-        ctx["ops"] = await start_ops_server(settings.worker_http_host, settings.worker_http_port, _ready(ctx))
+        _warn_old_names(ctx.get("command"))
+    if settings.importer_http_port and "ops" not in ctx:
+        ctx["ops"] = await start_ops_server(settings.importer_http_host, settings.importer_http_port, _ready(ctx))
+
+
+def _warn_old_names(command: str | None) -> None:
+    """The importer was the worker: say which old names this process was started with, and their new ones."""
+    if command == "worker":
+        log.warning("deprecated command", command="conduit worker", use="conduit importer")
+    for name in deprecated_names():
+        log.warning("deprecated setting", setting=name, use=name.replace("CONDUIT_WORKER_", "CONDUIT_IMPORTER_"))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -61,11 +71,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     store = TokenStore(ctx["redis"], Sealer(settings.token_key, settings.token_key_old))
     ctx["refresher"] = Refresher(store, tenants, settings.refresh_policy())
     ctx["importer"] = await _importer(ctx, settings, tenants)
-    log.info("worker started", tenants=len(tenants.tenants), modules=len(ctx["importer"].modules))
+    log.info("importer started", tenants=len(tenants.tenants), modules=len(ctx["importer"].modules))
 
 
 def _ready(ctx: dict[str, Any]) -> ReadyCheck:
-    """Redis and PostgreSQL answer; before the worker has connected to them, it is not ready."""
+    """Redis and PostgreSQL answer; before the importer has connected to them, it is not ready."""
 
     async def ready() -> dict[str, str]:
         checks = {"redis": "ok", "database": "ok"}
@@ -99,8 +109,8 @@ async def _importer(ctx: dict[str, Any], settings: ImporterSettings, tenants: An
         settings.database_connect_wait,
         min_size=1,
         # Every running import holds a connection; the ledger and /ready need one more now and then.
-        max_size=max(settings.importer_db_pool_size, settings.worker_max_jobs + 2),
-        application_name="conduit-worker",
+        max_size=max(settings.importer_db_pool_size, settings.importer_max_jobs + 2),
+        application_name="conduit-importer",
     )
     try:
         async with pool.acquire() as conn:
@@ -134,28 +144,28 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if importer is not None:
         await importer.session.close()
         await importer.pool.close()
-    log.info("worker stopped")
+    log.info("importer stopped")
 
 
 def functions(settings: ImporterSettings) -> list[Any]:
     """The job functions, with per-kind timeouts so a stuck job is cancelled and retried.
 
-    arq hands a job whose worker died to another worker once its in-progress key
+    arq hands a job whose importer died to another one once its in-progress key
     expires: the longest of these timeouts + 10 s after the job started.
     """
     return [
         func(
             refresh_token,
             name=REFRESH_TOKEN,
-            timeout=settings.worker_refresh_timeout,
+            timeout=settings.importer_refresh_timeout,
             keep_result=60,
             max_tries=REFRESH_MAX_TRIES,
         ),
         func(
             import_export,
             name=IMPORT_EXPORT,
-            timeout=settings.worker_import_timeout,
-            keep_result=settings.worker_import_keep_result,
+            timeout=settings.importer_import_timeout,
+            keep_result=settings.importer_import_keep_result,
             max_tries=ARQ_MAX_TRIES,
         ),
     ]
@@ -168,16 +178,17 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = arq_settings(_settings.redis_url, _settings.redis_location())
-    poll_delay = _settings.worker_poll_delay
-    max_jobs = _settings.worker_max_jobs
+    poll_delay = _settings.importer_poll_delay
+    max_jobs = _settings.importer_max_jobs
     # Startup must not fail just because Redis is slow to come up in a fresh cluster.
     redis_settings.conn_retries = 30
     # `arq --check` (the liveness probe) reads this key: one per host so replicas are told apart,
-    # refreshed often enough that a hung worker is noticed within a minute.
+    # refreshed often enough that a hung importer is noticed within a minute.
     health_check_key = f"arq:health-check:{socket.gethostname()}"
     health_check_interval = 20
 
 
-def run() -> None:
-    """Run the worker until SIGTERM or SIGINT (``conduit worker``)."""
-    OutageTolerantWorker(before_connect=serve_ops, **get_kwargs(WorkerSettings)).run()  # type: ignore[arg-type]
+def run(command: str = "importer") -> None:
+    """Run the importer until SIGTERM or SIGINT (``conduit importer``; ``command`` is the name it was started by)."""
+    kwargs = get_kwargs(WorkerSettings)  # type: ignore[arg-type]
+    OutageTolerantWorker(before_connect=serve_ops, ctx={"command": command}, **kwargs).run()

@@ -7,10 +7,10 @@ from arq.connections import ArqRedis
 from services.scheduler.enqueue import ImportEnqueuer
 from services.scheduler.import_plan import ImportPlanner, PlannedImport, plan_fire
 from services.scheduler.metrics import JOBS_ENQUEUED, MISSED_RUNS_CAUGHT_UP, SCHEDULE_LAG
-from services.scheduler.schedules import Entry, Schedule
 from shared import events
 from shared.jobs import IMPORT_EXPORT
 from shared.logging import get_logger
+from shared.schedules import Entry, Schedule
 
 log = get_logger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from services.scheduler.schedules import Entry, Fire, Schedule
 from shared.jobs import import_job_id
+from shared.schedules import Entry, Fire, Schedule
 
 # How far ahead fire times are computed at once; a daily schedule always has a
 # next fire within it, and a rarer one is simply recomputed at the horizon.

@@ -1,4 +1,4 @@
-"""The scheduler process: ``conduit scheduler``. It owns time; workers do the work."""
+"""The scheduler process: ``conduit scheduler``. It owns time; the importers do the work."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from redis.exceptions import RedisError
 
 from services.scheduler.daily_imports import DailyImports
 from services.scheduler.metrics import LAST_TICK, REDIS_UP
-from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes, plan_refreshes
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
 from shared.redis_connect import connect as connect_redis
+from shared.schedules import import_entries
 from shared.tenants import ConfigError, TenantsConfig, load_tenants
 from shared.urls import redact_url
 
@@ -139,4 +139,4 @@ def main(settings: SchedulerSettings | None = None) -> None:
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"conduit scheduler: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None  # README, "Exit codes": 1 for configuration errors
+        raise SystemExit(1) from None  # docs/operations.md, "Exit codes": 1 for configuration errors

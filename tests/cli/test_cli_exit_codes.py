@@ -1,7 +1,7 @@
 """`conduit` as an operator runs it: one line and exit code 1 when a store is out of reach or the
 configuration is wrong, for every command and every service; `--version`; `-h` everywhere.
 
-Exit codes (README, "Exit codes"): 0 done, 1 could not be done, 2 the command line is wrong.
+Exit codes (docs/operations.md, "Exit codes"): 0 done, 1 could not be done, 2 the command line is wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import importlib.metadata
 from pathlib import Path
 
 import click
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -78,7 +79,7 @@ async def test_a_store_out_of_reach_is_one_line_and_exit_code_1(env: dict[str, s
     assert wrong == {}
 
 
-@pytest.mark.parametrize("service", ["proxy", "worker", "scheduler"])
+@pytest.mark.parametrize("service", ["proxy", "importer", "worker", "scheduler"])  # worker: the deprecated name
 async def test_every_service_exits_1_on_bad_configuration(env: dict[str, str], tmp_path: Path, service: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("providers: {}\ntenants: {}\n")
@@ -87,6 +88,29 @@ async def test_every_service_exits_1_on_bad_configuration(env: dict[str, str], t
     )
     assert code == 1 and str(bad) in err and "Traceback" not in err, err
     assert code2 == 1 and "CONDUIT_REDIS_TIMEOUT" in err2 and "Traceback" not in err2, err2
+
+
+async def test_the_importer_still_answers_to_its_old_names_and_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    """`conduit worker` and CONDUIT_WORKER_* were the importer's names: they still work, each with a warning."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: {}\ntenants: {}\n")
+    old = {"CONDUIT_TENANTS_FILE": str(bad), "CONDUIT_WORKER_HTTP_PORT": "0", "CONDUIT_WORKER_MAX_JOBS": "0"}
+    code, _, err = await run({**env, **old}, "worker")
+    # The old name is read: 0 jobs is refused, named as the operator wrote it.
+    assert code == 1 and "CONDUIT_WORKER_MAX_JOBS (deprecated: CONDUIT_IMPORTER_MAX_JOBS)" in err, err
+    del old["CONDUIT_WORKER_MAX_JOBS"]
+    code, _, err = await run({**env, **old}, "worker")
+    warnings = [orjson.loads(line) for line in err.splitlines() if line.startswith("{") and "deprecated" in line]
+    assert code == 1 and str(bad) in err, err
+    assert [(w["event"], w["use"]) for w in warnings] == [
+        ("deprecated command", "conduit importer"),
+        ("deprecated setting", "CONDUIT_IMPORTER_HTTP_PORT"),
+    ]
+
+
+def test_the_old_command_name_is_not_offered() -> None:
+    result = CliRunner().invoke(main, ["--help"], prog_name="conduit")
+    assert "  importer " in result.output and "  worker " not in result.output
 
 
 async def test_a_wrong_command_line_is_exit_code_2(env: dict[str, str]) -> None:

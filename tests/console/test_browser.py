@@ -3,7 +3,7 @@
 Few and focused: one walk through the operator's day (sign in, the scheduler
 enqueues, the board shows it, the worker fails it, open the run, its rejects,
 re-run it, watch it succeed) and one of refusals and bad input. Each page is
-saved as a PNG under .run/console-screenshots/ (the README's pictures come from there).
+saved as a PNG under .run/console-screenshots/ (docs/console.md's pictures come from there).
 """
 
 from __future__ import annotations

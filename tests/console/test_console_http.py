@@ -48,7 +48,14 @@ def test_the_console_refuses_to_start_open() -> None:
     with pytest.raises(ValidationError, match="needs a way to sign in"):
         ConsoleSettings(console_token=None, console_oidc_issuer=None)
     with pytest.raises(ValidationError, match="OIDC is incomplete"):
-        ConsoleSettings(console_token=SecretStr("x"), console_oidc_issuer="https://idp", console_oidc_client_id="c")
+        ConsoleSettings(
+            console_token=SecretStr("x" * 16), console_oidc_issuer="https://idp", console_oidc_client_id="c"
+        )
+    for field in ("console_token", "console_readonly_token"):
+        short = "a guessable one"  # 15 characters
+        with pytest.raises(ValidationError, match=f"CONDUIT_{field.upper()} must be at least 16") as refused:
+            ConsoleSettings(**{"console_token": SecretStr("x" * 16), field: SecretStr(short)})
+        assert short not in str(refused.value), "the refused token itself must not be echoed"
 
 
 async def test_anonymous_gets_nothing_but_the_sign_in_page_and_the_ops_endpoints(console: Console) -> None:

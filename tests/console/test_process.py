@@ -29,6 +29,15 @@ def test_the_console_will_not_start_without_a_way_to_sign_in(tmp_path: Path) -> 
     assert "CONDUIT_CONSOLE_TOKEN" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_short_sign_in_token_is_refused_without_repeating_it() -> None:
+    short = "guess-me-quick"
+    env = environment(CONDUIT_CONSOLE_TOKEN=short)
+    done = subprocess.run([CONDUIT, "console"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "CONDUIT_CONSOLE_TOKEN must be at least 16 characters" in done.stderr
+    assert short not in done.stderr + done.stdout
+
+
 def test_serves_and_stops_cleanly_on_sigterm(
     db: Database, redis_url: str, token_key: SecretStr, tmp_path: Path, unused_tcp_port: int
 ) -> None:

@@ -19,8 +19,8 @@ import yaml
 from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parents[2]
-CONDUIT_SERVICES = ("migrate", "demo-api", "proxy", "scheduler", "worker", "console")
-LONG_RUNNING = ("redis", "postgres", "demo-api", "proxy", "scheduler", "worker")
+CONDUIT_SERVICES = ("migrate", "demo-api", "proxy", "scheduler", "importer", "console")
+LONG_RUNNING = ("redis", "postgres", "demo-api", "proxy", "scheduler", "importer")
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 Tool = Callable[[str], str]
@@ -102,7 +102,7 @@ def test_every_default_secret_says_it_is_local_only(fresh_clone: dict[str, Any])
 
 def test_env_file_values_win_over_the_local_only_defaults(services: dict[str, Any]) -> None:
     example = env_file()
-    for name in ("proxy", "scheduler", "worker"):
+    for name in ("proxy", "scheduler", "importer"):
         environment = services[name]["environment"]
         for variable in SECRETS[1:]:
             assert environment[variable] == example[variable], (name, variable)
@@ -132,10 +132,10 @@ def test_every_conduit_service_waits_for_the_migration(services: dict[str, Any])
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["restart"] == "no"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("proxy", "scheduler", "worker"):
+    for name in ("proxy", "scheduler", "importer"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
-    assert services["worker"]["depends_on"]["proxy"]["condition"] == "service_healthy"
+    assert services["importer"]["depends_on"]["proxy"]["condition"] == "service_healthy"
     assert services["proxy"]["depends_on"]["demo-api"]["condition"] == "service_healthy"
 
 
@@ -159,9 +159,9 @@ def test_every_long_running_service_has_a_health_check(services: dict[str, Any])
 def test_health_checks_probe_the_ports_the_services_listen_on(services: dict[str, Any]) -> None:
     assert services["proxy"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8080/ready"
     assert services["scheduler"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8082/ready"
-    assert services["worker"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8081/ready"
+    assert services["importer"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8081/ready"
     assert services["demo-api"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8090/health_check"
-    assert urlsplit(services["worker"]["environment"]["CONDUIT_PROXY_URL"]).port == 8080
+    assert urlsplit(services["importer"]["environment"]["CONDUIT_PROXY_URL"]).port == 8080
     assert [port["target"] for port in services["proxy"]["ports"]] == [8080]
     assert all(port["host_ip"] == "127.0.0.1" for name in services for port in services[name].get("ports", []))
 
@@ -175,11 +175,16 @@ def test_conduit_services_share_one_hardened_image(services: dict[str, Any]) -> 
         assert "no-new-privileges:true" in service["security_opt"], name
 
 
-def test_worker_replicas_are_settable(compose: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+def test_importer_replicas_are_settable(compose: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     default = json.loads(compose("--env-file", ".env.example").stdout)
-    assert default["services"]["worker"]["deploy"]["replicas"] == int(env_file()["CONDUIT_WORKER_REPLICAS"])
-    scaled = json.loads(compose("--env-file", ".env.example", CONDUIT_WORKER_REPLICAS="5").stdout)
-    assert scaled["services"]["worker"]["deploy"]["replicas"] == 5
+    assert default["services"]["importer"]["deploy"]["replicas"] == int(env_file()["CONDUIT_IMPORTER_REPLICAS"])
+    scaled = json.loads(compose("--env-file", ".env.example", CONDUIT_IMPORTER_REPLICAS="5").stdout)
+    assert scaled["services"]["importer"]["deploy"]["replicas"] == 5
+    # The name before the importer was renamed, still read where the new one is not set.
+    old = json.loads(compose(CONDUIT_WORKER_REPLICAS="4").stdout)
+    assert old["services"]["importer"]["deploy"]["replicas"] == 4
+    both = json.loads(compose(CONDUIT_WORKER_REPLICAS="4", CONDUIT_IMPORTER_REPLICAS="3").stdout)
+    assert both["services"]["importer"]["deploy"]["replicas"] == 3
 
 
 def test_secrets_come_from_the_env_file_only(services: dict[str, Any]) -> None:
@@ -206,7 +211,7 @@ def test_the_old_token_key_is_absent_unless_set(compose: Callable[..., subproces
     assert unset["services"]["proxy"]["environment"]["CONDUIT_TOKEN_KEY_OLD"] is None
     old = Fernet.generate_key().decode()
     rotating = json.loads(compose("--env-file", ".env.example", CONDUIT_TOKEN_KEY_OLD=old).stdout)
-    for name in ("proxy", "scheduler", "worker"):
+    for name in ("proxy", "scheduler", "importer"):
         assert rotating["services"][name]["environment"]["CONDUIT_TOKEN_KEY_OLD"] == old
 
 
@@ -223,7 +228,7 @@ def test_demo_tenants_resolve_inside_compose_and_match_the_demo_clients(
     from shared.tenants import load_tenants
 
     demo_clients = parse_clients(services["demo-api"]["environment"]["CONDUIT_DEMO_CLIENTS"])
-    for name in ("proxy", "scheduler", "worker"):
+    for name in ("proxy", "scheduler", "importer"):
         environment = services[name]["environment"]
         (mount,) = [volume for volume in services[name]["volumes"] if volume["type"] == "bind"]
         assert mount["target"] == environment["CONDUIT_TENANTS_FILE"] and mount["read_only"] is True

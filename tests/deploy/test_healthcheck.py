@@ -52,7 +52,16 @@ def server() -> Iterator[int]:
     [
         (["/opt/venv/bin/python", "/opt/venv/bin/conduit", "proxy"], {}, "http://127.0.0.1:8080/ready"),
         (["/opt/venv/bin/python", "/opt/venv/bin/conduit"], {}, "http://127.0.0.1:8080/ready"),
+        (["python", "conduit", "importer"], {"CONDUIT_IMPORTER_HTTP_PORT": "9001"}, "http://127.0.0.1:9001/ready"),
+        (["python", "conduit", "importer"], {}, "http://127.0.0.1:8081/ready"),
+        # The deprecated names: the command, and the port variable where the new one is not set.
         (["python", "conduit", "worker"], {"CONDUIT_WORKER_HTTP_PORT": "9001"}, "http://127.0.0.1:9001/ready"),
+        (["python", "conduit", "importer"], {"CONDUIT_WORKER_HTTP_PORT": "9001"}, "http://127.0.0.1:9001/ready"),
+        (
+            ["python", "conduit", "importer"],
+            {"CONDUIT_WORKER_HTTP_PORT": "9001", "CONDUIT_IMPORTER_HTTP_PORT": "9002"},
+            "http://127.0.0.1:9002/ready",
+        ),
         (["python", "arq", "services.importer.worker.WorkerSettings"], {}, "http://127.0.0.1:8081/ready"),
         (["python", "conduit", "scheduler"], {}, "http://127.0.0.1:8082/ready"),
         (["python", "conduit", "demo-api"], {"CONDUIT_DEMO_PORT": "9090"}, "http://127.0.0.1:9090/health_check"),

@@ -122,14 +122,17 @@ def test_chart_lints_strictly(helm: Callable[..., subprocess.CompletedProcess[st
     ("setting", "complaint"),
     [
         ("proxy.replicaCount=two", "proxy.replicaCount: Invalid type"),
-        ("worker.autoscaling.maxReplicas=true", "worker.autoscaling.maxReplicas: Invalid type"),
+        ("importer.autoscaling.maxReplicas=true", "importer.autoscaling.maxReplicas: Invalid type"),
         ("proxy.pdb.enabled=yes please", "proxy.pdb.enabled: Invalid type"),
-        ("worker.autoscalling.enabled=false", "Additional property autoscalling is not allowed"),
+        ("importer.autoscalling.enabled=false", "Additional property autoscalling is not allowed"),
         ("logLevel=verbose", "logLevel must be one of"),
         ("secrets.existingSecret=", "secrets.existingSecret: Does not match pattern"),
         ("image.digest=latest", "image.digest: Does not match pattern"),
         ("proxy.port=70000", "proxy.port: Must be less than or equal to 65535"),
         ("database.url=db.example.internal", "database.url: Does not match pattern"),
+        # The importer's values were `worker:` before it was renamed: refused, never silently ignored.
+        ("worker.replicaCount=3", "values: `worker` was renamed `importer`"),
+        ("worker.importer.maxAttempts=3", "`worker.importer` are both `importer.config` now"),
     ],
 )
 def test_values_schema_rejects_wrong_values(
@@ -182,10 +185,10 @@ def test_the_validator_rejects_what_a_cluster_would() -> None:
 def test_one_object_per_job_and_no_secret_material(default: Objects) -> None:
     assert sorted(f"{o['kind']}/{o['metadata']['name']}" for o in default) == [
         "ConfigMap/conduit-tenants",
+        "Deployment/conduit-importer",
         "Deployment/conduit-proxy",
         "Deployment/conduit-scheduler",
-        "Deployment/conduit-worker",
-        "HorizontalPodAutoscaler/conduit-worker",
+        "HorizontalPodAutoscaler/conduit-importer",
         "Job/conduit-migrate",
         "NetworkPolicy/conduit-proxy",
         "Pod/conduit-test-proxy-ready",
@@ -196,7 +199,7 @@ def test_one_object_per_job_and_no_secret_material(default: Objects) -> None:
 
 
 def test_templates_live_in_a_folder_per_service() -> None:
-    for component in ("proxy", "worker", "scheduler", "console"):
+    for component in ("proxy", "importer", "scheduler", "console"):
         assert (CHART / "templates" / component / f"{component}-deployment.yaml").is_file()
     assert (CHART / "templates" / "migrations" / "migrate-job.yaml").is_file()
 
@@ -246,13 +249,13 @@ def test_proxy_probes_health_check_and_ready_on_its_port(objects: Objects) -> No
     assert env(proxy)["CONDUIT_PROXY_PORT"]["value"] == str(port["containerPort"])
 
 
-def test_worker_probes_its_http_endpoint(objects: Objects) -> None:
+def test_importer_probes_its_http_endpoint(objects: Objects) -> None:
     """Liveness on /health_check (tests/e2e/test_liveness.py: answers at once with Redis down), not arq --check."""
-    worker = container(objects, "worker")
-    (port,) = worker["ports"]
-    assert worker["livenessProbe"]["httpGet"] == {"path": "/health_check", "port": port["name"]}
-    assert worker["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
-    assert env(worker)["CONDUIT_WORKER_HTTP_PORT"]["value"] == str(port["containerPort"]) == "8081"
+    importer = container(objects, "importer")
+    (port,) = importer["ports"]
+    assert importer["livenessProbe"]["httpGet"] == {"path": "/health_check", "port": port["name"]}
+    assert importer["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
+    assert env(importer)["CONDUIT_IMPORTER_HTTP_PORT"]["value"] == str(port["containerPort"]) == "8081"
 
 
 def test_scheduler_probes_its_http_endpoint(objects: Objects) -> None:
@@ -264,7 +267,7 @@ def test_scheduler_probes_its_http_endpoint(objects: Objects) -> None:
 
 
 def test_every_container_gets_the_default_requests_and_limits(default: Objects) -> None:
-    for component in ("proxy", "worker", "scheduler", "migrate"):
+    for component in ("proxy", "importer", "scheduler", "migrate"):
         assert container(default, component)["resources"] == DEFAULT_RESOURCES, component
 
 
@@ -300,9 +303,9 @@ def test_network_policy_admits_only_labelled_pods_to_the_proxy(objects: Objects)
     (rule,) = policy["ingress"]
     assert rule["from"][0] == {"podSelector": {"matchLabels": client_labels}}
     assert rule["ports"] == [{"port": container(objects, "proxy")["ports"][0]["containerPort"], "protocol": "TCP"}]
-    # The workers call the proxy, so they carry the labels; nothing else in the chart needs them.
-    worker_labels = find(objects, "Deployment", "conduit-worker")["spec"]["template"]["metadata"]["labels"]
-    assert client_labels.items() <= worker_labels.items()
+    # The importers call the proxy, so they carry the labels; nothing else in the chart needs them.
+    importer_labels = find(objects, "Deployment", "conduit-importer")["spec"]["template"]["metadata"]["labels"]
+    assert client_labels.items() <= importer_labels.items()
     for component in ("proxy", "scheduler"):
         labels = find(objects, "Deployment", f"conduit-{component}")["spec"]["template"]["metadata"]["labels"]
         assert not client_labels.keys() & labels.keys(), component
@@ -336,17 +339,17 @@ def test_service_and_disruption_budget_select_the_proxy_pods(objects: Objects) -
     assert budget["maxUnavailable"] < proxy["spec"]["replicas"]
 
 
-def test_workers_scale_with_a_horizontal_pod_autoscaler(objects: Objects) -> None:
-    autoscaler = find(objects, "HorizontalPodAutoscaler", "conduit-worker")["spec"]
-    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "conduit-worker"}
+def test_importers_scale_with_a_horizontal_pod_autoscaler(objects: Objects) -> None:
+    autoscaler = find(objects, "HorizontalPodAutoscaler", "conduit-importer")["spec"]
+    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "conduit-importer"}
     assert 1 <= autoscaler["minReplicas"] <= autoscaler["maxReplicas"]
     # Left to the autoscaler: a replicas field would reset the scale on every upgrade.
-    assert "replicas" not in find(objects, "Deployment", "conduit-worker")["spec"]
+    assert "replicas" not in find(objects, "Deployment", "conduit-importer")["spec"]
 
 
-def test_fixed_worker_count_without_autoscaling(render: Callable[..., Objects]) -> None:
-    fixed = render("--set", "worker.autoscaling.enabled=false", "--set", "worker.replicaCount=7")
-    assert find(fixed, "Deployment", "conduit-worker")["spec"]["replicas"] == 7
+def test_fixed_importer_count_without_autoscaling(render: Callable[..., Objects]) -> None:
+    fixed = render("--set", "importer.autoscaling.enabled=false", "--set", "importer.replicaCount=7")
+    assert find(fixed, "Deployment", "conduit-importer")["spec"]["replicas"] == 7
     assert not [o for o in fixed if o["kind"] == "HorizontalPodAutoscaler"]
 
 
@@ -354,7 +357,7 @@ def test_credentials_are_secret_references(default: Objects, production: Objects
     for objects, urls_from in ((default, ("conduit", "conduit")), (production, ("conduit-redis", "conduit-postgres"))):
         assert not [o for o in objects if o["kind"] == "Secret"]
         token_secret = "conduit" if objects is default else "conduit-token-key"
-        for component in ("proxy", "worker", "scheduler"):
+        for component in ("proxy", "importer", "scheduler"):
             variables = env(container(objects, component))
             key = variables["CONDUIT_TOKEN_KEY"]["valueFrom"]["secretKeyRef"]
             assert key == {"name": token_secret, "key": "token-key"}
@@ -367,12 +370,12 @@ def test_credentials_are_secret_references(default: Objects, production: Objects
 
 def test_external_urls_without_passwords_may_be_plain_values(render: Callable[..., Objects]) -> None:
     plain = render("--set", "database.url=postgresql://db.internal/conduit", "--set", "redis.url=redis://redis:6379/0")
-    for component in ("proxy", "worker", "scheduler", "migrate"):
+    for component in ("proxy", "importer", "scheduler", "migrate"):
         assert env(container(plain, component))["CONDUIT_DATABASE_URL"] == {
             "name": "CONDUIT_DATABASE_URL",
             "value": "postgresql://db.internal/conduit",
         }
-    assert env(container(plain, "worker"))["CONDUIT_REDIS_URL"]["value"] == "redis://redis:6379/0"
+    assert env(container(plain, "importer"))["CONDUIT_REDIS_URL"]["value"] == "redis://redis:6379/0"
 
 
 def test_an_upstream_ca_bundle_is_mounted_for_the_proxy_only(render: Callable[..., Objects], default: Objects) -> None:
@@ -385,14 +388,14 @@ def test_an_upstream_ca_bundle_is_mounted_for_the_proxy_only(render: Callable[..
     mount = next(m for m in proxy["containers"][0]["volumeMounts"] if m["name"] == "upstream-ca")
     variable = env(proxy["containers"][0])["CONDUIT_PROXY_UPSTREAM_CA_FILE"]["value"]
     assert variable == f"{mount['mountPath']}/bundle.pem" and mount["readOnly"] is True
-    for component in ("worker", "scheduler"):
+    for component in ("importer", "scheduler"):
         assert "CONDUIT_PROXY_UPSTREAM_CA_FILE" not in env(container(objects, component))
 
 
 def test_a_redis_ca_bundle_is_mounted_for_every_redis_client(render: Callable[..., Objects], default: Objects) -> None:
     assert "CONDUIT_REDIS_CA_FILE" not in env(container(default, "proxy"))
     objects = render("--set", "redis.caConfigMap=redis-ca", "--set", "redis.caKey=bundle.pem")
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "importer", "scheduler"):
         pod = find(objects, "Deployment", f"conduit-{component}")["spec"]["template"]["spec"]
         assert {"name": "redis-ca", "configMap": {"name": "redis-ca"}} in pod["volumes"], component
         mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "redis-ca")
@@ -404,7 +407,7 @@ def test_tenants_file_is_the_mounted_config_map(objects: Objects) -> None:
     config_map = find(objects, "ConfigMap", "conduit-tenants")
     tenants = yaml.safe_load(config_map["data"]["tenants.yaml"])
     assert set(tenants) == {"providers", "tenants"}
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "importer", "scheduler"):
         c = container(objects, component)
         path = Path(env(c)["CONDUIT_TENANTS_FILE"]["value"])
         pod = find(objects, "Deployment", f"conduit-{component}")["spec"]["template"]["spec"]
@@ -427,7 +430,7 @@ def test_production_tenants_file_is_one_conduit_accepts(production: Objects, tmp
 def test_production_client_secret_files_are_where_the_tenants_file_says(production: Objects) -> None:
     tenants = yaml.safe_load(find(production, "ConfigMap", "conduit-tenants")["data"]["tenants.yaml"])
     secret_file = Path(tenants["tenants"]["northwind"]["providers"]["acme-erp"]["client_secret"]["file"])
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "importer", "scheduler"):
         c = container(production, component)
         pod = find(production, "Deployment", f"conduit-{component}")["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -439,15 +442,15 @@ def test_production_client_secret_files_are_where_the_tenants_file_says(producti
 
 def test_pods_roll_when_the_tenants_change(render: Callable[..., Objects], default: Objects) -> None:
     changed = render("--set-json", 'tenants.config={"providers": {}, "tenants": {"acme": {"providers": {}}}}')
-    for component in ("proxy", "worker", "scheduler"):
+    for component in ("proxy", "importer", "scheduler"):
         before = find(default, "Deployment", f"conduit-{component}")["spec"]["template"]["metadata"]["annotations"]
         after = find(changed, "Deployment", f"conduit-{component}")["spec"]["template"]["metadata"]["annotations"]
         assert before["checksum/tenants"] != after["checksum/tenants"], component
 
 
-def test_workers_reach_the_proxy_through_its_service(objects: Objects) -> None:
+def test_importers_reach_the_proxy_through_its_service(objects: Objects) -> None:
     service = find(objects, "Service", "conduit-proxy")
-    url = env(container(objects, "worker"))["CONDUIT_PROXY_URL"]["value"]
+    url = env(container(objects, "importer"))["CONDUIT_PROXY_URL"]["value"]
     assert url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
 
 
@@ -455,12 +458,12 @@ def test_image_follows_app_version_or_digest(default: Objects, production: Objec
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert container(default, "proxy")["image"] == f"registry.example.com/conduit:{chart['appVersion']}"
     digest = yaml.safe_load(PRODUCTION.read_text())["image"]["digest"]
-    for component in ("proxy", "worker", "scheduler", "migrate"):
+    for component in ("proxy", "importer", "scheduler", "migrate"):
         assert container(production, component)["image"] == f"registry.example.com/platform/conduit@{digest}"
 
 
 def test_every_command_is_a_conduit_subcommand(objects: Objects) -> None:
-    for component in ("proxy", "worker", "scheduler", "migrate"):
+    for component in ("proxy", "importer", "scheduler", "migrate"):
         assert container(objects, component)["args"] == [component]
 
 
@@ -520,7 +523,7 @@ CHART_MANAGED = {
     "proxy_port",
     "proxy_upstream_ca_file",
     "redis_ca_file",
-    "worker_http_port",
+    "importer_http_port",
     "scheduler_http_port",
 }
 
@@ -530,7 +533,7 @@ def settings_classes() -> dict[str, type[Any]]:
     from services.importer.settings import ImporterSettings
     from services.scheduler.settings import SchedulerSettings
 
-    return {"proxy": ProxySettings, "worker": ImporterSettings, "scheduler": SchedulerSettings}
+    return {"proxy": ProxySettings, "importer": ImporterSettings, "scheduler": SchedulerSettings}
 
 
 def setting_env(settings: type[Any]) -> dict[str, str]:
@@ -539,7 +542,7 @@ def setting_env(settings: type[Any]) -> dict[str, str]:
     return {name: f"{prefix}{name}".upper() for name in settings.model_fields}
 
 
-@pytest.mark.parametrize("component", ["proxy", "worker", "scheduler"])
+@pytest.mark.parametrize("component", ["proxy", "importer", "scheduler"])
 def test_the_chart_sets_every_setting_of_the_services_settings_class(objects: Objects, component: str) -> None:
     rendered = env(container(objects, component))
     fields = setting_env(settings_classes()[component])
@@ -567,8 +570,7 @@ def config_groups(chart_values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     groups = {
         "CONDUIT_": chart_values["config"],
         "CONDUIT_PROXY_": chart_values["proxy"]["config"],
-        "CONDUIT_WORKER_": chart_values["worker"]["config"],
-        "CONDUIT_IMPORTER_": chart_values["worker"]["importer"],
+        "CONDUIT_IMPORTER_": chart_values["importer"]["config"],
         "CONDUIT_SCHEDULER_": chart_values["scheduler"]["config"],
         "CONDUIT_CONSOLE_": chart_values["console"]["config"],
     }
@@ -582,7 +584,7 @@ def snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-@pytest.mark.parametrize("component", ["proxy", "worker", "scheduler"])
+@pytest.mark.parametrize("component", ["proxy", "importer", "scheduler"])
 def test_the_charts_settings_defaults_are_the_applications_defaults(
     default: Objects, component: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -670,14 +672,14 @@ def test_every_settings_map_key_is_a_real_setting() -> None:
 def test_settings_values_render_as_the_application_reads_them(render: Callable[..., Objects]) -> None:
     objects = render(
         "--set-json",
-        'worker.importer={"maxCsvBytes": 21474836480, "providerRates": {"demo": 20}, "tempDir": "/spool"}',
+        'importer.config={"maxCsvBytes": 21474836480, "providerRates": {"demo": 20}, "tempDir": "/spool"}',
         "--set-json",
         'proxy.config={"cacheRoutes": [{"prefix": "/reports", "ttl": 300}], "readTimeout": 2.5}',
     )
-    worker, proxy = env(container(objects, "worker")), env(container(objects, "proxy"))
-    assert worker["CONDUIT_IMPORTER_MAX_CSV_BYTES"]["value"] == "21474836480"
-    assert json.loads(worker["CONDUIT_IMPORTER_PROVIDER_RATES"]["value"]) == {"demo": 20}
-    assert worker["CONDUIT_IMPORTER_TEMP_DIR"]["value"] == "/spool"
+    importer, proxy = env(container(objects, "importer")), env(container(objects, "proxy"))
+    assert importer["CONDUIT_IMPORTER_MAX_CSV_BYTES"]["value"] == "21474836480"
+    assert json.loads(importer["CONDUIT_IMPORTER_PROVIDER_RATES"]["value"]) == {"demo": 20}
+    assert importer["CONDUIT_IMPORTER_TEMP_DIR"]["value"] == "/spool"
     assert json.loads(proxy["CONDUIT_PROXY_CACHE_ROUTES"]["value"]) == [{"prefix": "/reports", "ttl": 300}]
     assert proxy["CONDUIT_PROXY_READ_TIMEOUT"]["value"] == "2.5"
 

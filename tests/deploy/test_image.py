@@ -293,6 +293,6 @@ def test_runtime_lock_is_hash_pinned() -> None:
 
 def test_runtime_lock_header_is_the_documented_command() -> None:
     header = (REPO / "requirements-runtime.lock").read_text().splitlines()[1].lstrip("# ").strip()
-    documented = (REPO / "README.md").read_text()
-    assert f".venv/bin/{header}" in documented, "README.md and the lock disagree on how to regenerate it"
+    documented = (REPO / "docs" / "deployment.md").read_text()
+    assert f".venv/bin/{header}" in documented, "docs/deployment.md and the lock disagree on how to regenerate it"
     assert "--generate-hashes" in header and "-c requirements.lock" in header

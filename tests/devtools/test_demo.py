@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from devtools import run
 from services.scheduler.import_plan import ImportPlanner, plan_fire
 from services.scheduler.main import catalogue_modules
-from services.scheduler.schedules import import_entries
 from services.scheduler.settings import SchedulerSettings
 from shared import redis_keys
+from shared.schedules import import_entries
 from shared.tenants import load_tenants
 
 
@@ -44,7 +44,7 @@ def test_the_banner_shows_how_to_see_the_imports(
     database = "postgresql://postgres@127.0.0.1:5432/test"
     env = {
         "CONDUIT_PROXY_URL": "http://127.0.0.1:8080",
-        "CONDUIT_WORKER_HTTP_PORT": "8081",
+        "CONDUIT_IMPORTER_HTTP_PORT": "8081",
         "CONDUIT_SCHEDULER_HTTP_PORT": "8082",
         "CONDUIT_DEMO_PORT": "8090",
         "CONDUIT_DEMO_TOKEN_LIFETIME": "120",
@@ -57,6 +57,7 @@ def test_the_banner_shows_how_to_see_the_imports(
     assert "conduit imports list" in banner and "conduit queue status" in banner
     assert f"psql '{database}'" in banner and "FROM import_runs" in banner
     assert f"start within {run.DEMO_IMPORT_SPREAD}" in banner
+    assert "importer ops    http://127.0.0.1:8081/ready" in banner
 
 
 async def test_make_run_forgets_demo_tokens_an_earlier_run_left(redis: Redis, redis_url: str) -> None:

@@ -45,7 +45,7 @@ def test_ctrl_c_stops_every_process_make_run_started_and_the_env_file_steers_not
         **os.environ,
         "CONDUIT_RUN_DIR": str(run_dir),
         "CONDUIT_FORCE_THROWAWAY": "1",
-        **{f"CONDUIT_RUN_{name}_PORT": str(processes.free_port()) for name in ("DEMO_API", "PROXY", "WORKER")},
+        **{f"CONDUIT_RUN_{name}_PORT": str(processes.free_port()) for name in ("DEMO_API", "PROXY", "IMPORTER")},
         "CONDUIT_RUN_SCHEDULER_PORT": str(processes.free_port()),
     }
     env_file = run_dir / "demo" / "env"
@@ -64,7 +64,7 @@ def test_ctrl_c_stops_every_process_make_run_started_and_the_env_file_steers_not
         servers = {home: throwaway.load(run_dir / "servers" / home) for home in ("redis", "postgres")}
         assert all(servers.values()), servers
         members = _group_members(launcher.pid)
-        assert len(members) >= 5, members  # launcher, demo-api, proxy, worker, scheduler
+        assert len(members) >= 5, members  # launcher, demo-api, proxy, importer, scheduler
 
         written = _read_env(env_file)
         assert CALLER_NEEDS <= written.keys()

@@ -93,7 +93,7 @@ async def _until_not_ready(session: aiohttp.ClientSession, service: Service, wit
 
 # The worker lives through the outage since main's b1e8f33 ("conduit worker lives through a Redis
 # outage of any length"); before it, the worker exited as its connections dropped.
-@pytest.mark.parametrize("name", ["scheduler", "worker"])
+@pytest.mark.parametrize("name", ["scheduler", "importer"])
 async def test_liveness_answers_at_once_while_redis_is_down(
     name: str, redis_proxy: FaultProxy, database_url: str, token_key: SecretStr, tmp_path: Path
 ) -> None:

@@ -79,7 +79,7 @@ def start_services(
     redis_url: str,
     database_url: str,
     token_key: SecretStr,
-    only: tuple[str, ...] = ("proxy", "worker", "scheduler"),
+    only: tuple[str, ...] = ("proxy", "importer", "scheduler"),
 ) -> tuple[Services, dict[str, Service]]:
     path = tenants_file(tmp_path, party, ["acme"])
     data = yaml.safe_load(path.read_text())
@@ -95,9 +95,9 @@ def start_services(
         CONDUIT_LOG_LEVEL="DEBUG",
         CONDUIT_PROXY_HOST="127.0.0.1",
         CONDUIT_PROXY_PORT=str(ports.get("proxy", 0)),
-        CONDUIT_WORKER_HTTP_PORT=str(ports.get("worker", 0)),
+        CONDUIT_IMPORTER_HTTP_PORT=str(ports.get("importer", 0)),
         CONDUIT_SCHEDULER_HTTP_PORT=str(ports.get("scheduler", 0)),
-        CONDUIT_WORKER_POLL_DELAY="0.1",
+        CONDUIT_IMPORTER_POLL_DELAY="0.1",
         # The worker fetches exports straight from the fake (the proxy's own part is /resources below).
         CONDUIT_PROXY_URL=exports.url,
         CONDUIT_IMPORTER_RETRY_BASE="0.2",
@@ -186,7 +186,7 @@ async def test_every_process_lives_through_redis_going_away(
             stalled.resume.set()
             if outage > 5:
                 # The import commits while Redis is away; only writing arq's result has to wait.
-                await until_recorded(database_url, mid_import, running["worker"])
+                await until_recorded(database_url, mid_import, running["importer"])
                 for service in running.values():
                     await wait_ready(session, service, timeout=10, status=503)
             # The outage itself: its length is what this test is about, not a stand-in for an event.
@@ -210,7 +210,7 @@ async def test_every_process_lives_through_redis_going_away(
             assert all(service.proc.poll() is None for service in running.values())
     finally:
         codes = services.stop_all()
-    assert codes == {"proxy": 0, "worker": 0, "scheduler": 0}
+    assert codes == {"proxy": 0, "importer": 0, "scheduler": 0}
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM users WHERE tenant_id = 'acme'") == USERS
@@ -231,8 +231,8 @@ async def test_a_worker_stopped_while_redis_is_away_leaves_its_committed_import_
     url = private_redis.url
     body = export_body("users", USERS_CSV)
     stalled = exports.set("users", body, pause_after=len(body) // 2)
-    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
-    worker = running["worker"]
+    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("importer",))
+    worker = running["importer"]
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, worker)
         job_id = await enqueue_import(url, "users", "2024-05-01")
@@ -242,17 +242,17 @@ async def test_a_worker_stopped_while_redis_is_away_leaves_its_committed_import_
         await until_recorded(database_url, job_id, worker)
         await wait_ready(session, worker, timeout=10, status=503)
         assert worker.stop(timeout=15) == 0, worker.output()[-3000:]
-        assert "worker stopped" in worker.output()
+        assert "importer stopped" in worker.output()
 
         private_redis.start()
         async with arq_client(url) as client:
             # Its in-progress key would expire after the job timeout; expire it now instead of waiting.
             assert await client.delete(f"arq:in-progress:{job_id}") == 1
-        _, again = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
+        _, again = start_services(tmp_path, party, exports, url, database_url, token_key, only=("importer",))
         try:
             assert str(await job_result(url, job_id)).startswith("succeeded: 2000 rows imported")
         finally:
-            assert again["worker"].stop() == 0
+            assert again["importer"].stop() == 0
     assert await attempts(database_url, job_id) == ["succeeded"]
     assert len(exports.calls) == 1
 
@@ -270,8 +270,8 @@ async def test_a_worker_started_while_redis_is_away_waits_for_it(
     url = private_redis.url
     private_redis.stop()
     exports.set("currencies", export_body("currencies", CURRENCIES_CSV))
-    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("worker",))
-    worker = running["worker"]
+    services, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("importer",))
+    worker = running["importer"]
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, worker, timeout=15, status=503)
@@ -288,7 +288,7 @@ async def test_a_worker_started_while_redis_is_away_waits_for_it(
             assert str(await job_result(url, job_id)).startswith("succeeded")
     finally:
         codes = services.stop_all()
-    assert codes == {"worker": 0}
+    assert codes == {"importer": 0}
     assert "redis unavailable at start; the worker waits for it" in worker.output()
 
 
@@ -301,9 +301,10 @@ async def test_a_worker_stopped_before_redis_ever_answered_exits_cleanly(
     tmp_path: Path,
 ) -> None:
     private_redis.stop()
-    _, running = start_services(tmp_path, party, exports, private_redis.url, database_url, token_key, only=("worker",))
-    worker = running["worker"]
+    url = private_redis.url
+    _, running = start_services(tmp_path, party, exports, url, database_url, token_key, only=("importer",))
+    worker = running["importer"]
     async with aiohttp.ClientSession() as session:
         await wait_ready(session, worker, timeout=15, status=503)
     assert worker.stop(timeout=15) == 0, worker.output()[-3000:]
-    assert "worker stopped" in worker.output()
+    assert "importer stopped" in worker.output()

@@ -53,7 +53,7 @@ async def test_no_expired_token_reaches_the_upstream_under_load(
         running_third_party(lifetime=4, jwt_lifetime=PROVIDERS["jwt"]) as jwt,
     ):
         parties = {"demo": opaque, "jwt": jwt}
-        ports = {name: free_port() for name in ("proxy", "worker", "scheduler")}
+        ports = {name: free_port() for name in ("proxy", "importer", "scheduler")}
         env = base_env(
             CONDUIT_REDIS_URL=redis_url,
             CONDUIT_DATABASE_URL=database_url,
@@ -61,13 +61,13 @@ async def test_no_expired_token_reaches_the_upstream_under_load(
             CONDUIT_TOKEN_KEY=token_key.get_secret_value(),
             CONDUIT_PROXY_HOST="127.0.0.1",
             CONDUIT_PROXY_PORT=str(ports["proxy"]),
-            CONDUIT_WORKER_HTTP_PORT=str(ports["worker"]),
+            CONDUIT_IMPORTER_HTTP_PORT=str(ports["importer"]),
             CONDUIT_SCHEDULER_HTTP_PORT=str(ports["scheduler"]),
-            CONDUIT_WORKER_POLL_DELAY="0.1",
+            CONDUIT_IMPORTER_POLL_DELAY="0.1",
         )
         services = Services(env, tmp_path)
         proxy = services.start("proxy", "proxy", ops_port=ports["proxy"])
-        for name in ("worker", "scheduler"):
+        for name in ("importer", "scheduler"):
             services.start(name, name, ops_port=ports[name])
         statuses: Counter[int] = Counter()
         try:
@@ -95,7 +95,7 @@ async def test_no_expired_token_reaches_the_upstream_under_load(
         assert issued >= len(TENANTS) * LOAD_SECONDS / (PROVIDERS[name] or 4.0), (name, issued)
     assert set(statuses) == {200}, statuses
     assert sum(statuses.values()) > 500, statuses
-    assert codes == {"proxy": 0, "worker": 0, "scheduler": 0}
+    assert codes == {"proxy": 0, "importer": 0, "scheduler": 0}
     logs = "\n".join(s.output() for s in services.running)
     leaked = [t[:12] for party in parties.values() for t in party.tokens if t in logs or t.split(".")[-1] in logs]
     assert not leaked, f"tokens in the logs: {leaked}"

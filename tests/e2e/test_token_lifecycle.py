@@ -57,7 +57,7 @@ async def test_steady_load_with_two_second_tokens(
     party: ThirdParty, redis_url: str, redis: object, database_url: str, token_key: SecretStr, tmp_path: Path
 ) -> None:
     path = tenants_file(tmp_path, party, TENANTS)
-    ports = {name: free_port() for name in ("proxy", "worker", "scheduler")}
+    ports = {name: free_port() for name in ("proxy", "importer", "scheduler")}
     env = base_env(
         CONDUIT_REDIS_URL=redis_url,
         CONDUIT_DATABASE_URL=database_url,
@@ -66,13 +66,13 @@ async def test_steady_load_with_two_second_tokens(
         CONDUIT_LOG_LEVEL="DEBUG",
         CONDUIT_PROXY_HOST="127.0.0.1",
         CONDUIT_PROXY_PORT=str(ports["proxy"]),
-        CONDUIT_WORKER_HTTP_PORT=str(ports["worker"]),
+        CONDUIT_IMPORTER_HTTP_PORT=str(ports["importer"]),
         CONDUIT_SCHEDULER_HTTP_PORT=str(ports["scheduler"]),
-        CONDUIT_WORKER_POLL_DELAY="0.1",
+        CONDUIT_IMPORTER_POLL_DELAY="0.1",
     )
     services = Services(env, tmp_path)
     proxy = services.start("proxy", "proxy", ops_port=ports["proxy"])
-    worker = services.start("worker", "worker", ops_port=ports["worker"])
+    worker = services.start("importer", "importer", ops_port=ports["importer"])
     scheduler = services.start("scheduler", "scheduler", ops_port=ports["scheduler"])
     statuses: Counter[int] = Counter()
     try:
@@ -107,7 +107,7 @@ async def test_steady_load_with_two_second_tokens(
     waited_after = _metric(metrics_after, "conduit_token_refreshes_total")
     assert waited_after == waited_before, "the proxy refreshed on a request's behalf"
     assert _metric(metrics_after, "conduit_token_refresh_failures_total") == {}
-    assert codes == {"proxy": 0, "worker": 0, "scheduler": 0}
+    assert codes == {"proxy": 0, "importer": 0, "scheduler": 0}
 
     secrets = [s for c in party.clients.values() for s in [c]] + list(party.tokens) + [token_key.get_secret_value()]
     logs = {s.name: s.output() for s in services.running}

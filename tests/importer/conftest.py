@@ -186,7 +186,7 @@ async def importer(
         database_url=db.url,
         tenants_file=write_tenants(tmp_path),
         proxy_url=exports.url,
-        worker_http_port=0,
+        importer_http_port=0,
         importer_temp_dir=tmp_path,
         importer_retry_base=0.05,
         importer_retry_max=0.2,

@@ -179,6 +179,12 @@ def test_first_load_fast_and_careful_paths_agree(
         # A blank line in a one-column view: COPY reads a NULL row. An over-long field in an ignored column.
         @example(data=HEADER + b"\n\n1,a,1,2024-05-01\n")
         @example(data=HEADER + b",Other\n1,a,1,2024-05-01," + b"x" * 41 + b"\n")
+        # A number that fits its type but not the field limit: the first load checked only text columns.
+        @example(data=HEADER + b",quantity\n1,a,1,2024-05-01," + b"0" * 44 + b"1\n")
+        # Characters, not bytes: 40 two-byte characters fit, 41 do not; across lines in a quoted field.
+        @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 40 + b"\n")
+        @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 41 + b"\n")
+        @example(data=HEADER + b',memo\r\n1,a,1,2024-05-01,"' + b"ab\r\n" * 10 + b'x"\r\n2,b,2,2024-05-01,"c"\r\n')
         def check(data: bytes) -> None:
             loop.run_until_complete(compare(conn, config, data))
 

@@ -1,6 +1,7 @@
 """The readers against the definition, without a database: Python's csv module (excel dialect) is the reference.
 
 - the careful path's parser (aiocsv, fed in any chunking) gives the reference's records;
+- the feed refuses a field longer than the limit exactly where the reference reads one;
 - the scan that decides what COPY may read: wherever it lets a file through, its
   record count is the reference's, in any chunking (what COPY reads of such a
   file is checked against PostgreSQL in test_csv_paths.py).
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from services.importer.csv_fields import FieldLimit, FieldTooLong
 from services.importer.csv_requote import CopyFeed
 from services.importer.csv_scan import CopyScan, Untrusted
 from services.importer.csv_stream import CsvRecords
@@ -109,6 +111,26 @@ def test_the_scan_refuses_what_copy_reads_differently(size: int) -> None:
             raise AssertionError(f"{data!r} got through")
 
 
+def copy_refuses_line_ends(sent: bytes) -> bool:
+    """Whether PostgreSQL's COPY (CSV) refuses these bytes for their line ends: its own reading, modelled here.
+
+    COPY takes the line end of its first line (LF, CRLF or CR) and refuses any line end of another kind outside
+    quotes ("literal carriage return found in data"); a quote character toggles "inside quotes" wherever it is.
+    """
+    kind, quoted, i = b"", False, 0
+    while i < len(sent):
+        c = sent[i : i + 1]
+        if c == b'"':
+            quoted = not quoted
+        elif c in (b"\r", b"\n") and not quoted:
+            end = b"\r\n" if sent[i : i + 2] == b"\r\n" else c
+            if kind and end != kind:
+                return True
+            kind, i = end, i + len(end) - 1
+        i += 1
+    return False
+
+
 def _fed(data: bytes, size: int) -> tuple[bytes, CopyFeed]:
     feed = CopyFeed()
     out = [feed.feed(piece) for piece in _pieces(data, size)]
@@ -131,6 +153,8 @@ def test_what_copy_gets_reads_as_the_file_does_and_copy_reads_it_alike(data: byt
         assert b"\x00" in data or "never closed" in str(exc) or data.count(b'"') % 2, exc
         return
     expected = reference(data.decode("utf-8", "replace"))
+    if copy_refuses_line_ends(sent):
+        return  # the careful path reads the file; the feed counted only the file's own line ends (csv_requote.py)
     assert reference(sent.decode("utf-8", "replace")) == expected
     assert feed.records == len(expected)
     scan = CopyScan()
@@ -138,3 +162,30 @@ def test_what_copy_gets_reads_as_the_file_does_and_copy_reads_it_alike(data: byt
         scan.feed(piece)
     scan.finish()
     assert scan.records == len(expected)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=csv_file(), size=CHUNKS, limit=st.integers(1, 60))
+@example(data=b"h,d\n1," + "é".encode() * 40 + b"\n", size=80, limit=40)  # 80 bytes, 40 characters: it fits
+@example(data=b"h,d\n1," + "é".encode() * 41 + b"\n", size=80, limit=40)
+@example(data=b"h,d\r1," + "€".encode() * 14 + b"\r2,x\r", size=3, limit=13)  # CR-only, three bytes a character
+@example(data=b'h,d\n1,"' + b"ab\r\n" * 10 + b'x"\n', size=7, limit=40)  # across lines, in a quoted field
+@example(data=b'h,d,e\n1,5" screen,' + b"y" * 41 + b'\n2,3",\n', size=5, limit=40)  # in a record written again
+@example(data=b'h,d\n1,5" screen\n2,' + b"y" * 41 + b'\n3,3"\n', size=80, limit=40)  # between two written again
+def test_the_feed_refuses_a_field_past_the_limit_exactly_when_the_definition_reads_one(
+    data: bytes, size: int, limit: int
+) -> None:
+    """The careful parser's field limit (any column), known by the feed while the bytes pass (csv_fields.py)."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # as the fast path drops it before the feed
+    feed = CopyFeed(FieldLimit(limit, "UTF8"))
+    try:
+        for piece in _pieces(data, size):
+            feed.feed(piece)
+        feed.finish()
+        refused = False
+    except FieldTooLong:
+        refused = True
+    except Untrusted:
+        return  # the careful path reads the file, field limit and all
+    longest = max((len(f) for record in reference(data.decode("utf-8", "replace")) for f in record), default=0)
+    assert refused == (longest > limit), (longest, limit)

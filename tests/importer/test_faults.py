@@ -77,13 +77,13 @@ def worker_process(importer: Importer, log: Path) -> subprocess.Popen[bytes]:
         "CONDUIT_TENANTS_FILE": str(settings.tenants_file),
         "CONDUIT_TOKEN_KEY": settings.token_key.get_secret_value() if settings.token_key else "",
         "CONDUIT_PROXY_URL": settings.proxy_url,
-        "CONDUIT_WORKER_HTTP_PORT": "0",
-        "CONDUIT_WORKER_POLL_DELAY": "0.05",
+        "CONDUIT_IMPORTER_HTTP_PORT": "0",
+        "CONDUIT_IMPORTER_POLL_DELAY": "0.05",
         "CONDUIT_IMPORTER_COPY_CHUNK_ROWS": "5000",
         "CONDUIT_IMPORTER_PROGRESS_ROWS": "10000",
     }
     with log.open("wb") as out:
-        return subprocess.Popen([CONDUIT, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([CONDUIT, "importer"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def stop_mid_import(importer: Importer, tmp_path: Path, sig: int) -> tuple[int, str]:

@@ -165,7 +165,7 @@ async def test_requests_to_one_provider_keep_to_its_rate(importer: Importer) -> 
 
 async def test_a_stuck_job_is_handed_on_after_the_import_timeout_plus_ten_seconds(importer: Importer) -> None:
     async with held_exports("acme", hold=1) as (fake, url):
-        timed = importer.with_settings(proxy_url=url, worker_import_timeout=120.0, worker_refresh_timeout=60.0)
+        timed = importer.with_settings(proxy_url=url, importer_import_timeout=120.0, importer_refresh_timeout=60.0)
         await timed.enqueue("acme", "users")
         worker = timed.worker()
         task = asyncio.create_task(worker.main())

@@ -105,11 +105,11 @@ async def test_the_worker_refuses_to_start_naming_module_and_column(
         "CONDUIT_DATABASE_URL": db.url,
         "CONDUIT_TENANTS_FILE": str(write_tenants(tmp_path)),
         "CONDUIT_TOKEN_KEY": "bnl4ZnBuY3ZuY3ZubmN2bm5jdm5uY3ZubmN2bm5jdm4=",
-        "CONDUIT_WORKER_HTTP_PORT": "0",
+        "CONDUIT_IMPORTER_HTTP_PORT": "0",
         "CONDUIT_REDIS_URL": redis_url,
     }
     proc = await asyncio.create_subprocess_exec(
-        CONDUIT, "worker", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        CONDUIT, "importer", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 1

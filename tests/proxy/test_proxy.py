@@ -381,3 +381,18 @@ async def test_a_caller_leaving_mid_upload_is_not_an_error(
     assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name != "aiohttp.server"]
     # Counted as the caller's doing (4xx), not as the provider failing (5xx).
     assert '"path":"/upload","status":400' in capsys.readouterr().err
+
+
+async def test_one_damaged_token_record_leaves_the_proxy_ready_but_a_wrong_key_does_not(
+    proxy: Proxy, redis: Any
+) -> None:
+    await proxy.get("/x", tenant="acme")
+    await proxy.get("/x", tenant="globex")
+    await redis.hset("conduit:token:acme:demo", "sealed", b"not a sealed record")
+    ready = await proxy.get("/ready", tenant=None)
+    assert ready.status == 200, await ready.text()
+    assert (await proxy.get("/x", tenant="globex")).status == 200
+    await redis.hset("conduit:token:globex:demo", "sealed", b"nor is this")
+    ready = await proxy.get("/ready", tenant=None)
+    body = await ready.json()
+    assert ready.status == 503 and body["checks"]["token_store"] != "ok", body

@@ -41,13 +41,17 @@ async def main():
     async with running_proxy(create_app()) as url, aiohttp.ClientSession() as session:
         async with session.get(url + "/x", headers={"X-Tenant-ID": "acme"}) as response:
             status = response.status
-    print(orjson.dumps({"status": status, "modules": sorted({m.split(".")[0] for m in sys.modules})}).decode())
+    report = {"status": status, "modules": sorted({m.split(".")[0] for m in sys.modules})}
+    # A file of its own: stdout also carries whatever the proxy logs (an event not published, say).
+    with open(sys.argv[1], "wb") as out:
+        out.write(orjson.dumps(report))
 
 asyncio.run(main())
 """
 
 
 async def serve_one_request(redis_url: str, token_key: SecretStr, tenants: Path) -> tuple[int, set[str]]:
+    report_file = tenants.with_name("child-report.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
     env |= {
         "CONDUIT_REDIS_URL": redis_url,
@@ -56,11 +60,12 @@ async def serve_one_request(redis_url: str, token_key: SecretStr, tenants: Path)
         "CONDUIT_LOG_LEVEL": "WARNING",
     }
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await child.communicate()
+        sys.executable, "-c", CHILD, str(report_file), cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await child.communicate()
     assert child.returncode == 0, err.decode()[-3000:]
-    report = orjson.loads(out.splitlines()[-1])
+    report = orjson.loads(report_file.read_bytes())
     return report["status"], set(report["modules"])
 
 

@@ -153,7 +153,7 @@ def test_the_scheduler_refuses_to_start_on_a_bad_schedule(tmp_path: Path, import
     path.write_text(yaml.safe_dump(tenants_yaml({"acme": imports})))
     env = {"CONDUIT_TENANTS_FILE": str(path), "CONDUIT_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([CONDUIT, "scheduler"], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1  # README, "Exit codes"
+    assert done.returncode == 1  # docs/operations.md, "Exit codes"
     assert str(path) in done.stderr and named in done.stderr
 
 

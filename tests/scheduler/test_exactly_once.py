@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 
 from services.scheduler.enqueue import ledger_key
 from services.scheduler.main import Scheduler
-from services.scheduler.schedules import Schedule
 from shared import redis_keys
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN, import_job_id
+from shared.schedules import Schedule
 from shared.tenants import TenantsConfig
 from tests.scheduler.support import MODULES, SimulatedWorkers, jobs, utc
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from services.scheduler.import_plan import ImportPlanner, plan_fire, spread_offset
-from services.scheduler.schedules import Entry, Schedule, import_entries, schedule_of
+from shared.schedules import Entry, Schedule, import_entries, schedule_of
 from shared.tenants import ConfigError, TenantsConfig, load_tenants
 from tests.scheduler.support import MODULES, tenants_yaml, utc
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.tenants import ConfigError, ImportDefaults, ScheduleSpec, load_tenants
+from shared.schedules import ImportDefaults, ScheduleSpec
+from shared.tenants import ConfigError, load_tenants
 
 GOOD = """
 providers:

@@ -83,7 +83,7 @@ number as a float and would print 1048576 as 1.048576e+06. */}}
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by the proxy, the workers and the scheduler. */}}
+{{/* Environment shared by the proxy, the importers and the scheduler. */}}
 {{- define "conduit.env" -}}
 {{ include "conduit.urlEnv" (dict "ctx" . "name" "CONDUIT_REDIS_URL" "store" .Values.redis) }}
 {{ include "conduit.urlEnv" (dict "ctx" . "name" "CONDUIT_DATABASE_URL" "store" .Values.database) }}
@@ -115,7 +115,7 @@ number as a float and would print 1048576 as 1.048576e+06. */}}
 {{- end }}
 {{- end }}
 
-{{/* Volumes shared by the proxy, the workers and the scheduler. */}}
+{{/* Volumes shared by the proxy, the importers and the scheduler. */}}
 {{- define "conduit.volumes" -}}
 - name: tmp
   emptyDir:
