@@ -26,7 +26,7 @@ from typing import IO
 import aiohttp
 import asyncpg
 
-from services.importer import ledger
+from services.importer import ledger, swap
 from services.importer.archive import ZipLimits, spool, unzip
 from services.importer.careful_copy import Checks, NotDirect, Split, check_no_overlap, checks_for, copy_direct
 from services.importer.csv_copy import (
@@ -91,7 +91,8 @@ async def import_export_file(run: Run) -> str:
 
 async def import_zip(run: Run, zipped: IO[bytes]) -> str:
     """Import the spooled zip: header, one of the paths, and the ledger row, in one transaction."""
-    layout = plan_layout(run.module, await _header(run, zipped))
+    with run.stats.timed("header"):
+        layout = plan_layout(run.module, await _header(run, zipped))
     run.stats.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
@@ -117,7 +118,8 @@ async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
 
 
 async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
-    """COPY the CSV as it is (into the table on a first load, else into staging and MERGE).
+    """COPY the CSV as it is (into the table on a first load, into a new partition to swap in, else into staging
+    and MERGE).
 
     Returns None when the rows are in, or why the careful path must take over.
     """
@@ -126,22 +128,10 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     encoding = PG_ENCODINGS.get(run.stats.encoding)
     if encoding is None:
         return _fallback(run, f"COPY cannot read {run.stats.encoding}")
-    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
+    way = _Way()
     try:
-        async with conn.transaction():
-            await _lock_table(run)
-            first = not layout.ignored and await is_first_load(conn, plan, tenant)
-            if first:
-                rows = await copy_into_table(
-                    conn, plan, layout, _raw(run, zipped), encoding, limit, tenant, stats, run.progress
-                )
-            else:
-                rows = await copy_csv(conn, plan, layout, _raw(run, zipped), encoding, limit, stats, run.progress)
-            if rows == 0:
-                raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            if not first:
-                await run.progress.stage("merge")
-                await merge_staged(conn, plan, tenant, stats)
+        async with run.conn.transaction():
+            await _copy_and_merge(run, zipped, plan, layout, encoding, way)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except Untrusted as exc:
@@ -150,11 +140,48 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
-        return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
-    stats.path = ("first load" if first else "fast") + (
-        f" ({stats.requoted} records re-quoted for COPY)" if stats.requoted else ""
-    )
+        return _fallback(run, f"{'COPY' if way.direct else 'MERGE'}: {exc}", merge_refused=True)
+    requoted = run.stats.requoted
+    run.stats.path = way.label() + (f" ({requoted} records re-quoted for COPY)" if requoted else "")
     return None
+
+
+@dataclass
+class _Way:
+    """Which way the fast path went: COPY into the table (a first load, or a new partition) or into staging."""
+
+    direct: bool = False
+    replaced: bool = False
+
+    def label(self) -> str:
+        return "swap" if self.replaced else "first load" if self.direct else "fast"
+
+
+async def _copy_and_merge(
+    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, way: _Way
+) -> None:
+    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
+    with stats.timed("prepare"):
+        await _lock_table(run)
+        partitioned = await swap.is_partitioned(conn, run.module)
+        into = partitioned and swap.can_swap(run.module, layout)
+        if partitioned and not into:
+            await swap.ensure_partition(conn, run.module, tenant)
+        way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
+        table = await swap.create_load_table(conn, run.module, tenant) if into else None
+    raw = _raw(run, zipped)
+    if way.direct:
+        rows = await copy_into_table(conn, plan, layout, raw, encoding, limit, tenant, stats, run.progress, table)
+    else:
+        rows = await copy_csv(conn, plan, layout, raw, encoding, limit, stats, run.progress)
+    if rows == 0:
+        raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+    if into:
+        await run.progress.stage("swap")
+        way.replaced = await swap.swap_in(conn, plan, tenant, stats)
+    elif not way.direct:
+        await run.progress.stage("merge")
+        await merge_staged(conn, plan, tenant, stats)
 
 
 def _raw(run: Run, zipped: IO[bytes]) -> AsyncIterator[bytes]:
@@ -175,6 +202,8 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
     (careful_copy.py); where that cannot give this path's answer, the file is read again the whole way.
     """
     await _lock_table(run)
+    if await swap.is_partitioned(run.conn, run.module):
+        await swap.ensure_partition(run.conn, run.module, run.key.tenant)
     checks = checks_for(plan)
     if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
         try:
