@@ -37,7 +37,8 @@ from services.importer.csv_copy import (
     copy_into_table,
     is_first_load,
 )
-from services.importer.csv_scan import RecordCount, Untrusted
+from services.importer.csv_count import RecordCount
+from services.importer.csv_scan import Untrusted
 from services.importer.csv_stream import CsvRecords, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
@@ -114,7 +115,7 @@ async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
         return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header()
     finally:
         await text.aclose()  # type: ignore[attr-defined]
-        run.stats.bytes_csv = run.stats.quotes = 0
+        run.stats.bytes_csv = 0
 
 
 async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
@@ -233,6 +234,11 @@ async def _careful_pass(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
             await copy_direct(conn, plan, split, tenant, stats, run.progress.rows)
     finally:
         await rows.aclose()  # type: ignore[attr-defined]
+    if count.never_closed:
+        raise BadExport(
+            "malformed_csv",
+            f"line {records.last_record_line}: a quoted field is never closed (it runs to the end of the file)",
+        )
     _check_all_parsed(count, stats)
     if stats.rows_read == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")

@@ -25,8 +25,6 @@ class RunStats:
     # Set by the text decoder as soon as it sees a NUL, which PostgreSQL text cannot hold; only then
     # does the validator look for NULs row by row (a per-field scan would cost a second per million rows).
     saw_nul: bool = False
-    # Quote characters seen by the careful path's decoder: an odd count means a quote never closed.
-    quotes: int = 0
     # The encoding the file was read in: the module's, or UTF-8 when the file starts with a UTF-8 BOM.
     encoding: str = "utf-8"
     # Records the fast path wrote again (re-quoted) so that COPY reads them as the careful parser does.
@@ -47,7 +45,7 @@ class RunStats:
 
     def restart_staging(self) -> None:
         """Forget what a fast path that gave up counted; the careful path reads the file again."""
-        self.bytes_csv = self.rows_read = self.rows_staged = self.rows_changed = self.rows_deleted = self.quotes = 0
+        self.bytes_csv = self.rows_read = self.rows_staged = self.rows_changed = self.rows_deleted = 0
         self.requoted = 0
 
     @property
