@@ -41,6 +41,9 @@ MODULE = "transactions"
 DAY = "2024-05-01"
 # Valid but unusual files (issue 15): the clean export changed as real ones are, each served as a day of its own.
 UNUSUAL = {"inch marks": "2024-08-01", "a \\. line": "2024-08-02", "CR-only": "2024-08-03"}
+# Each bench file is served as a day of its own: the demo third party finds an export by its day, so two
+# files on one day overwrite each other (the daily section's 1%-changed file is 2024-05-03).
+REJECTS_DAY = "2024-09-01"
 
 
 @dataclass
@@ -410,7 +413,7 @@ async def _rejects(stack: _Stack, opts: argparse.Namespace) -> dict[str, Any]:
     from demo.exports import cache_path
     from shared.modules import catalogue
 
-    day = "2024-05-03"
+    day = REJECTS_DAY
     clean = _extract(_build(MODULE, "acme-demo", DAY, opts.rows))
     zipped = cache_path(catalogue().get(MODULE), "acme-demo", day, opts.rows, WORK / "exports")
     kept = WORK / "exports" / f"{zipped.stem}-kept.csv"
