@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from services.importer.csv_fields import FieldLimit, FieldTooLong
 from services.importer.csv_requote import CopyFeed
 from services.importer.csv_scan import CopyScan, Untrusted
-from services.importer.csv_stream import CsvRecords
+from services.importer.csv_stream import CsvRecords, TextSeen
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 from tests.importer.csv_strategies import csv_file
 
 CHUNKS = st.integers(1, 80)
@@ -44,9 +44,9 @@ async def _texts(text: str, size: int) -> AsyncIterator[str]:
 
 async def careful(text: str, size: int) -> list[list[str]]:
     records = CsvRecords(_texts(text, size), 2, 1_000_000)
-    stats = RunStats(quotes=text.count('"'))
+    seen = TextSeen(quotes=text.count('"'))
     out = [await records.header()]
-    async for batch in records.batches(stats):
+    async for batch in records.batches(Timings(), seen):
         out.extend(batch.records)
     return out
 
