@@ -341,7 +341,7 @@ def _p95(values: list[float]) -> float:
 async def _board(redis_url: str, opts: argparse.Namespace, figures: Figures) -> None:
     from redis.asyncio import Redis
 
-    from shared.redis_keys import EVENTS
+    from shared import redis_keys
 
     http = await _signed_in()
     sent: dict[int, float] = {}
@@ -352,7 +352,7 @@ async def _board(redis_url: str, opts: argparse.Namespace, figures: Figures) -> 
     redis = Redis.from_url(redis_url)
     await asyncio.sleep(1.0)  # every client connected and had its first frame
     started = time.perf_counter()
-    published = await _publish(redis, EVENTS, opts, sent)
+    published = await _publish(redis, redis_keys.events(redis), opts, sent)
     elapsed = time.perf_counter() - started
     await asyncio.sleep(1.5)  # the last probe reaches everyone
     stop.set()

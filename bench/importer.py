@@ -58,6 +58,7 @@ class Figures:
     memory: dict[str, float] = field(default_factory=dict)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
+    daily: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
 
 
@@ -89,9 +90,12 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cycle", default="10x50x10000", help="tenants x modules x rows of the daily cycle")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the daily cycle")
     parser.add_argument(
+        "--daily-big-rows", type=int, default=3_000_000, help="rows of the daily swap's second memory run (0: skip)"
+    )
+    parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects,unusual,again",
+        help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects,unusual,again,daily",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     parser.add_argument(
@@ -125,6 +129,10 @@ async def _bench(opts: argparse.Namespace) -> Figures:
             figures.chunks = await _chunk_curve(stack, opts)
         if "cycle" not in opts.skip:
             figures.cycle = await _daily_cycle(stack, opts)
+        if "daily" not in opts.skip:  # last: it makes `transactions` a partitioned snapshot module
+            from bench._importer_daily import daily
+
+            figures.daily = await daily(stack, opts)
     return figures
 
 

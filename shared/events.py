@@ -2,7 +2,7 @@
 
 Every service says what happened through :func:`emit`: a job queued, an import
 started / progressing / finished, a token refreshed or failed, a schedule fired.
-One channel, ``conduit:events``; each message is a JSON object with ``topic``,
+One channel per Redis database, ``conduit:db<N>:events``; each message is a JSON object with ``topic``,
 ``event``, ``at`` and the event's own fields (names, counts and short codes,
 never a token or secret).
 
@@ -25,8 +25,8 @@ import orjson
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from shared import redis_keys
 from shared.logging import get_logger
-from shared.redis_keys import EVENTS
 
 log = get_logger(__name__)
 
@@ -66,7 +66,7 @@ class EventPublisher:
                 continue
             try:
                 async with asyncio.timeout(self.timeout):
-                    await redis.publish(EVENTS, message)
+                    await redis.publish(redis_keys.events(redis), message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure only loses this event, never the work

@@ -4,8 +4,27 @@ from __future__ import annotations
 
 PREFIX = "conduit"
 
-# Published (message: "tenant/provider/generation") whenever a token record changes.
-TOKENS_CHANGED = f"{PREFIX}:tokens:changed"
+
+def database(redis: object) -> int:
+    """The database number a client works in (0 for a cluster or an unknown client)."""
+    pool = getattr(redis, "connection_pool", None)
+    return int(getattr(pool, "connection_kwargs", {}).get("db") or 0)
+
+
+# Pub/sub channels belong to the whole Redis server, not to a database: two Conduits (or two test runs)
+# sharing a server in different databases would hear each other. So each channel name holds the database.
+
+
+def tokens_changed(redis: object) -> str:
+    """Published (message: "tenant/provider/generation") whenever a token record changes."""
+    return f"{PREFIX}:db{database(redis)}:tokens:changed"
+
+
+def events(redis: object) -> str:
+    """The live-view events every service emits (shared/events.py)."""
+    return f"{PREFIX}:db{database(redis)}:events"
+
+
 # Sorted set of "tenant/provider" scored by when the scheduler should next refresh it.
 TOKENS_DUE = f"{PREFIX}:tokens:due"
 
@@ -35,8 +54,6 @@ def response_cache(tenant: str, provider: str, digest: str) -> str:
     return f"{PREFIX}:cache:{tenant}:{provider}:{digest}"
 
 
-# Pub/sub channel of the small live-view events every service emits (shared/events.py).
-EVENTS = f"{PREFIX}:events"
 # Set of paused import schedules, members "tenant" or "tenant/module"; the scheduler skips their fires.
 SCHEDULES_PAUSED = f"{PREFIX}:schedules:paused"
 

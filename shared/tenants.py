@@ -22,7 +22,8 @@ from shared.config_errors import ConfigError as ConfigError
 from shared.schedules import ImportDefaults, TenantImports
 
 # Tenant and provider names end up in Redis keys, job ids, metric labels and
-# headers, so they are kept to a conservative alphabet.
+# headers, so they are kept to a conservative alphabet: no ':' or '/', which separate key and
+# job id parts. Checked with fullmatch: re.match's '$' would let a trailing newline through.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 GrantType = Literal["client_credentials", "refresh_token"]
@@ -180,11 +181,11 @@ def _resolve(path: Path, data: TenantsFile, resolve_secrets: bool) -> dict[tuple
     problems: list[str] = []
     resolved: dict[tuple[str, str], Credentials] = {}
     for name in data.providers:
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             problems.append(f"provider {name!r}: name must match {NAME_PATTERN}")
     for tenant_name, tenant in data.tenants.items():
         where = f"tenant {tenant_name!r}"
-        if not re.match(NAME_PATTERN, tenant_name):
+        if not re.fullmatch(NAME_PATTERN, tenant_name):
             problems.append(f"{where}: name must match {NAME_PATTERN}")
         if tenant.default_provider is not None and tenant.default_provider not in tenant.providers:
             problems.append(f"{where}, key 'default_provider': {tenant.default_provider!r} is not one of its providers")

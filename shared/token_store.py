@@ -2,7 +2,7 @@
 
 A record is written only by the holder of the newest fencing token (see
 ``put``), so a refresher that stalled past its lock can never overwrite a newer
-token with an older one. Every write publishes on ``TOKENS_CHANGED`` so proxies
+token with an older one. Every write publishes on ``redis_keys.tokens_changed`` so proxies
 swap their in-memory copy within a second.
 """
 
@@ -125,7 +125,11 @@ class TokenStore:
         score = record.schedule_score()
         member = redis_keys.pair_member(record.tenant, record.provider)
         written = await self._put(
-            keys=[redis_keys.token(record.tenant, record.provider), redis_keys.TOKENS_DUE, redis_keys.TOKENS_CHANGED],
+            keys=[
+                redis_keys.token(record.tenant, record.provider),
+                redis_keys.TOKENS_DUE,
+                redis_keys.tokens_changed(self.redis),
+            ],
             args=[
                 self._sealer.seal(_encode(record)),
                 fence,

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import OctKey
+from multidict import CIMultiDict
 
 # Marks a key to leave out of a token response (ThirdParty.body_overrides).
 DROP = object()
@@ -74,6 +75,9 @@ class ThirdParty:
     api_called: asyncio.Event = field(default_factory=asyncio.Event)
     # Ends a stalled answer early (the test is done with it).
     unstall: asyncio.Event = field(default_factory=asyncio.Event)
+    # Response header lines per path (decoded, under the API base) of the ``echo-cache/`` routes:
+    # how a test makes each cacheable or not.
+    cache_profiles: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     url: str = ""
 
     @property
@@ -191,6 +195,8 @@ class ThirdParty:
         self.api_called.set()
         if client is None:
             return web.json_response({"error": "invalid_token"}, status=401)
+        if tail.startswith("echo-cache/"):
+            return await _echo_cache(request, client, self.cache_profiles.get("/" + tail, []))
         return await self._route(request, tail, client)
 
     async def _route(self, request: web.Request, tail: str, client: str) -> web.StreamResponse:
@@ -262,6 +268,37 @@ class ThirdParty:
         assert request.transport is not None
         request.transport.abort()
         return response
+
+
+def echo_of(
+    client: str, method: str, path_qs: str, body: bytes, headers: Any, profile: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Everything an ``echo-cache/`` answer depends on: what the cache keys on, and the headers its Vary names."""
+    varied = {
+        name.strip().lower()
+        for value in (v for k, v in profile if k.lower() == "vary")
+        for name in value.split(",")
+        if name.strip()
+    }
+    return {
+        "client": client,
+        "method": method,
+        "path_qs": path_qs,
+        "body": body.decode("latin-1"),
+        "range": ", ".join(headers.getall("Range", ())),
+        # Lines of one field are one comma-separated list (RFC 9110 §5.3): a server reads them joined.
+        "headers": {
+            name: ", ".join(headers.getall(name, ())) for name in sorted(varied | {"accept", "accept-encoding"})
+        },
+    }
+
+
+async def _echo_cache(request: web.Request, client: str, profile: list[tuple[str, str]]) -> web.StreamResponse:
+    """A deterministic answer to exactly what was asked, plus a nonce naming this one upstream call."""
+    answer = echo_of(client, request.method, request.raw_path, await request.read(), request.headers, profile)
+    answer["nonce"] = secrets.token_hex(8)
+    status = 206 if "Range" in request.headers else 200
+    return web.json_response(answer, status=status, headers=CIMultiDict(profile))
 
 
 def pattern_bytes(size: int) -> bytes:

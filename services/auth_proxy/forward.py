@@ -122,7 +122,7 @@ class Forwarder:
         cache_key, cache_ttl = None, None
         if self._cache is not None:
             cache_ttl = self._cache.route_ttl(request.method, target)
-            if cache_ttl is not None and not caller_bypasses(request.headers):
+            if cache_ttl is not None and not caller_bypasses(request.headers, request.body_exists):
                 cache_key = self._cache.key(ex.tenant, ex.provider, target, request.headers)
                 cached = await self._cache.get(cache_key)
                 ex.cache = "hit" if cached else "miss"

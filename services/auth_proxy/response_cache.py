@@ -4,16 +4,19 @@ Off by default. A route is cached only where a ``proxy_cache_routes`` prefix
 allows it; the key holds the tenant and provider, so one tenant's answer can
 never be served to another. The upstream's ``Cache-Control`` is honoured:
 ``no-store``/``no-cache`` are never stored and ``max-age``/``s-maxage`` shorten
-the route's TTL. ``private`` is stored, because every entry is private to its
-tenant already.
+the route's TTL, an Expires in the past or unreadable means stale, and every line
+of ``Vary`` and ``Cache-Control`` counts. Requests with a body, ``Range`` or
+``If-Range`` neither use nor fill it. ``private`` is stored, because every entry
+is private to its tenant already.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import re
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -26,7 +29,6 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
-_MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 _VARY_OK = frozenset({"accept", "accept-encoding"})
 
 
@@ -57,8 +59,9 @@ class ResponseCache:
 
     @staticmethod
     def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> str:
-        material = "\n".join((target, headers.get("Accept", ""), headers.get("Accept-Encoding", "")))
-        return redis_keys.response_cache(tenant, provider, hashlib.sha256(material.encode()).hexdigest())
+        # A JSON array: no value can end one field and start the next, whatever bytes it holds.
+        material = orjson.dumps([target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
+        return redis_keys.response_cache(tenant, provider, hashlib.sha256(material).hexdigest())
 
     async def get(self, key: str) -> CachedResponse | None:
         try:
@@ -84,22 +87,74 @@ class ResponseCache:
 
 
 def storable_ttl(status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], route_ttl: float) -> float | None:
-    """How long this upstream response may be cached, or None if it must not be."""
+    """How long this upstream response may be cached, or None if it must not be (RFC 9111 §3, §4.2.1)."""
     if status != 200 or "Set-Cookie" in headers:
         return None
-    vary = {v.strip().lower() for v in headers.get("Vary", "").split(",") if v.strip()}
-    if not vary <= _VARY_OK:
+    if not _listed(headers, "Vary") <= _VARY_OK:
         return None
-    control = headers.get("Cache-Control", "").lower()
+    control = _directives(headers, "Cache-Control")
     if "no-store" in control or "no-cache" in control:
         return None
-    ages = dict((name.lower(), int(value)) for name, value in _MAX_AGE.findall(control))
-    max_age = ages.get("s-maxage", ages.get("max-age"))
-    if max_age is not None:
-        return min(route_ttl, float(max_age)) or None
+    for name in ("s-maxage", "max-age"):
+        if name in control:
+            # An age that is not a number makes the response stale (RFC 9111 §1.2.2), not the route's TTL.
+            age = (control[name] or "").strip('"')
+            if not age.isdigit() or int(age) == 0:
+                return None
+            return min(route_ttl, float(age))
+    if "Expires" in headers:
+        return _until_expires(headers, route_ttl)
     return route_ttl
 
 
-def caller_bypasses(headers: CIMultiDictProxy[str]) -> bool:
-    control = headers.get("Cache-Control", "").lower()
+def caller_bypasses(headers: CIMultiDictProxy[str], has_body: bool) -> bool:
+    """True when the cache must neither answer nor keep this request's answer.
+
+    The cache keys on the target, Accept and Accept-Encoding only: a body, a Range or an If-Range
+    would make another request of the same key mean something else.
+    """
+    if has_body or "Range" in headers or "If-Range" in headers:
+        return True
+    control = _directives(headers, "Cache-Control")
+    if "Cache-Control" not in headers and "no-cache" in _listed(headers, "Pragma"):
+        return True  # RFC 9111 §5.4: Pragma counts only where Cache-Control is absent
     return "no-cache" in control or "no-store" in control
+
+
+def _combined(headers: CIMultiDict[str] | CIMultiDictProxy[str], name: str) -> str:
+    # Every line of a field, as one list (RFC 9110 §5.3); the first line alone would let two requests
+    # the upstream reads differently share an entry, or a second Vary or Cache-Control line go unseen.
+    return ", ".join(headers.getall(name, ()))
+
+
+def _listed(headers: CIMultiDict[str] | CIMultiDictProxy[str], name: str) -> set[str]:
+    return {v.strip().lower() for v in _combined(headers, name).split(",") if v.strip()}
+
+
+def _directives(headers: CIMultiDict[str] | CIMultiDictProxy[str], name: str) -> dict[str, str | None]:
+    # Hand-read rather than a library's: only names and plain values matter here, and a quoted value
+    # with a comma in it (no-cache="a, b") still yields its directive's name first, so errs towards not storing.
+    out: dict[str, str | None] = {}
+    for item in _listed(headers, name):
+        key, sep, value = item.partition("=")
+        out.setdefault(key.strip(), value.strip() if sep else None)
+    return out
+
+
+def _until_expires(headers: CIMultiDict[str] | CIMultiDictProxy[str], route_ttl: float) -> float | None:
+    """Expires minus Date; an Expires that is no date (say ``0``) is already in the past (RFC 9111 §5.3)."""
+    expires = _http_date(headers["Expires"])
+    if expires is None:
+        return None
+    now = _http_date(headers.get("Date", "")) or time.time()
+    left = min(route_ttl, expires - now)
+    return left if left > 0 else None
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    # '-0000' (and obsolete forms) parse without a zone; HTTP dates are always GMT.
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()

@@ -169,13 +169,13 @@ class TokenCache:
 
 
 async def listen_for_changes(cache: TokenCache, store: TokenStore, on_state: Callable[[bool], None]) -> None:
-    """Follow ``TOKENS_CHANGED`` for ever, reconnecting with backoff; reports connectivity to ``on_state``."""
+    """Follow the token change channel for ever, reconnecting with backoff; reports connectivity to ``on_state``."""
     delay = 0.1
     this = asyncio.current_task()
     while True:
         try:
             async with store.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(redis_keys.TOKENS_CHANGED)
+                await pubsub.subscribe(redis_keys.tokens_changed(store.redis))
                 on_state(True)
                 cache.reload_all()
                 delay = 0.1

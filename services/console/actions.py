@@ -72,7 +72,7 @@ async def rerun_one(request: web.Request) -> web.Response:
         if run is None:
             return render(request, "not_found.html", {"what": f"import run {raw}", "page": "imports"}, status=404)
         key = RunKey(run["tenant_id"], run["module"], run["export_date"])
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD only ever confirm
             what = f"{key.tenant} / {key.module} / {key.export_date}"
             return _confirm(request, "Re-run this import", [f"1 run: {what}"], {}, 1)
         require_admin(request)
@@ -105,7 +105,7 @@ async def rerun_failed(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=str(exc)) from None
     async with request.app[keys.POOL].acquire() as conn:
         runs = await reruns.failed_latest(conn, where)
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD only ever confirm
             scope = ", ".join(f"{k} {v}" for k, v in fields.items()) or "every tenant, module and date"
             lines = [f"{len(runs)} failed imports ({scope}) will be enqueued again"]
             lines += [f"{k.tenant} / {k.module} / {k.export_date}" for k in runs[:20]]
@@ -126,7 +126,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     if not job_id:
         raise web.HTTPBadRequest(text="job_id is required")
     redis = request.app[keys.REDIS]
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD only ever confirm
         queued = await redis.zscore(redis.default_queue_name, job_id) is not None
         lines = [f"job {job_id}" + ("" if queued else " (not in the queue now)")]
         return _confirm(request, "Cancel a queued job", lines, {"job_id": job_id}, int(queued))
@@ -160,7 +160,7 @@ async def pause_or_resume(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"unknown module {module[:80]!r}")
     verb = "Pause" if pausing else "Resume"
     what = f"{tenant}/{module}" if module else f"{tenant} (all its modules)"
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD only ever confirm
         count = 1 if module else len(catalogue().names())
         lines = [f"{verb} the daily imports of {what}: up to {count} imports a day"]
         return _confirm(request, f"{verb} a schedule", lines, fields, count)
@@ -180,7 +180,7 @@ async def refresh_token(request: web.Request) -> web.Response:
     tenant, provider = fields.get("tenant", ""), fields.get("provider", "")
     if not request.app[keys.TENANTS].has(tenant, provider):
         raise web.HTTPBadRequest(text=f"unknown tenant and provider {tenant[:80]!r}/{provider[:80]!r}")
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD only ever confirm
         lines = [f"Refresh the token of {tenant}/{provider} now (an importer runs it)"]
         return _confirm(request, "Force a token refresh", lines, fields, 1)
     require_admin(request)

@@ -33,21 +33,11 @@ CSP = (
 )
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = exc
-        _harden(response)
-        raise
-    _harden(response)
-    return response
+async def security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    """On every response as its head goes out: streamed ones (the board's SSE, the rejects CSV) and errors too.
 
-
-def _harden(response: web.StreamResponse) -> None:
-    if response.prepared:
-        return
+    A middleware sees a streamed response only after its head has been sent, too late to add anything.
+    """
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -58,7 +48,8 @@ def _harden(response: web.StreamResponse) -> None:
 def create_app(settings: ConsoleSettings | None = None) -> web.Application:
     """The console: pages, actions, the live board's stream, and /health_check, /ready, /metrics."""
     settings = settings or ConsoleSettings()
-    app = web.Application(middlewares=[security_headers, auth.require_session], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[auth.require_session], client_max_size=64 * 1024)
+    app.on_response_prepare.append(security_headers)
     app[keys.SETTINGS] = settings
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined

@@ -8,6 +8,7 @@ the admin role.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -72,9 +73,14 @@ def require_admin(request: web.Request) -> User:
     return found
 
 
+# A path on this site in printable ASCII, never '//' or a backslash at its start: browsers drop tabs and
+# newlines anywhere in a URL and read '\' as '/', so '/\t/evil.example' would leave the site.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
+
+
 def _next(raw: str | None) -> str:
-    # Only a path on this site: never an absolute URL an attacker chose.
-    return raw if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw else "/"
+    """Where to go after signing in: only a path on this site, never a URL an attacker chose."""
+    return raw if raw and _LOCAL_PATH.fullmatch(raw) else "/"
 
 
 async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:

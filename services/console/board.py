@@ -23,9 +23,9 @@ from arq.connections import ArqRedis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
+from shared import redis_keys
 from shared.db import UNAVAILABLE
 from shared.logging import get_logger
-from shared.redis_keys import EVENTS
 
 log = get_logger(__name__)
 EVENTS_SEEN = Counter("conduit_console_events_total", "Events the console's board received.", ["topic"])
@@ -58,6 +58,9 @@ class Board:
         self.day = dt.datetime.now(dt.UTC).date()
         self.version = 0
         self.connected = False
+        # Runs the last seed already counted as finished: their "finished" event, published between the
+        # subscription and the seed's query and delivered after it, must not count them again.
+        self.counted: set[int] = set()
         self.clients: set[asyncio.Queue[bytes | None]] = set()
 
     def cell(self, tenant: str, module: str) -> Cell:
@@ -110,6 +113,9 @@ class Board:
             cell.queued.pop(str(event.get("job_id", "")), None)
             status = str(event.get("status", ""))
             cell.last = status
+            if run_id in self.counted:
+                self.counted.discard(run_id)
+                return
             if status == "failed":
                 cell.failed += 1
             else:
@@ -148,7 +154,8 @@ class Board:
         """Start again from what the ledger and the queue say now (events missed while away are in them)."""
         self.cells.clear()
         since = dt.datetime.combine(self.day, dt.time(), dt.UTC)
-        async with pool.acquire() as conn:
+        # One snapshot for the three reads, so a run finishing meanwhile is in all of them or in none.
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             active = await conn.fetch(
                 "SELECT id, tenant_id, module, export_date, job_id, status, rows_read, started_at "
                 "FROM import_runs WHERE status IN ('queued', 'running')"
@@ -159,6 +166,12 @@ class Board:
                 "WHERE finished_at >= $1 GROUP BY tenant_id, module",
                 since,
             )
+            # Subscribed first, then seeded: an event of these may still be on its way (a minute is ample).
+            recent = await conn.fetch(
+                "SELECT id FROM import_runs WHERE finished_at >= greatest($1, clock_timestamp() - interval '1 minute')",
+                since,
+            )
+        self.counted = {row["id"] for row in recent}
         for row in today:
             cell = self.cell(row["tenant_id"], row["module"])
             cell.done, cell.failed = row["done"], row["failed"]
@@ -239,7 +252,7 @@ async def listener(board: Board, pool: asyncpg.Pool, redis: ArqRedis, retry_max:
         # The pubsub connection must not time out while the channel is quiet: its own client, keepalive only.
         pubsub = redis.pubsub()
         try:
-            await pubsub.subscribe(EVENTS)
+            await pubsub.subscribe(redis_keys.events(redis))
             await board.seed(pool, redis)
             board.connected, delay = True, 0.2
             log.info("console following events")

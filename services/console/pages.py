@@ -11,11 +11,13 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from services.console import keys, queries
 from services.console.auth import user
 from services.console.board import sse_frame
 from services.console.filters import STATUSES, BadFilter, parse
+from services.console.sessions import COOKIE, Sessions
 from shared import pauses
 from shared.jobs import import_job_id
 from shared.modules import catalogue
@@ -34,8 +36,12 @@ async def board_page(request: web.Request) -> web.Response:
 
 
 async def board_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the board's HTML whenever it changes (htmx's SSE extension swaps it in)."""
+    """Server-sent events: the board's HTML whenever it changes (htmx's SSE extension swaps it in).
+
+    The session is looked up again before every frame (one Redis GET, at most one per push interval).
+    """
     board = request.app[keys.BOARD]
+    sessions, session_id = request.app[keys.SESSIONS], request.cookies.get(COOKIE)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
@@ -50,7 +56,8 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
                 frame = await asyncio.wait_for(queue.get(), _HEARTBEAT)
             except TimeoutError:
                 frame = b": keep-alive\n\n"
-            if frame is None:
+            # Signed out (here or on another replica) or expired: nothing more goes to this browser.
+            if frame is None or not await _still_signed_in(sessions, session_id):
                 break
             await response.write(frame)
     except (ConnectionResetError, asyncio.CancelledError):
@@ -58,6 +65,14 @@ async def board_stream(request: web.Request) -> web.StreamResponse:
     finally:
         board.unsubscribe(queue)
     return response
+
+
+async def _still_signed_in(sessions: Sessions, session_id: str | None) -> bool:
+    try:
+        return await sessions.get(session_id) is not None
+    except RedisError:
+        # No one can sign out while Redis is away (the session cannot be dropped): the board stays up.
+        return True
 
 
 async def imports_page(request: web.Request) -> web.Response:

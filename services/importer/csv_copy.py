@@ -116,10 +116,12 @@ async def copy_into_table(
     tenant: str,
     timings: Timings,
     progress: Progress,
+    table: str | None = None,
 ) -> Copied:
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths.
 
     Raises :class:`FieldTooLong` (and COPY is aborted) where a field is longer than ``max_chars``, in any column.
+    ``table``: a new table of the tenant's created in this transaction instead (swap.py), COPYed with FREEZE.
     """
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
     feed = CopyFeed(FieldLimit(max_chars, encoding))
@@ -127,13 +129,14 @@ async def copy_into_table(
         status = await until_lost(
             conn,
             conn.copy_to_table(
-                plan.module.table_name,
+                table or plan.module.table_name,
                 source=_observed(chunks, progress, feed, timings),
                 columns=layout.columns,
                 format="csv",
                 header=True,
                 encoding=encoding,
                 force_null=layout.columns,
+                freeze=table is not None,
             ),
         )
     return _all_read(status, feed)

@@ -29,7 +29,7 @@ from typing import IO
 import aiohttp
 import asyncpg
 
-from services.importer import ledger
+from services.importer import ledger, swap
 from services.importer.archive import ZipLimits, spool, unzip
 from services.importer.careful_copy import Checks, NotDirect, Split, check_no_overlap, checks_for, copy_direct
 from services.importer.csv_copy import (
@@ -119,8 +119,9 @@ async def import_export_file(run: Run) -> str:
 async def import_zip(run: Run, zipped: IO[bytes]) -> str:
     """Import the spooled zip in one transaction: header → fast path, or careful path if it gives up → record."""
     record = run.record
-    header, encoding = await _header(run, zipped)
-    layout = plan_layout(run.module, header)
+    with run.timings.timed("header"):
+        header, encoding = await _header(run, zipped)
+        layout = plan_layout(run.module, header)
     record.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
@@ -148,33 +149,18 @@ async def _header(run: Run, zipped: IO[bytes]) -> tuple[list[str], str]:
 
 
 async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str) -> Loaded | Fallback:
-    """COPY the CSV as it is (into the table on a first load, else into staging and MERGE)."""
+    """COPY the CSV as it is: into the table on a first load, into a new partition to swap in (swap.py), else
+    into staging and MERGE."""
     if not run.settings.importer_fast_path:
         return _fallback(run, "the fast path is off (IMPORTER_FAST_PATH)")
     pg_encoding = PG_ENCODINGS.get(encoding)
     if pg_encoding is None:
         return _fallback(run, f"COPY cannot read {encoding}")
-    conn, tenant, timings, limit = run.conn, run.key.tenant, run.timings, run.settings.importer_max_field_chars
+    target: _Target | None = None
     try:
-        async with conn.transaction():
-            await _lock_table(run)
-            first = not layout.ignored and await is_first_load(conn, plan, tenant)
-            if first:
-                copied = await copy_into_table(
-                    conn, plan, layout, _raw(run, zipped), pg_encoding, limit, tenant, timings, run.progress
-                )
-            else:
-                copied = await copy_csv(
-                    conn, plan, layout, _raw(run, zipped), pg_encoding, limit, timings, run.progress
-                )
-            run.record.read = Tally(copied.rows)
-            if copied.rows == 0:
-                raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-            if first:
-                merged = Merged(changed=copied.rows)
-            else:
-                await run.progress.stage("merge")
-                merged = await merge_staged(conn, plan, tenant, timings)
+        async with run.conn.transaction():
+            target = await _target(run, plan, layout)
+            return await _copy_and_merge(run, zipped, plan, layout, pg_encoding, target)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except Untrusted as exc:
@@ -183,8 +169,57 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
-        return _fallback(run, f"{'COPY' if first else 'MERGE'}: {exc}", merge_refused=True)
-    path = ImportPath.FIRST_LOAD if first else ImportPath.FAST
+        where = "COPY" if target is not None and target.direct else "MERGE"
+        return _fallback(run, f"{where}: {exc}", merge_refused=True)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the fast path COPYs: into the table (FIRST_LOAD), into a new table to swap in (SWAP), or staging."""
+
+    path: ImportPath
+    table: str | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self.path is not ImportPath.FAST
+
+
+async def _target(run: Run, plan: MergePlan, layout: Layout) -> _Target:
+    conn, tenant = run.conn, run.key.tenant
+    with run.timings.timed("prepare"):
+        await _lock_table(run)
+        partitioned = await swap.is_partitioned(conn, run.module)
+        if partitioned and swap.can_swap(run.module, layout):
+            return _Target(ImportPath.SWAP, await swap.create_load_table(conn, run.module, tenant))
+        if partitioned:
+            await swap.ensure_partition(conn, run.module, tenant)
+        first = not layout.ignored and await is_first_load(conn, plan, tenant)
+        return _Target(ImportPath.FIRST_LOAD if first else ImportPath.FAST)
+
+
+async def _copy_and_merge(
+    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, target: _Target
+) -> Loaded:
+    conn, tenant, timings, limit = run.conn, run.key.tenant, run.timings, run.settings.importer_max_field_chars
+    raw = _raw(run, zipped)
+    if target.direct:
+        copied = await copy_into_table(
+            conn, plan, layout, raw, encoding, limit, tenant, timings, run.progress, target.table
+        )
+    else:
+        copied = await copy_csv(conn, plan, layout, raw, encoding, limit, timings, run.progress)
+    run.record.read = Tally(copied.rows)
+    if copied.rows == 0:
+        raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+    path, merged = target.path, Merged(changed=copied.rows)
+    if path is ImportPath.SWAP:
+        await run.progress.stage("swap")
+        swapped = await swap.swap_in(conn, plan, tenant, timings, copied.rows)
+        path, merged = (ImportPath.SWAP if swapped.replaced else ImportPath.FIRST_LOAD), swapped.merged
+    elif path is ImportPath.FAST:
+        await run.progress.stage("merge")
+        merged = await merge_staged(conn, plan, tenant, timings)
     return Loaded(PathTaken(path, requoted=copied.requoted), merged)
 
 
@@ -207,6 +242,8 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: 
     """
     path = PathTaken(ImportPath.CAREFUL, why=fallback.why)
     await _lock_table(run)
+    if await swap.is_partitioned(run.conn, run.module):
+        await swap.ensure_partition(run.conn, run.module, run.key.tenant)
     checks = checks_for(plan)
     if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
         try:

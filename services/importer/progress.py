@@ -14,9 +14,6 @@ from redis.asyncio import Redis
 
 from services.importer.stats import Outcome
 from shared import events
-from shared.redis_keys import EVENTS
-
-CHANNEL = EVENTS
 
 
 class Progress:

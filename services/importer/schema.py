@@ -32,6 +32,8 @@ TENANT_DEFAULT = "current_setting('conduit.tenant_id'::text)"
 def create_table_sql(module: ModuleDef) -> str:
     """The ``CREATE TABLE`` for a module: tenant_id first, then the columns, keyed on (tenant_id, *key).
 
+    A ``missing_rows: delete`` module's table is partitioned by tenant; the importer adds the partitions.
+
     tenant_id defaults to the session's ``conduit.tenant_id``, so a first load can COPY straight into the table.
     """
     lines = [f"    {TENANT_COLUMN} text NOT NULL DEFAULT current_setting('conduit.tenant_id')"]
@@ -42,7 +44,9 @@ def create_table_sql(module: ModuleDef) -> str:
     lines.append(f"    PRIMARY KEY ({key})")
     comment = module.description.replace("'", "''")
     body = ",\n".join(lines)
-    ddl = f"CREATE TABLE {quote(module.table_name)} (\n{body}\n);\n"
+    # A full snapshot is partitioned by tenant: its imports swap the tenant's partition (migrations/0006).
+    partitioned = f" PARTITION BY LIST ({TENANT_COLUMN})" if module.missing_rows == "delete" else ""
+    ddl = f"CREATE TABLE {quote(module.table_name)} (\n{body}\n){partitioned};\n"
     if comment:
         ddl += f"COMMENT ON TABLE {quote(module.table_name)} IS 'Module {module.name}: {comment}';\n"
     return ddl

@@ -22,8 +22,9 @@ from services.importer.errors import ImportFailed, TooManyRejects
 class ImportPath(enum.Enum):
     """How the rows went in (docs/importer.md, "The paths"); the value is the ledger's ``parse_path`` text."""
 
-    FIRST_LOAD = "first load"  # PostgreSQL parsed the CSV, COPY straight into the table (the tenant had no rows)
+    FIRST_LOAD = "first load"  # PostgreSQL parsed the CSV, COPY straight into the table: the tenant had no rows
     FAST = "fast"  # PostgreSQL parsed the CSV into staging, one MERGE
+    SWAP = "swap"  # a full snapshot COPYed into a new table that replaced the tenant's partition (swap.py)
     CAREFUL = "careful"  # aiocsv in the worker, every record checked; the fast path gave up first
 
 

@@ -7,14 +7,13 @@ import asyncio
 import orjson
 from redis.asyncio import Redis
 
-from shared import events
-from shared.redis_keys import EVENTS
+from shared import events, redis_keys
 from tests.scheduler.fault_proxy import fault_proxy
 
 
 async def test_an_emitted_event_reaches_the_channel(redis: Redis) -> None:
     pubsub = redis.pubsub()
-    await pubsub.subscribe(EVENTS)
+    await pubsub.subscribe(redis_keys.events(redis))
     await pubsub.get_message(timeout=1)
     events.emit(redis, "job", "queued", job_id="import:acme:users:2024-05-01", tenant="acme")
     async with asyncio.timeout(5):
@@ -109,3 +108,21 @@ def test_the_publisher_ends_with_its_loop_even_when_a_publish_swallows_the_cance
     thread.start()
     thread.join(5)
     assert not thread.is_alive(), "asyncio.run did not return: the event publisher outlived its cancellation"
+
+
+async def test_events_of_another_database_on_the_same_server_are_not_heard(redis: Redis, redis_url: str) -> None:
+    # Pub/sub is server-wide: before the channel named the database, a console heard every deployment's imports.
+    root, _, db = redis_url.rpartition("/")
+    other = Redis.from_url(f"{root}/{(int(db) + 1) % 16}")  # publishes only: nothing is written there
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(redis_keys.events(redis), redis_keys.tokens_changed(redis))
+    await pubsub.get_message(timeout=1)
+    try:
+        # PUBLISH answers how many subscribers got the message: none here, ours in its own database.
+        assert await other.publish(redis_keys.events(other), b"{}") == 0
+        assert await other.publish(redis_keys.tokens_changed(other), b"acme/demo/9") == 0
+        assert await redis.publish(redis_keys.events(redis), b"{}") == 1
+        assert await redis.publish(redis_keys.tokens_changed(redis), b"acme/demo/9") == 1
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await other.aclose()

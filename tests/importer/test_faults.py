@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from conduit.db_cli import migrate
 from devtools import processes, throwaway
-from services.importer.progress import CHANNEL
+from shared import redis_keys
 from shared.jobs import import_job_id
 from tests.importer.conftest import MIGRATIONS, Importer
 from tests.importer.support import Exports, export_body
@@ -41,7 +41,7 @@ async def progress_events(redis: Redis) -> AsyncIterator[asyncio.Queue[dict[str,
     """Every progress event published while the block runs."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     pubsub = redis.pubsub()
-    await pubsub.subscribe(CHANNEL)
+    await pubsub.subscribe(redis_keys.events(redis))
 
     async def listen() -> None:
         async for message in pubsub.listen():

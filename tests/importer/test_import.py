@@ -186,11 +186,11 @@ async def test_a_utf8_bom_and_a_windows_1252_module_are_read_right(importer: Imp
 async def test_progress_events_are_published_on_redis(importer: Importer, exports: Exports) -> None:
     import orjson
 
-    from services.importer.progress import CHANNEL
+    from shared import redis_keys
 
     exports.set("transactions", export_body("transactions", demo_csv("transactions", 1000)))
     pubsub = importer.redis.pubsub()
-    await pubsub.subscribe(CHANNEL)
+    await pubsub.subscribe(redis_keys.events(importer.redis))
     await pubsub.get_message(timeout=1)  # the subscription confirmation
 
     await importer.with_settings(importer_progress_rows=200).run("acme", "transactions")

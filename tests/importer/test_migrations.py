@@ -115,3 +115,44 @@ async def test_the_worker_refuses_to_start_naming_module_and_column(
     assert proc.returncode == 1
     assert "module 'invoices' (table invoices): column 'currency' is missing from the table" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_0006_partitions_snapshot_tables_by_tenant_keeping_rows_key_comment_and_grants(database_url: str) -> None:
+    schema, url = await fresh_schema(database_url)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            migrations = read_migrations(MIGRATIONS)
+            await apply_migrations(conn, [m for m in migrations if m.version < "0006"])
+            await conn.execute(
+                "INSERT INTO stock_levels (tenant_id, item_id, warehouse_id, on_hand) "
+                "VALUES ('acme', 1, 1, 5), ('acme', 2, 1, 7), ('globex', 1, 1, 6); "
+                "GRANT SELECT ON stock_levels TO PUBLIC"
+            )
+            await apply_migrations(conn, migrations)
+
+            rows = await conn.fetch(
+                "SELECT tableoid::regclass::text AS part, tenant_id, item_id FROM stock_levels ORDER BY 2, 3"
+            )
+            assert [tuple(r) for r in rows] == [
+                ('"stock_levels$acme"', "acme", 1),
+                ('"stock_levels$acme"', "acme", 2),
+                ('"stock_levels$globex"', "globex", 1),
+            ]
+            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = 'stock_levels'::regclass") == b"p"
+            assert await conn.fetchval("SELECT has_table_privilege('public', 'stock_levels', 'SELECT')")
+            assert "full snapshot" in await conn.fetchval("SELECT obj_description('stock_levels'::regclass)")
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "INSERT INTO stock_levels (tenant_id, item_id, warehouse_id, on_hand) VALUES ('acme', 1, 1, 9)"
+                )
+            await check_schema(conn, catalogue())
+        finally:
+            await conn.close()
+    finally:
+        await drop_schema(database_url, schema)
+
+
+def test_ddl_of_a_snapshot_module_is_partitioned_by_tenant() -> None:
+    assert create_table_sql(catalogue().get("stock_levels")).split(";")[0].endswith(") PARTITION BY LIST (tenant_id)")
+    assert "PARTITION BY" not in create_table_sql(catalogue().get("invoice_lines"))

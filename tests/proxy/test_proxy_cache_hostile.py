@@ -1,7 +1,8 @@
 """The response cache against a hostile caller: a hit answers only the request h11 reads, for its own tenant.
 
-A cache hit answers before the request's body is read, which is the path the
-strict-head differential test (run without the cache) never takes: each case here
+A cache hit answers without going upstream, a path the strict-head differential
+test (run without the cache) never takes, and a GET with a body must bypass the
+cache with its framing intact: each case here
 sends bytes on a raw socket to a proxy with ``/cached`` cached and requires what
 a strict reader reads (h11), request by request, each answered for the tenant it
 names, whether the answer came from the upstream or the cache.
@@ -38,16 +39,17 @@ def _chunked(data: bytes) -> bytes:
 
 
 CASES = {
-    # A body on a GET that hits the cache: another request inside it must stay body.
+    # A body on a GET of a cached path: it goes upstream (a body is not in the key), and another request
+    # inside it must stay body.
     "content-length body": (
         b"GET /cached HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nContent-Length: %d\r\n\r\n%s"
         % (len(SMUGGLED), SMUGGLED),
-        0,
+        1,
     ),
     "chunked body": (
         b"GET /cached HTTP/1.1\r\nHost: p\r\nX-Tenant-ID: acme\r\nTransfer-Encoding: chunked\r\n\r\n"
         + _chunked(SMUGGLED),
-        0,
+        1,
     ),
     # Two pipelined hits, then the cache bypassed: three answers, each for its own tenant.
     "pipelined": (
