@@ -96,6 +96,10 @@ class Fallback:
     why: str
     merge_refused: bool = False
 
+    @property
+    def path(self) -> PathTaken:
+        return PathTaken(ImportPath.CAREFUL, why=self.why)
+
 
 async def import_export_file(run: Run) -> str:
     """Import one export; returns the attempt's final status, or raises ImportFailed (nothing imported).
@@ -128,7 +132,7 @@ async def import_zip(run: Run, zipped: IO[bytes]) -> str:
         await run.progress.stage("copy")
         loaded = await _fast_path(run, zipped, plan, layout, encoding)
         if isinstance(loaded, Fallback):
-            record.path = PathTaken(ImportPath.CAREFUL, why=loaded.why)  # recorded if the careful path fails too
+            record.path = loaded.path  # recorded if the careful path fails too
             await run.progress.stage("careful parse")
             loaded = await _careful_path(run, zipped, plan, loaded)
         record.path, record.merged = loaded.path, loaded.merged
@@ -240,7 +244,6 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: 
     On a tenant's first load the rows that surely fit go straight into the table by COPY instead
     (careful_copy.py); where that cannot give this path's answer, the file is read again the whole way.
     """
-    path = PathTaken(ImportPath.CAREFUL, why=fallback.why)
     await _lock_table(run)
     if await swap.is_partitioned(run.conn, run.module):
         await swap.ensure_partition(run.conn, run.module, run.key.tenant)
@@ -248,18 +251,18 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: 
     if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
         try:
             async with run.conn.transaction():
-                return Loaded(path, await _careful_pass(run, zipped, plan, fallback, checks))
+                return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, checks))
         except NotDirect as exc:
             log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
             run.rejects.clear()
             run.record.restart()
-    return Loaded(path, await _careful_pass(run, zipped, plan, fallback, None))
+    return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, None))
 
 
 async def _careful_pass(
     run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, checks: Checks | None
 ) -> Merged:
-    """One read of the file: decode → unzip → parse → validate → chunked COPY → merge."""
+    """One read of the file: unzip → decode → parse → validate → chunked COPY → merge."""
     settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
     count, seen, record.csv, record.read = RecordCount(), TextSeen(), Tally(), Tally()
     text = decode_text(
