@@ -289,6 +289,7 @@ async def _careful_pass(
         conn, plan, tenant, run.rejects, threshold, timings, read, staged,
         refused_before=fallback.merge_refused, only_staged=bool(split),
     )  # fmt: skip
+    record.merged = merged  # a failure from here on still records the rows rejected, as the ledger always has
     if split is None:
         return merged
     await check_no_overlap(conn, plan, tenant, split, merged.changed)
