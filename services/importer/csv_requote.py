@@ -12,8 +12,9 @@ inch mark in a product name, a blank line) still loads at COPY's speed.
 
 What cannot be written for COPY raises :class:`Untrusted` and the run takes the
 careful path: a NUL (PostgreSQL text cannot hold it; the careful path rejects the
-row), a quoted field never closed or an odd number of quotes in the file (which
-the careful path refuses as malformed), a record longer than 64 MiB. A field
+row), a quoted field never closed (:class:`NeverClosed`, which the careful path
+refuses as malformed), a record longer than 64 MiB. An odd number of quotes is
+no sign of trouble by itself: ``5" screen`` holds one. A field
 longer than the field limit raises :class:`FieldTooLong` (csv_fields.py).
 
 Bytes, not text: the quote, the comma and CR/LF are single bytes that never occur
@@ -38,7 +39,15 @@ from collections.abc import Callable, Iterator
 from itertools import repeat
 
 from services.importer.csv_fields import LINE_END, FieldLimit, read_record, runs_fit
-from services.importer.csv_scan import _QUOTED, _QUOTED_FIELD, MAX_PENDING, Untrusted, clean_lines, whole_lines
+from services.importer.csv_scan import (
+    _QUOTED,
+    _QUOTED_FIELD,
+    MAX_PENDING,
+    NeverClosed,
+    Untrusted,
+    clean_lines,
+    whole_lines,
+)
 
 _NEEDS_QUOTES = re.compile(rb'[",\r\n]')
 _QUOTED_PART = re.compile(b"(" + _QUOTED + b")")
@@ -97,23 +106,29 @@ def _end_of_data_lines(bare: bytes) -> Iterator[tuple[int, int]]:
 class CopyFeed:
     """Feed it every chunk; it returns the bytes to give COPY (which may lag a line behind), then :meth:`finish`."""
 
-    def __init__(self, limit: FieldLimit | None = None) -> None:
+    def __init__(self, limit: FieldLimit | None = None, for_copy: bool = True) -> None:
+        """``for_copy=False``: only read the file by the definition (records, a quote never closed) for the
+        careful path: any line ends, mixed too, and NULs read as characters; what it returns is of no use."""
         self.records = 0  # records in the file so far, header included
         self.rewritten = 0  # records written again for COPY
         self._limit = limit or FieldLimit(MAX_PENDING, "UTF8")
         self._context = b"\n"
         self._pending = b""
         self._eol = b""  # the file's line end (its header's, which COPY goes by)
-        self._quotes = 0  # quotes outside well-formed quoted fields (those hold an even number)
+        self._for_copy = for_copy
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._for_copy and b"\x00" in chunk:
+            # To the definition a NUL is a character like any other (the careful path rejects its row); the
+            # scans here stop at one, so it is read as another byte that neither ends nor quotes anything.
+            chunk = chunk.replace(b"\x00", b"\x01")
         buf = self._pending + chunk
         cut = whole_lines(buf)
         if cut <= 0:
             self._hold(buf)
             return b""
         head, tail = buf[:cut], buf[cut:]
-        if not self._eol:
+        if not self._eol and self._for_copy:
             self._eol = _header_line_end(head)
         counted = self._clean(head)
         if counted is not None:
@@ -135,12 +150,8 @@ class CopyFeed:
             tail = self._pending + (b"" if self._pending.endswith(_LINE_ENDS) else eol)
             self._pending = b""
             out, used = self._requote(tail)
-            self._quotes += tail.count(b'"', used)
-        if self._quotes % 2:
-            # The careful path refuses such a file as a quoted field never closed (docs/importer.md).
-            raise Untrusted("the file has an odd number of quote characters")
         if used < len(tail):
-            raise Untrusted(f"record {self.records + 1}: a quoted field is never closed")
+            raise NeverClosed(f"record {self.records + 1}: a quoted field is never closed")
         return out
 
     def _hold(self, pending: bytes) -> None:
@@ -205,7 +216,6 @@ class CopyFeed:
 
     def _used(self, out: list[bytes], head: bytes, bare: bytes, used: int) -> tuple[bytes, int]:
         """What to send and the bytes used, once the stretches passed on as they are are within the field limit."""
-        self._quotes += head.count(b'"', 0, used)
         if not runs_fit(bare, self._eol[-1:] or b"\n", self._limit.max_chars):
             self._limit.records(head[:used])
         return b"".join(out), used

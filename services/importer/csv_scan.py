@@ -32,7 +32,6 @@ as the file holds before it trusts the result (and before it deletes missing row
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 # Tokens outside a quoted field that both readers read alike; quoted fields whose quotes sit at field edges.
 _UNQUOTED = rb'[^"\r\n\x00\\]++'
@@ -56,6 +55,10 @@ MAX_PENDING = 64 << 20
 
 class Untrusted(Exception):
     """The file holds a construct COPY reads differently from the careful parser; the message says which."""
+
+
+class NeverClosed(Untrusted):
+    """A quoted field opened at a field's start runs to the end of the file: the definition refuses the file."""
 
 
 class CopyScan:
@@ -174,30 +177,3 @@ def _physical_lines(context: bytes, head: bytes) -> int:
 
 def _line_ends(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
-
-
-class RecordCount:
-    """The records of a file the careful path parses, counted by the scan, as a check on the parser.
-
-    Where the scan gives up (a construct COPY would read differently), ``records`` is None: the parser's
-    own line check is then the only one.
-    """
-
-    def __init__(self) -> None:
-        self._scan: CopyScan | None = CopyScan()
-        self.records: int | None = None
-
-    async def through(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            if self._scan is not None:
-                try:
-                    self._scan.feed(chunk)
-                except Untrusted:
-                    self._scan = None
-            yield chunk
-        if self._scan is not None:
-            try:
-                self._scan.finish()
-                self.records = self._scan.records
-            except Untrusted:
-                pass

@@ -4,8 +4,9 @@ aiocsv parses from an async source with a C parser; fed large chunks it reads
 a million rows in about 2.4 s here. It reads quoting the way PostgreSQL's COPY
 (the fast path) does where RFC 4180 leaves room: ``"ab"c`` is ``abc``. A quote
 that is never closed would swallow the rest of the file into one field and
-still give rows that look right, so the decoder counts quote characters and an
-odd count fails the run, naming the line where the last record starts.
+still give rows that look right; the pipeline reads the bytes by the definition
+as well (csv_count.py) and fails such a run, naming the line where the last
+record starts (:attr:`CsvRecords.last_record_line`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ class TextSeen:
     # Set as soon as a NUL passes, which PostgreSQL text cannot hold; only then does the validator look
     # for NULs row by row (a per-field scan would cost a second per million rows).
     saw_nul: bool = False
-    # Quote characters: an odd count means a quote never closed.
-    quotes: int = 0
 
 
 async def decode_text(
@@ -65,7 +64,6 @@ async def decode_text(
             newlines += text.count("\n")
             if "\x00" in text:
                 seen.saw_nul = True
-            seen.quotes += text.count('"')
         if text:
             yield text
     if decoder is not None:
@@ -150,16 +148,19 @@ class CsvRecords:
         self._last_line = 0
         self._last_start = 1
 
+    @property
+    def last_record_line(self) -> int:
+        """The line the last record read starts on."""
+        return self._last_start
+
     async def header(self) -> list[str]:
         """The first non-blank record; an empty file has none."""
         async for record in self._records():
             return record
         raise BadExport("empty_file", "the CSV file is empty: no header, no rows")
 
-    async def batches(self, timings: Timings, seen: TextSeen) -> AsyncIterator[Batch]:
+    async def batches(self, timings: Timings) -> AsyncIterator[Batch]:
         """Records in batches of ``batch_rows``, timing the parser's own work as ``parse``.
-
-        ``seen`` is what the decoder of this text saw: an odd count of quotes fails the run at the end.
         Between two batches nothing here waits on I/O (the zip is on local disk), so the
         time a batch takes is CPU spent here and upstream; the upstream stages time themselves.
         """
@@ -172,12 +173,6 @@ class CsvRecords:
             self._last_start = batch.lines[-1]
             yield batch
             clock.restart()
-        if seen.quotes % 2:
-            raise BadExport(
-                "malformed_csv",
-                f"line {self._last_start}: a quoted field is never closed "
-                "(the file has an odd number of quote characters; this last record runs to its end)",
-            )
         if self._reader.line_num < self._source.line_ends:
             # The parser did not read to the file's last line: never import (or delete by) part of a file.
             # (aiocsv's line_num runs one ahead after a CR it looked past, never behind: so "<", not "!=".)

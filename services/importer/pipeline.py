@@ -40,7 +40,8 @@ from services.importer.csv_copy import (
     copy_into_table,
     is_first_load,
 )
-from services.importer.csv_scan import RecordCount, Untrusted
+from services.importer.csv_count import RecordCount
+from services.importer.csv_scan import Untrusted
 from services.importer.csv_stream import CsvRecords, TextSeen, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
@@ -270,7 +271,7 @@ async def _careful_pass(
     )
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
-    rows = prefetch(validate(records.batches(timings, seen), layout, run.rejects, seen, timings, record.read), depth=1)
+    rows = prefetch(validate(records.batches(timings), layout, run.rejects, seen, timings, record.read), depth=1)
     split = None if checks is None else Split(rows, checks, len(plan.columns), settings.importer_copy_chunk_rows)
     try:
         if split is None:
@@ -279,6 +280,11 @@ async def _careful_pass(
             staged = await copy_direct(conn, plan, split, tenant, timings, run.progress.rows)
     finally:
         await rows.aclose()  # type: ignore[attr-defined]
+    if count.never_closed:
+        raise BadExport(
+            "malformed_csv",
+            f"line {records.last_record_line}: a quoted field is never closed (it runs to the end of the file)",
+        )
     read = record.read.n
     _check_all_parsed(count, read)
     if read == 0:
