@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from typing import IO
 
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Tally, Timings
 
 _READ = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -49,21 +49,23 @@ class ZipLimits:
     max_ratio: float
 
 
-async def spool(chunks: AsyncIterator[bytes], file: IO[bytes], limits: ZipLimits, stats: RunStats) -> None:
-    """Write the zip into ``file`` (a spooled temporary file), refusing one larger than the limit."""
+async def spool(chunks: AsyncIterator[bytes], file: IO[bytes], limits: ZipLimits, timings: Timings) -> int:
+    """Write the zip into ``file`` (a spooled temporary file), refusing one larger than the limit; returns its size."""
+    size = 0
     async for chunk in chunks:
-        with stats.timed("spool"):
-            stats.bytes_zip += len(chunk)
-            if stats.bytes_zip > limits.max_zip_bytes:
+        with timings.timed("spool"):
+            size += len(chunk)
+            if size > limits.max_zip_bytes:
                 raise BadExport(
                     "too_large", f"the zip is larger than {limits.max_zip_bytes} bytes (IMPORTER_MAX_ZIP_BYTES)"
                 )
             file.write(chunk)
     file.seek(0)
+    return size
 
 
-async def unzip(file: IO[bytes], limits: ZipLimits, stats: RunStats) -> AsyncIterator[bytes]:
-    """The bytes of the zip's single CSV member, in chunks."""
+async def unzip(file: IO[bytes], limits: ZipLimits, timings: Timings, size: Tally) -> AsyncIterator[bytes]:
+    """The bytes of the zip's single CSV member, in chunks, counted into ``size`` as they pass."""
     try:
         archive = zipfile.ZipFile(file)
     except _DAMAGED as exc:
@@ -74,12 +76,12 @@ async def unzip(file: IO[bytes], limits: ZipLimits, stats: RunStats) -> AsyncIte
         try:
             with archive.open(info) as member:
                 while True:
-                    with stats.timed("unzip"):
+                    with timings.timed("unzip"):
                         chunk = member.read(_READ)
                     if not chunk:
                         break
-                    stats.bytes_csv += len(chunk)
-                    if stats.bytes_csv > ceiling:
+                    size.n += len(chunk)
+                    if size.n > ceiling:
                         raise _bomb(f"{info.filename[:200]!r} decompresses to more than its directory says")
                     yield chunk
         except _DAMAGED as exc:

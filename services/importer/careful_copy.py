@@ -33,7 +33,7 @@ import asyncpg
 from services.importer.merge import REFUSED, STAGE, MergePlan, Progress
 from services.importer.pg_copy import until_lost
 from services.importer.schema import quote
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 from services.importer.validate import Row
 from shared.modules import TENANT_COLUMN
 
@@ -157,7 +157,7 @@ class Split:
     staged: int = 0
     done: bool = False
 
-    async def segment(self, stats: RunStats) -> AsyncIterator[bytes]:
+    async def segment(self, timings: Timings) -> AsyncIterator[bytes]:
         """CSV of the sure rows until the held-back rows fill a chunk or the rows run out."""
         while len(self.held) < self.hold:
             try:
@@ -165,7 +165,7 @@ class Split:
             except StopAsyncIteration:
                 self.done = True
                 return
-            with stats.timed("route"):
+            with timings.timed("route"):
                 data = self._route(rows)
             if data:
                 yield data
@@ -183,23 +183,23 @@ class Split:
 
 
 async def copy_direct(
-    conn: asyncpg.Connection, plan: MergePlan, split: Split, tenant: str, stats: RunStats, progress: Progress
-) -> None:
+    conn: asyncpg.Connection, plan: MergePlan, split: Split, tenant: str, timings: Timings, progress: Progress
+) -> int:
     """COPY the sure rows into the module's table and stage the rest; raises :class:`NotDirect` if COPY refuses.
 
-    ``stats.rows_staged`` ends as the number of rows staged, numbered 1 to it in ``_n``.
+    Returns the number of rows staged, numbered 1 to it in ``_n``.
     """
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
     await conn.execute(plan.create_stage())
     table, columns = plan.module.table_name, plan.columns
     while not split.done:
         before = split.direct
-        with stats.timed("copy"):
+        with timings.timed("copy"):
             try:
                 status = await until_lost(
                     conn,
                     conn.copy_to_table(
-                        table, source=split.segment(stats), columns=columns, format="csv", force_null=columns
+                        table, source=split.segment(timings), columns=columns, format="csv", force_null=columns
                     ),
                 )
             except REFUSED as exc:
@@ -212,7 +212,7 @@ async def copy_direct(
         split.staged += len(split.held)
         split.held = []
         await progress(split.direct + split.staged)
-    stats.rows_staged = split.staged
+    return split.staged
 
 
 async def check_no_overlap(conn: asyncpg.Connection, plan: MergePlan, tenant: str, split: Split, merged: int) -> None:

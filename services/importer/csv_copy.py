@@ -21,6 +21,7 @@ line number and rejects rows one by one. A file of clean rows never pays for it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -30,7 +31,7 @@ from services.importer.csv_scan import Untrusted
 from services.importer.merge import STAGE, MergePlan
 from services.importer.pg_copy import until_lost
 from services.importer.progress import Progress
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 from services.importer.validate import Layout
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -47,7 +48,15 @@ PG_ENCODINGS = {
 }
 # What makes COPY give up on a file: the careful path then takes over.
 COPY_REFUSED = (asyncpg.exceptions.DataError,)
-__all__ = ["COPY_REFUSED", "PG_ENCODINGS", "FieldTooLong", "copy_csv", "copy_into_table", "is_first_load"]
+__all__ = ["COPY_REFUSED", "PG_ENCODINGS", "Copied", "FieldTooLong", "copy_csv", "copy_into_table", "is_first_load"]
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What a COPY of the CSV read: its rows (the header aside), and how many the feed wrote again first."""
+
+    rows: int
+    requoted: int
 
 
 def raw_columns(layout: Layout) -> list[str]:
@@ -65,30 +74,29 @@ async def copy_csv(
     chunks: AsyncIterator[bytes],
     encoding: str,
     max_chars: int,
-    stats: RunStats,
+    timings: Timings,
     progress: Progress,
-) -> int:
-    """COPY the CSV bytes, header and all, into the staging table; returns the rows COPY read.
+) -> Copied:
+    """COPY the CSV bytes, header and all, into the staging table.
 
     Raises :class:`FieldTooLong` (and COPY is aborted) where a field is longer than ``max_chars``.
     """
     columns = raw_columns(layout)
     await conn.execute(f"CREATE TEMP TABLE {STAGE} ({', '.join(_q(c) + ' text' for c in columns)}) ON COMMIT DROP")
     feed = CopyFeed(FieldLimit(max_chars, encoding))
-    with stats.timed("copy"):
+    with timings.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 STAGE,
-                source=_observed(chunks, progress, feed, stats),
+                source=_observed(chunks, progress, feed, timings),
                 columns=columns,
                 format="csv",
                 header=True,
                 encoding=encoding,
             ),
         )
-    stats.rows_read = stats.rows_staged = _all_read(status, feed, stats)
-    return stats.rows_read
+    return _all_read(status, feed)
 
 
 async def is_first_load(conn: asyncpg.Connection, plan: MergePlan, tenant: str) -> bool:
@@ -106,10 +114,10 @@ async def copy_into_table(
     encoding: str,
     max_chars: int,
     tenant: str,
-    stats: RunStats,
+    timings: Timings,
     progress: Progress,
     table: str | None = None,
-) -> int:
+) -> Copied:
     """COPY the CSV straight into the module's table; empty and "" fields are NULL, as on the other paths.
 
     Raises :class:`FieldTooLong` (and COPY is aborted) where a field is longer than ``max_chars``, in any column.
@@ -117,12 +125,12 @@ async def copy_into_table(
     """
     await conn.execute("SELECT set_config('conduit.tenant_id', $1, true)", tenant)
     feed = CopyFeed(FieldLimit(max_chars, encoding))
-    with stats.timed("copy"):
+    with timings.timed("copy"):
         status = await until_lost(
             conn,
             conn.copy_to_table(
                 table or plan.module.table_name,
-                source=_observed(chunks, progress, feed, stats),
+                source=_observed(chunks, progress, feed, timings),
                 columns=layout.columns,
                 format="csv",
                 header=True,
@@ -131,21 +139,19 @@ async def copy_into_table(
                 freeze=table is not None,
             ),
         )
-    stats.rows_read = stats.rows_staged = stats.rows_changed = _all_read(status, feed, stats)
-    return stats.rows_read
+    return _all_read(status, feed)
 
 
-def _all_read(status: str, feed: CopyFeed, stats: RunStats) -> int:
+def _all_read(status: str, feed: CopyFeed) -> Copied:
     """COPY's row count, checked against the records the feed counted (the header is one)."""
     rows = int(status.rsplit(" ", 1)[-1])
     if rows != feed.records - 1:
         raise Untrusted(f"COPY read {rows} rows where the file holds {feed.records - 1}")
-    stats.requoted = feed.rewritten
-    return rows
+    return Copied(rows, feed.rewritten)
 
 
 async def _observed(
-    chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed, stats: RunStats
+    chunks: AsyncIterator[bytes], progress: Progress, feed: CopyFeed, timings: Timings
 ) -> AsyncIterator[bytes]:
     """The bytes as they go to COPY: without a UTF-8 byte order mark, through the feed, counted for progress.
 
@@ -160,12 +166,12 @@ async def _observed(
             first = False
             if chunk.startswith(_UTF8_BOM):
                 chunk = chunk[len(_UTF8_BOM) :]
-        with stats.timed("feed"):
+        with timings.timed("feed"):
             ready = feed.feed(chunk)
         if ready:
             yield ready
         await progress.rows(feed.records)
-    with stats.timed("feed"):
+    with timings.timed("feed"):
         last = feed.finish()
     if last:
         yield last

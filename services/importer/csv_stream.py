@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import aiocsv
 
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 
 _UTF8_BOM = codecs.BOM_UTF8
 
@@ -36,21 +36,34 @@ class Batch:
         return len(self.records)
 
 
-async def decode_text(chunks: AsyncIterator[bytes], encoding: str, stats: RunStats) -> AsyncIterator[str]:
+@dataclass
+class TextSeen:
+    """What the text decoder saw as the text passed; only :func:`decode_text` writes it."""
+
+    # The encoding the file was read in: the module's, or UTF-8 when the file starts with a UTF-8 BOM.
+    encoding: str = "utf-8"
+    # Set as soon as a NUL passes, which PostgreSQL text cannot hold; only then does the validator look
+    # for NULs row by row (a per-field scan would cost a second per million rows).
+    saw_nul: bool = False
+
+
+async def decode_text(
+    chunks: AsyncIterator[bytes], encoding: str, timings: Timings, seen: TextSeen
+) -> AsyncIterator[str]:
     """Decode incrementally; a UTF-8 byte order mark is dropped (and means UTF-8) whatever the module says."""
     decoder: codecs.IncrementalDecoder | None = None
     newlines = 0
     async for chunk in chunks:
-        with stats.timed("decode_text"):
+        with timings.timed("decode_text"):
             if decoder is None:
                 if chunk.startswith(_UTF8_BOM):
                     chunk, encoding = chunk[len(_UTF8_BOM) :], "utf-8"
-                stats.encoding = encoding
+                seen.encoding = encoding
                 decoder = codecs.getincrementaldecoder(encoding)("strict")
             text = _decode(decoder, chunk, encoding, newlines)
             newlines += text.count("\n")
             if "\x00" in text:
-                stats.saw_nul = True
+                seen.saw_nul = True
         if text:
             yield text
     if decoder is not None:
@@ -78,12 +91,12 @@ class _Clock:
 
     _UPSTREAM = ("unzip", "decode_text")
 
-    def __init__(self, stats: RunStats) -> None:
-        self._stats = stats
+    def __init__(self, timings: Timings) -> None:
+        self._seconds = timings.seconds
         self.restart()
 
     def _upstream(self) -> float:
-        return sum(self._stats.seconds.get(stage, 0.0) for stage in self._UPSTREAM)
+        return sum(self._seconds.get(stage, 0.0) for stage in self._UPSTREAM)
 
     def restart(self) -> None:
         self._started = time.perf_counter()
@@ -91,7 +104,7 @@ class _Clock:
 
     def lap(self) -> None:
         spent = time.perf_counter() - self._started - (self._upstream() - self._upstream_at_start)
-        self._stats.seconds["parse"] = self._stats.seconds.get("parse", 0.0) + spent
+        self._seconds["parse"] = self._seconds.get("parse", 0.0) + spent
 
 
 class _TextReader:
@@ -146,13 +159,12 @@ class CsvRecords:
             return record
         raise BadExport("empty_file", "the CSV file is empty: no header, no rows")
 
-    async def batches(self, stats: RunStats) -> AsyncIterator[Batch]:
+    async def batches(self, timings: Timings) -> AsyncIterator[Batch]:
         """Records in batches of ``batch_rows``, timing the parser's own work as ``parse``.
-
         Between two batches nothing here waits on I/O (the zip is on local disk), so the
         time a batch takes is CPU spent here and upstream; the upstream stages time themselves.
         """
-        clock = _Clock(stats)
+        clock = _Clock(timings)
         while True:
             batch = await self._fill(Batch())
             clock.lap()

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 
 _WHITESPACE = b" \t\r\n"
 # A quote or backslash ends a run of plain string bytes; so does a raw control character, which
@@ -230,12 +230,12 @@ def _check_module(found: str, expected: str) -> None:
         raise BadExport("wrong_module", f"the export is for module {shown}, not {expected!r}")
 
 
-async def b64decode(chunks: AsyncIterator[bytes], stats: RunStats) -> AsyncIterator[bytes]:
+async def b64decode(chunks: AsyncIterator[bytes], timings: Timings) -> AsyncIterator[bytes]:
     """Decode base64 text as it arrives, in whole 4-character groups; line breaks in it are allowed."""
     rest = b""
     offset = 0
     async for chunk in chunks:
-        with stats.timed("decode"):
+        with timings.timed("decode"):
             data = rest + chunk.translate(None, _WHITESPACE)
             cut = len(data) - len(data) % 4
             rest = data[cut:]

@@ -29,6 +29,10 @@ class BadExport(ImportFailed):
 class TooManyRejects(BadExport):
     """More rows were rejected than the module allows; nothing was imported."""
 
+    def __init__(self, code: str, message: str, rejected: int) -> None:
+        super().__init__(code, message)
+        self.rejected = rejected
+
 
 class Transient(ImportFailed):
     """Something outside the file failed (proxy, third party, database); worth trying again later."""

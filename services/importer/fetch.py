@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from services.importer.errors import BadExport, Transient
-from services.importer.stats import RunStats
+from services.importer.stats import Tally
 
 _CHUNK = 256 << 10
 _TRANSIENT_STATUS = frozenset({401, 408, 425, 429, 500, 502, 503, 504})
@@ -33,20 +33,20 @@ def max_body_bytes(max_zip_bytes: int) -> int:
 
 
 async def fetch(
-    session: aiohttp.ClientSession, url: str, tenant: str, stats: RunStats, max_bytes: int
+    session: aiohttp.ClientSession, url: str, tenant: str, max_bytes: int, received: Tally
 ) -> AsyncIterator[bytes]:
     """Yield the body of a 200 answer; raise :class:`Transient` or :class:`BadExport` for anything else.
 
-    The body is counted as it arrives, after any Content-Encoding is undone, so an endless or gzip-bombed
-    answer stops at ``max_bytes`` instead of at the disk or the job timeout.
+    The body is counted into ``received`` as it arrives, after any Content-Encoding is undone, so an endless
+    or gzip-bombed answer stops at ``max_bytes`` instead of at the disk or the job timeout.
     """
     try:
         async with session.get(url, headers={"X-Tenant-ID": tenant}) as response:
             if response.status != 200:
                 raise await _refusal(response)
             async for chunk in response.content.iter_chunked(_CHUNK):
-                stats.bytes_received += len(chunk)
-                if stats.bytes_received > max_bytes:
+                received.n += len(chunk)
+                if received.n > max_bytes:
                     raise BadExport(
                         "too_large",
                         f"the proxy's answer is larger than {max_bytes} bytes, more than a zip of "

@@ -43,7 +43,7 @@ from services.importer.limits import ProviderRate, TenantSlots
 from services.importer.pipeline import Run, import_export_file
 from services.importer.progress import Progress
 from services.importer.settings import ImporterSettings
-from services.importer.stats import RunStats
+from services.importer.stats import RunRecord
 from services.importer.validate import Rejects
 from shared.db import UNAVAILABLE
 from shared.logging import get_logger
@@ -160,7 +160,7 @@ async def _attempt(
     started: float,
 ) -> str:
     settings = importer.settings
-    stats = RunStats()
+    record = RunRecord()
     rejects = Rejects(settings.importer_rejects_kept, settings.importer_reject_raw_chars)
     progress = Progress(
         importer.redis, settings.importer_progress_rows,
@@ -171,27 +171,28 @@ async def _attempt(
     bound = log.bind(run_id=attempt.id, tenant=key.tenant, module=key.module, export_date=key.export_date.isoformat())
     try:
         run = Run(
-            settings, importer.session, conn, importer.modules.get(key.module), key, attempt, progress, stats, rejects
+            settings, importer.session, conn, importer.modules.get(key.module), key, attempt, progress, record, rejects
         )
         status = await import_export_file(run)
     except ImportFailed as exc:
-        return await _failed(importer, conn, job_id, attempt, exc, stats, rejects, progress)
+        return await _failed(importer, conn, job_id, attempt, exc, record, rejects, progress)
     except UNAVAILABLE:
         raise
     except _DATABASE_TRANSIENT as exc:
         transient = Transient("database", f"PostgreSQL: {type(exc).__name__}: {exc}"[:500])
-        return await _failed(importer, conn, job_id, attempt, transient, stats, rejects, progress)
+        return await _failed(importer, conn, job_id, attempt, transient, record, rejects, progress)
     except asyncio.CancelledError:
         await _interrupted(importer, attempt, time.monotonic() - started)
         raise
     except Exception as exc:
         bound.exception("import failed unexpectedly")
         error = BadExport("internal_error", f"{type(exc).__name__}: {exc}"[:500])
-        return await _failed(importer, conn, job_id, attempt, error, stats, rejects, progress)
-    bound.info("import finished", status=status, rows=stats.rows_imported, rejected=stats.rows_rejected,
-               seconds=stats.rounded_seconds())  # fmt: skip
-    await progress.finished(status, stats)
-    return f"{status}: {stats.rows_imported} rows imported, {stats.rows_rejected} rejected"
+        return await _failed(importer, conn, job_id, attempt, error, record, rejects, progress)
+    outcome = record.outcome()
+    bound.info("import finished", status=status, rows=outcome.rows_imported, rejected=outcome.rows_rejected,
+               seconds=outcome.seconds)  # fmt: skip
+    await progress.finished(status, outcome)
+    return f"{status}: {outcome.rows_imported} rows imported, {outcome.rows_rejected} rejected"
 
 
 async def _failed(
@@ -200,14 +201,15 @@ async def _failed(
     job_id: str,
     attempt: ledger.Attempt,
     error: ImportFailed,
-    stats: RunStats,
+    record: RunRecord,
     rejects: Rejects,
     progress: Progress,
 ) -> str:
     used = await ledger.attempts_of_job(conn, job_id)
     retry = error.transient and used < importer.settings.importer_max_attempts
-    await ledger.finish(conn, attempt, "failed", stats, rejects.kept, error=error, will_retry=retry)
-    await progress.finished("failed", stats, error=error.code)
+    outcome = record.outcome(error)
+    await ledger.finish(conn, attempt, "failed", outcome, rejects.kept, error=error, will_retry=retry)
+    await progress.finished("failed", outcome, error=error.code)
     log.warning(
         "import failed", run_id=attempt.id, job_id=job_id, error=error.code, message=error.message, will_retry=retry
     )

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from services.importer.errors import ImportFailed
-from services.importer.stats import RunStats
+from services.importer.stats import Outcome
 from services.importer.validate import Reject
 
 # Queued attempts are written by operators too (shared/reruns.py); the importer re-exports them from here.
@@ -90,14 +90,14 @@ async def finish(
     conn: asyncpg.Connection,
     attempt: Attempt,
     status: str,
-    stats: RunStats,
+    outcome: Outcome,
     rejects: list[Reject],
     error: ImportFailed | None = None,
     note: str | None = None,
     will_retry: bool = False,
 ) -> None:
     """Write an attempt's outcome and its kept rejects."""
-    imported = stats.rows_imported if status in ("succeeded", "partially_rejected") else 0
+    imported = outcome.rows_imported if status in ("succeeded", "partially_rejected") else 0
     await conn.execute(
         """
         UPDATE import_runs SET status = $2, will_retry = $3, rows_read = $4, rows_imported = $5, rows_rejected = $6,
@@ -109,19 +109,19 @@ async def finish(
         attempt.id,
         status,
         will_retry,
-        stats.rows_read,
+        outcome.rows_read,
         imported,
-        stats.rows_rejected,
-        stats.rows_duplicate if imported else 0,
-        stats.rows_changed if imported else 0,
-        stats.rows_deleted if imported else 0,
-        stats.bytes_received,
-        stats.bytes_csv,
-        stats.rounded_seconds(),
-        stats.ignored_columns,
+        outcome.rows_rejected,
+        outcome.rows_duplicate if imported else 0,
+        outcome.rows_changed if imported else 0,
+        outcome.rows_deleted if imported else 0,
+        outcome.bytes_received,
+        outcome.bytes_csv,
+        outcome.seconds,
+        outcome.ignored_columns,
         error.code if error else None,
         error.message if error else note,
-        stats.path or None,
+        outcome.parse_path,
     )
     if rejects:
         await conn.copy_records_to_table(

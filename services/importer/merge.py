@@ -27,7 +27,7 @@ import asyncpg
 from services.importer.errors import TooManyRejects
 from services.importer.pg_copy import until_lost
 from services.importer.schema import quote
-from services.importer.stats import RunStats
+from services.importer.stats import Merged, Timings
 from services.importer.validate import Reject, Rejects, Row
 from shared.modules import TENANT_COLUMN, ModuleDef
 
@@ -134,23 +134,25 @@ Progress = Callable[[int], Awaitable[None]]
 
 
 async def copy_chunks(
-    conn: asyncpg.Connection, plan: MergePlan, chunks: AsyncIterator[list[Row]], stats: RunStats, progress: Progress
-) -> None:
-    """COPY each chunk of rows into the staging table (binary COPY, one statement per chunk)."""
+    conn: asyncpg.Connection, plan: MergePlan, chunks: AsyncIterator[list[Row]], timings: Timings, progress: Progress
+) -> int:
+    """COPY each chunk of rows into the staging table (binary COPY, a statement per chunk); returns the rows staged."""
     await conn.execute(plan.create_stage())
     columns = plan.copy_columns
+    staged = 0
     async for rows in chunks:
-        with stats.timed("copy"):
+        with timings.timed("copy"):
             await until_lost(conn, conn.copy_records_to_table(STAGE, records=rows, columns=columns))
-        stats.rows_staged += len(rows)
-        await progress(stats.rows_staged)
+        staged += len(rows)
+        await progress(staged)
+    return staged
 
 
-async def merge_staged(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats: RunStats) -> None:
+async def merge_staged(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings) -> Merged:
     """The fast path's merge: one MERGE casting the staged text; raises one of :data:`REFUSED` if a row does not fit."""
-    with stats.timed("merge"):
-        stats.rows_changed = _count(await conn.execute(plan.fast_merge(), tenant))
-    await _delete_missing(conn, plan, tenant, stats, typed=False)
+    with timings.timed("merge"):
+        changed = _count(await conn.execute(plan.fast_merge(), tenant))
+    return Merged(changed, await _delete_missing(conn, plan, tenant, timings, typed=False))
 
 
 async def merge(
@@ -159,11 +161,16 @@ async def merge(
     tenant: str,
     rejects: Rejects,
     threshold: float,
-    stats: RunStats,
+    timings: Timings,
+    read: int,
+    staged: int,
     refused_before: bool = False,
     only_staged: bool = False,
-) -> None:
+) -> Merged:
     """The careful path's merge: MERGE, and if a row does not fit, sort the rows out and MERGE the good ones.
+
+    ``read``: the records the file holds, which the threshold is a share of; ``staged``: the rows in the
+    staging table, numbered 1 to it.
 
     ``refused_before``: the fast path's MERGE of this file already failed, so go straight to sorting out.
     ``only_staged``: the staging table holds only some of the file's rows (the others were COPYed into the
@@ -171,28 +178,30 @@ async def merge(
     Raises :class:`TooManyRejects` past the threshold.
     """
     # Past the threshold already (ragged rows): still sort the values out, so every bad row is counted.
-    typed = refused_before or rejects.count > threshold * stats.rows_read
+    typed = refused_before or rejects.count > threshold * read
+    changed = duplicate = deleted = 0
     if not typed:
-        with stats.timed("merge"):
+        with timings.timed("merge"):
             try:
                 async with conn.transaction():
-                    stats.rows_changed = _count(await conn.execute(plan.fast_merge(), tenant))
+                    changed = _count(await conn.execute(plan.fast_merge(), tenant))
             except REFUSED:
                 typed = True
     if typed:
-        await _sort_out(conn, plan, rejects, threshold, stats, row_by_row=only_staged)
-        with stats.timed("merge"):
-            stats.rows_changed = _count(await conn.execute(plan.typed_merge(), tenant))
-    stats.rows_rejected = rejects.count
+        duplicate = await _sort_out(conn, plan, rejects, threshold, timings, read, staged, row_by_row=only_staged)
+        with timings.timed("merge"):
+            changed = _count(await conn.execute(plan.typed_merge(), tenant))
     if rejects.count == 0 and not only_staged:
-        await _delete_missing(conn, plan, tenant, stats, typed)
+        deleted = await _delete_missing(conn, plan, tenant, timings, typed)
+    return Merged(changed, deleted, duplicate, rejects.count)
 
 
-async def _delete_missing(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats: RunStats, typed: bool) -> None:
+async def _delete_missing(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, typed: bool) -> int:
     # Never after rejects: a rejected row is still in the export, its key must not count as gone.
-    if plan.module.missing_rows == "delete":
-        with stats.timed("delete_missing"):
-            stats.rows_deleted = _count(await conn.execute(plan.delete_missing(typed), tenant))
+    if plan.module.missing_rows != "delete":
+        return 0
+    with timings.timed("delete_missing"):
+        return _count(await conn.execute(plan.delete_missing(typed), tenant))
 
 
 async def _sort_out(
@@ -200,22 +209,26 @@ async def _sort_out(
     plan: MergePlan,
     rejects: Rejects,
     threshold: float,
-    stats: RunStats,
+    timings: Timings,
+    read: int,
+    staged: int,
     row_by_row: bool = False,
-) -> None:
+) -> int:
     """The slow path: cast row ranges into a typed table, rejecting rows that do not fit, then drop duplicates.
+
+    Returns the duplicates dropped.
 
     ``row_by_row``: the staged rows are the ones held back as doubtful (careful_copy.py), many of them bad,
     where halving ranges would try most rows a dozen times: try each once instead, in one statement.
     """
-    with stats.timed("sort_out"):
+    with timings.timed("sort_out"):
         await conn.execute(f"CREATE INDEX ON {STAGE} (_n)")
         await conn.execute(plan.create_typed())
         await conn.execute(
             f"CREATE TEMP TABLE {REJECTED} (_n bigint, _line bigint, column_name text, reason text) ON COMMIT DROP"
         )
         # No budget: every bad row is counted, even past the threshold (the run then fails with the full count).
-        budget = stats.rows_staged
+        budget = staged
         cols = plan.columns
         casts = [plan.cast(c) for c in cols]
         required = [plan.module.is_required(plan.module.column(c)) for c in cols]
@@ -226,14 +239,14 @@ async def _sort_out(
                 "FROM generate_series(1::bigint, $7::bigint) n",
                 STAGE, TYPED, REJECTED, cols, casts, required, budget,
             )  # fmt: skip
-        for lo in range(1, 0 if row_by_row else stats.rows_staged + 1, _SORT_BATCH):
+        for lo in range(1, 0 if row_by_row else staged + 1, _SORT_BATCH):
             found += await conn.fetchval(
                 "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget,
             )  # fmt: skip
         await _collect(conn, plan, rejects, found)
-        _check_threshold(rejects.count, threshold, stats)
-        stats.rows_duplicate = _count(await conn.execute(plan.dedup()))
+        _check_threshold(rejects.count, threshold, read)
+        return _count(await conn.execute(plan.dedup()))
 
 
 async def _collect(conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, found: int) -> None:
@@ -244,13 +257,12 @@ async def _collect(conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, 
     rejects.count += found
 
 
-def _check_threshold(count: int, threshold: float, stats: RunStats) -> None:
-    if count > threshold * stats.rows_read:
-        stats.rows_rejected = count
+def _check_threshold(count: int, threshold: float, read: int) -> None:
+    if count > threshold * read:
         raise TooManyRejects(
             "too_many_rejects",
-            f"{count} of {stats.rows_read} rows rejected, more than the module allows ({threshold:.2%}); "
-            "nothing was imported",
+            f"{count} of {read} rows rejected, more than the module allows ({threshold:.2%}); nothing was imported",
+            rejected=count,
         )
 
 

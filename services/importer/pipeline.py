@@ -1,8 +1,11 @@
 """One import, composed in one place: fetch → decode → unzip → parse → validate → copy → merge → record.
 
 Each stage is a function over an async stream (see its module); this module
-only wires them, owns the temporary directory and the transaction, and writes
-the ledger row for success in the same transaction as the merge. Nothing holds
+only wires them, owns the temporary directory and the transaction, keeps the
+run's record from what the stages return (stats.py: the path taken as an
+``ImportPath``, the counts as ``Copied``/``Merged`` results and the streaming
+stages' tallies), and writes the ledger row for success in the same
+transaction as the merge. Nothing holds
 the whole export: the zip is spooled (it must be seekable), everything else
 flows through in chunks.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 import aiohttp
@@ -39,14 +42,14 @@ from services.importer.csv_copy import (
 )
 from services.importer.csv_count import RecordCount
 from services.importer.csv_scan import Untrusted
-from services.importer.csv_stream import CsvRecords, decode_text
+from services.importer.csv_stream import CsvRecords, TextSeen, decode_text
 from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
 from services.importer.fetch import export_url, fetch, max_body_bytes
 from services.importer.merge import REFUSED, MergePlan, copy_chunks, merge, merge_staged
 from services.importer.progress import Progress
 from services.importer.settings import ImporterSettings
-from services.importer.stats import RunStats
+from services.importer.stats import ImportPath, Merged, PathTaken, RunRecord, Tally, Timings
 from services.importer.streams import prefetch
 from services.importer.validate import Layout, Rejects, plan_layout, validate
 from shared.logging import get_logger
@@ -57,7 +60,7 @@ log = get_logger(__name__)
 
 @dataclass
 class Run:
-    """What one attempt works with and what it accumulates."""
+    """What one attempt works with, and the record of it the pipeline keeps as the stages finish."""
 
     settings: ImporterSettings
     session: aiohttp.ClientSession
@@ -66,7 +69,7 @@ class Run:
     key: ledger.RunKey
     attempt: ledger.Attempt
     progress: Progress
-    stats: RunStats
+    record: RunRecord
     rejects: Rejects
 
     @property
@@ -74,65 +77,95 @@ class Run:
         s = self.settings
         return ZipLimits(s.importer_max_zip_bytes, s.importer_max_csv_bytes, s.importer_max_zip_ratio)
 
+    @property
+    def timings(self) -> Timings:
+        return self.record.timings
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The rows are in: by which path, and what the load did to the table."""
+
+    path: PathTaken
+    merged: Merged
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The fast path gave up (nothing of it is left): why, and whether it was the MERGE that refused."""
+
+    why: str
+    merge_refused: bool = False
+
+    @property
+    def path(self) -> PathTaken:
+        return PathTaken(ImportPath.CAREFUL, why=self.why)
+
 
 async def import_export_file(run: Run) -> str:
-    """Import one export; returns the attempt's final status, or raises ImportFailed (nothing imported)."""
-    settings, module, stats = run.settings, run.module, run.stats
+    """Import one export; returns the attempt's final status, or raises ImportFailed (nothing imported).
+
+    fetch → decode → spool, then :func:`import_zip`; the temporary directory goes with the ``with``.
+    """
+    settings, module = run.settings, run.module
     url = export_url(settings.proxy_url, module.name, run.key.export_date.isoformat())
     with (
         tempfile.TemporaryDirectory(dir=settings.importer_temp_dir, prefix="conduit-import-") as workdir,
         tempfile.SpooledTemporaryFile(settings.importer_spool_memory_bytes, dir=workdir) as zipped,
     ):
-        body = fetch(run.session, url, run.key.tenant, stats, max_body_bytes(settings.importer_max_zip_bytes))
+        max_bytes = max_body_bytes(settings.importer_max_zip_bytes)
+        body = fetch(run.session, url, run.key.tenant, max_bytes, run.record.received)
         await run.progress.stage("download")
-        with stats.timed("download"):
-            await spool(b64decode(base64_payload(body, module.name), stats), zipped, run.limits, stats)
+        with run.timings.timed("download"):
+            await spool(b64decode(base64_payload(body, module.name), run.timings), zipped, run.limits, run.timings)
         return await import_zip(run, zipped)
 
 
 async def import_zip(run: Run, zipped: IO[bytes]) -> str:
-    """Import the spooled zip: header, one of the paths, and the ledger row, in one transaction."""
-    with run.stats.timed("header"):
-        layout = plan_layout(run.module, await _header(run, zipped))
-    run.stats.ignored_columns = layout.ignored
+    """Import the spooled zip in one transaction: header → fast path, or careful path if it gives up → record."""
+    record = run.record
+    with run.timings.timed("header"):
+        header, encoding = await _header(run, zipped)
+        layout = plan_layout(run.module, header)
+    record.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
         await run.progress.stage("copy")
-        refused = await _fast_path(run, zipped, plan, layout)
-        if refused is not None:
+        loaded = await _fast_path(run, zipped, plan, layout, encoding)
+        if isinstance(loaded, Fallback):
+            record.path = loaded.path  # recorded if the careful path fails too
             await run.progress.stage("careful parse")
-            await _careful_path(run, zipped, plan, refused)
+            loaded = await _careful_path(run, zipped, plan, loaded)
+        record.path, record.merged = loaded.path, loaded.merged
         await run.progress.stage("record")
         status = "partially_rejected" if run.rejects.count else "succeeded"
-        await ledger.finish(run.conn, run.attempt, status, run.stats, run.rejects.kept, note=_note(run))
+        await ledger.finish(run.conn, run.attempt, status, record.outcome(), run.rejects.kept, note=_note(run))
     return status
 
 
-async def _header(run: Run, zipped: IO[bytes]) -> list[str]:
-    """The CSV's first record, read with the careful parser from the start of the file."""
-    text = decode_text(unzip(zipped, run.limits, run.stats), run.module.encoding, run.stats)
+async def _header(run: Run, zipped: IO[bytes]) -> tuple[list[str], str]:
+    """The CSV's first record, read with the careful parser from the start of the file, and its encoding."""
+    seen = TextSeen()
+    text = decode_text(unzip(zipped, run.limits, run.timings, Tally()), run.module.encoding, run.timings, seen)
     try:
-        return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header()
+        return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header(), seen.encoding
     finally:
         await text.aclose()  # type: ignore[attr-defined]
-        run.stats.bytes_csv = 0
 
 
-async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout) -> str | None:
-    """COPY the CSV as it is (into the table on a first load, into a new partition to swap in, else into staging
-    and MERGE).
-
-    Returns None when the rows are in, or why the careful path must take over.
-    """
+async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str) -> Loaded | Fallback:
+    """COPY the CSV as it is: into the table on a first load, into a new partition to swap in (swap.py), else
+    into staging and MERGE."""
     if not run.settings.importer_fast_path:
         return _fallback(run, "the fast path is off (IMPORTER_FAST_PATH)")
-    encoding = PG_ENCODINGS.get(run.stats.encoding)
-    if encoding is None:
-        return _fallback(run, f"COPY cannot read {run.stats.encoding}")
-    way = _Way()
+    pg_encoding = PG_ENCODINGS.get(encoding)
+    if pg_encoding is None:
+        return _fallback(run, f"COPY cannot read {encoding}")
+    target: _Target | None = None
     try:
         async with run.conn.transaction():
-            await _copy_and_merge(run, zipped, plan, layout, encoding, way)
+            target = await _target(run, plan, layout)
+            return await _copy_and_merge(run, zipped, plan, layout, pg_encoding, target)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except Untrusted as exc:
@@ -141,62 +174,72 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
         return _fallback(run, str(exc))
     except REFUSED as exc:
         # A key twice, or a required value empty: the careful path's own MERGE would fail the same way.
-        return _fallback(run, f"{'COPY' if way.direct else 'MERGE'}: {exc}", merge_refused=True)
-    requoted = run.stats.requoted
-    run.stats.path = way.label() + (f" ({requoted} records re-quoted for COPY)" if requoted else "")
-    return None
+        where = "COPY" if target is not None and target.direct else "MERGE"
+        return _fallback(run, f"{where}: {exc}", merge_refused=True)
 
 
-@dataclass
-class _Way:
-    """Which way the fast path went: COPY into the table (a first load, or a new partition) or into staging."""
+@dataclass(frozen=True)
+class _Target:
+    """Where the fast path COPYs: into the table (FIRST_LOAD), into a new table to swap in (SWAP), or staging."""
 
-    direct: bool = False
-    replaced: bool = False
+    path: ImportPath
+    table: str | None = None
 
-    def label(self) -> str:
-        return "swap" if self.replaced else "first load" if self.direct else "fast"
+    @property
+    def direct(self) -> bool:
+        return self.path is not ImportPath.FAST
+
+
+async def _target(run: Run, plan: MergePlan, layout: Layout) -> _Target:
+    conn, tenant = run.conn, run.key.tenant
+    with run.timings.timed("prepare"):
+        await _lock_table(run)
+        partitioned = await swap.is_partitioned(conn, run.module)
+        if partitioned and swap.can_swap(run.module, layout):
+            return _Target(ImportPath.SWAP, await swap.create_load_table(conn, run.module, tenant))
+        if partitioned:
+            await swap.ensure_partition(conn, run.module, tenant)
+        first = not layout.ignored and await is_first_load(conn, plan, tenant)
+        return _Target(ImportPath.FIRST_LOAD if first else ImportPath.FAST)
 
 
 async def _copy_and_merge(
-    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, way: _Way
-) -> None:
-    conn, tenant, stats, limit = run.conn, run.key.tenant, run.stats, run.settings.importer_max_field_chars
-    with stats.timed("prepare"):
-        await _lock_table(run)
-        partitioned = await swap.is_partitioned(conn, run.module)
-        into = partitioned and swap.can_swap(run.module, layout)
-        if partitioned and not into:
-            await swap.ensure_partition(conn, run.module, tenant)
-        way.direct = into or (not layout.ignored and await is_first_load(conn, plan, tenant))
-        table = await swap.create_load_table(conn, run.module, tenant) if into else None
+    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, target: _Target
+) -> Loaded:
+    conn, tenant, timings, limit = run.conn, run.key.tenant, run.timings, run.settings.importer_max_field_chars
     raw = _raw(run, zipped)
-    if way.direct:
-        rows = await copy_into_table(conn, plan, layout, raw, encoding, limit, tenant, stats, run.progress, table)
+    if target.direct:
+        copied = await copy_into_table(
+            conn, plan, layout, raw, encoding, limit, tenant, timings, run.progress, target.table
+        )
     else:
-        rows = await copy_csv(conn, plan, layout, raw, encoding, limit, stats, run.progress)
-    if rows == 0:
+        copied = await copy_csv(conn, plan, layout, raw, encoding, limit, timings, run.progress)
+    run.record.read = Tally(copied.rows)
+    if copied.rows == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
-    if into:
+    path, merged = target.path, Merged(changed=copied.rows)
+    if path is ImportPath.SWAP:
         await run.progress.stage("swap")
-        way.replaced = await swap.swap_in(conn, plan, tenant, stats)
-    elif not way.direct:
+        swapped = await swap.swap_in(conn, plan, tenant, timings, copied.rows)
+        path, merged = (ImportPath.SWAP if swapped.replaced else ImportPath.FIRST_LOAD), swapped.merged
+    elif path is ImportPath.FAST:
         await run.progress.stage("merge")
-        await merge_staged(conn, plan, tenant, stats)
+        merged = await merge_staged(conn, plan, tenant, timings)
+    return Loaded(PathTaken(path, requoted=copied.requoted), merged)
 
 
 def _raw(run: Run, zipped: IO[bytes]) -> AsyncIterator[bytes]:
-    return unzip(zipped, run.limits, run.stats)
+    run.record.csv = Tally()
+    return unzip(zipped, run.limits, run.timings, run.record.csv)
 
 
-def _fallback(run: Run, why: str, merge_refused: bool = False) -> str:
-    run.stats.restart_staging()
-    run.stats.path = f"careful: {why}"[:300]
+def _fallback(run: Run, why: str, merge_refused: bool = False) -> Fallback:
+    run.record.restart()
     log.info("import takes the careful path", run_id=run.attempt.id, module=run.module.name, why=why[:200])
-    return "merge" if merge_refused else "copy"
+    return Fallback(why, merge_refused)
 
 
-async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str) -> None:
+async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback) -> Loaded:
     """Parse with aiocsv, check every record, stage with line numbers, and merge what fits.
 
     On a tenant's first load the rows that surely fit go straight into the table by COPY instead
@@ -209,29 +252,32 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
     if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
         try:
             async with run.conn.transaction():
-                await _careful_pass(run, zipped, plan, refused, checks)
-            return
+                return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, checks))
         except NotDirect as exc:
             log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
             run.rejects.clear()
-            run.stats.restart_staging()
-            run.stats.rows_rejected = run.stats.rows_duplicate = 0
-    await _careful_pass(run, zipped, plan, refused, None)
+            run.record.restart()
+    return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, None))
 
 
-async def _careful_pass(run: Run, zipped: IO[bytes], plan: MergePlan, refused: str, checks: Checks | None) -> None:
-    settings, stats, conn, tenant = run.settings, run.stats, run.conn, run.key.tenant
-    count = RecordCount()
-    text = decode_text(count.through(unzip(zipped, run.limits, stats)), run.module.encoding, stats)
+async def _careful_pass(
+    run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, checks: Checks | None
+) -> Merged:
+    """One read of the file: unzip → decode → parse → validate → chunked COPY → merge."""
+    settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
+    count, seen, record.csv, record.read = RecordCount(), TextSeen(), Tally(), Tally()
+    text = decode_text(
+        count.through(unzip(zipped, run.limits, timings, record.csv)), run.module.encoding, timings, seen
+    )
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
-    rows = prefetch(validate(records.batches(stats), layout, run.rejects, stats), depth=1)
+    rows = prefetch(validate(records.batches(timings), layout, run.rejects, seen, timings, record.read), depth=1)
     split = None if checks is None else Split(rows, checks, len(plan.columns), settings.importer_copy_chunk_rows)
     try:
         if split is None:
-            await copy_chunks(conn, plan, rows, stats, run.progress.rows)
+            staged = await copy_chunks(conn, plan, rows, timings, run.progress.rows)
         else:
-            await copy_direct(conn, plan, split, tenant, stats, run.progress.rows)
+            staged = await copy_direct(conn, plan, split, tenant, timings, run.progress.rows)
     finally:
         await rows.aclose()  # type: ignore[attr-defined]
     if count.never_closed:
@@ -239,26 +285,29 @@ async def _careful_pass(run: Run, zipped: IO[bytes], plan: MergePlan, refused: s
             "malformed_csv",
             f"line {records.last_record_line}: a quoted field is never closed (it runs to the end of the file)",
         )
-    _check_all_parsed(count, stats)
-    if stats.rows_read == 0:
+    read = record.read.n
+    _check_all_parsed(count, read)
+    if read == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
     threshold = run.module.reject_threshold
     await run.progress.stage("merge")
-    await merge(
-        conn, plan, tenant, run.rejects, threshold, stats, refused_before=refused == "merge", only_staged=bool(split)
-    )
-    if split is not None:
-        await check_no_overlap(conn, plan, tenant, split, stats.rows_changed)
-        stats.rows_changed += split.direct
+    merged = await merge(
+        conn, plan, tenant, run.rejects, threshold, timings, read, staged,
+        refused_before=fallback.merge_refused, only_staged=bool(split),
+    )  # fmt: skip
+    record.merged = merged  # a failure from here on still records the rows rejected, as the ledger always has
+    if split is None:
+        return merged
+    await check_no_overlap(conn, plan, tenant, split, merged.changed)
+    return replace(merged, changed=merged.changed + split.direct)
 
 
-def _check_all_parsed(count: RecordCount, stats: RunStats) -> None:
+def _check_all_parsed(count: RecordCount, read: int) -> None:
     """The parser lost (or made up) records: never import, or delete by, part of a file."""
-    if count.records is not None and count.records - 1 != stats.rows_read:
+    if count.records is not None and count.records - 1 != read:
         raise BadExport(
             "incomplete_parse",
-            f"the CSV parser read {stats.rows_read} rows where the file holds {count.records - 1}; "
-            "nothing was imported",
+            f"the CSV parser read {read} rows where the file holds {count.records - 1}; nothing was imported",
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.importer.stats import RunStats
+from services.importer.stats import Outcome
 from shared import events
 
 
@@ -41,12 +41,12 @@ class Progress:
             self._next = (staged // self._every + 1) * self._every
             await self.publish("progress", rows=staged)
 
-    async def finished(self, status: str, stats: RunStats, error: str | None = None) -> None:
+    async def finished(self, status: str, outcome: Outcome, error: str | None = None) -> None:
         await self.publish(
             "finished",
             status=status,
-            rows_read=stats.rows_read,
-            rows_imported=stats.rows_imported if status in ("succeeded", "partially_rejected") else 0,
-            rows_rejected=stats.rows_rejected,
+            rows_read=outcome.rows_read,
+            rows_imported=outcome.rows_imported if status in ("succeeded", "partially_rejected") else 0,
+            rows_rejected=outcome.rows_rejected,
             error=error,
         )

@@ -29,12 +29,13 @@ key; docs/benchmarks.md has what it costs and the alternatives measured.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import asyncpg
 
 from services.importer.merge import MergePlan
 from services.importer.schema import quote
-from services.importer.stats import RunStats
+from services.importer.stats import Merged, Timings
 from services.importer.validate import Layout
 from shared.modules import TENANT_COLUMN, ModuleDef
 
@@ -72,20 +73,27 @@ async def create_load_table(conn: asyncpg.Connection, module: ModuleDef, tenant:
     return name
 
 
-async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats: RunStats) -> bool:
-    """Key the filled new table, count against the old partition, and put the new table in its place.
+@dataclass(frozen=True)
+class Swapped:
+    """What a swap did: the MERGE's counts, and whether it replaced a partition (else: the tenant's first load)."""
 
-    Returns whether it replaced a partition (False: the tenant's first load of the module).
+    replaced: bool
+    merged: Merged
+
+
+async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, rows: int) -> Swapped:
+    """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
+
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
     table, load = module.table_name, load_table(module, tenant)
-    with stats.timed("index"):
+    with timings.timed("index"):
         await conn.execute("SELECT conduit_add_parent_key($1, $2)", table, load)
     old = await conn.fetchval(_CURRENT, quote(table), tenant)
-    with stats.timed("count"):
+    with timings.timed("count"):
         if old is None:
-            stats.rows_changed, stats.rows_deleted = stats.rows_read, 0
+            merged = Merged(changed=rows)
         else:
             # Both tables are in key order and keyed: a merge join of the two keys needs no memory, where a
             # hash join of a million rows spills to disk at the default work_mem (and was no faster, measured);
@@ -93,8 +101,8 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats:
             await conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('jit', 'off', true)")
             row = await conn.fetchrow(count_sql(module, old, load))
             matched, updated, before = row["matched"], row["updated"], row["before"]
-            stats.rows_changed, stats.rows_deleted = stats.rows_read - matched + updated, before - matched
-    with stats.timed("swap"):
+            merged = Merged(changed=rows - matched + updated, deleted=before - matched)
+    with timings.timed("swap"):
         if old is not None:
             await conn.execute(f"DROP TABLE {quote(old)}")
         literal = await conn.fetchval("SELECT quote_literal($1::text)", tenant)
@@ -102,7 +110,7 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, stats:
         name = await conn.fetchval("SELECT conduit_tenant_partition_name($1, $2)", table, tenant)
         await conn.execute(f"ALTER TABLE {quote(load)} RENAME TO {quote(name)}")
         await conn.execute(f"ALTER INDEX {quote(load + '_pkey')} RENAME TO {quote(name[:58] + '_pkey')}")
-    return old is not None
+    return Swapped(old is not None, merged)
 
 
 def count_sql(module: ModuleDef, old: str, new: str) -> str:

@@ -17,9 +17,9 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from services.importer.csv_stream import Batch
+from services.importer.csv_stream import Batch, TextSeen
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Tally, Timings
 from shared.modules import ModuleDef
 
 Row = list[object]
@@ -101,20 +101,23 @@ def as_csv(record: list[str]) -> str:
 
 
 async def validate(
-    batches: AsyncIterator[Batch], layout: Layout, rejects: Rejects, stats: RunStats
+    batches: AsyncIterator[Batch], layout: Layout, rejects: Rejects, seen: TextSeen, timings: Timings, read: Tally
 ) -> AsyncIterator[list[Row]]:
-    """Rows for the staging table: the staged fields, then a running row number and the line number."""
+    """Rows for the staging table: the staged fields, then a running row number and the line number.
+
+    Every record parsed is counted into ``read``, rejected or not.
+    """
     n = 0
     width = layout.width
     positions = layout.positions if layout.reorders else None
     async for batch in batches:
-        with stats.timed("validate"):
+        with timings.timed("validate"):
             rows: list[Row] = []
             for line, record in zip(batch.lines, batch.records, strict=True):
                 if len(record) != width:
                     rejects.add(line, None, f"{len(record)} fields where the header has {width}", record)
                     continue
-                if stats.saw_nul and "\x00" in "".join(record):  # one C-speed join, not a generator per record
+                if seen.saw_nul and "\x00" in "".join(record):  # one C-speed join, not a generator per record
                     rejects.add(line, None, "contains a NUL character, which PostgreSQL text cannot hold", record)
                     continue
                 row: Row = [record[i] for i in positions] if positions is not None else record  # type: ignore[assignment]
@@ -122,6 +125,6 @@ async def validate(
                 row.append(n)
                 row.append(line)
                 rows.append(row)
-            stats.rows_read += len(batch)
+            read.n += len(batch)
         if rows:
             yield rows

@@ -65,7 +65,7 @@ async def test_no_redis_at_all_is_not_an_error(unused_tcp_port: int) -> None:
 async def test_import_progress_does_not_wait_for_a_redis_that_never_answers(redis_url: str) -> None:
     """Regression: Progress awaited its publish, so a Redis that took the command and never answered held the import."""
     from services.importer.progress import Progress
-    from services.importer.stats import RunStats
+    from services.importer.stats import Outcome
 
     async with fault_proxy(redis_url) as proxy:
         proxy.set("swallow_replies")
@@ -74,7 +74,7 @@ async def test_import_progress_does_not_wait_for_a_redis_that_never_answers(redi
         async with asyncio.timeout(5):
             await progress.started(1)
             await progress.rows(250)
-            await progress.finished("succeeded", RunStats())
+            await progress.finished("succeeded", Outcome())
         publisher = events.publisher(hung)
         assert publisher is not None
         publisher.task.cancel()

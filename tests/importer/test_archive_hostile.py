@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from services.importer.archive import ZipLimits, unzip
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Tally, Timings
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, envelope, zip_bytes
 
@@ -47,7 +47,7 @@ CODES = {
 
 
 async def _unzip(data: bytes) -> bytes:
-    return b"".join([chunk async for chunk in unzip(io.BytesIO(data), LIMITS, RunStats())])
+    return b"".join([chunk async for chunk in unzip(io.BytesIO(data), LIMITS, Timings(), Tally())])
 
 
 @st.composite

@@ -34,7 +34,7 @@ from services.importer.pipeline import Run, import_zip
 from services.importer.progress import Progress
 from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
-from services.importer.stats import RunStats
+from services.importer.stats import RunRecord
 from services.importer.validate import Rejects
 from shared.db import create_pool
 from shared.modules import ModuleDef, catalogue
@@ -67,13 +67,13 @@ async def _import(
 ) -> dict[str, Any]:
     key = ledger.RunKey(tenant, module.name, dt.date(2024, 5, 1))
     attempt = await ledger.start_attempt(conn, key, f"job:{tenant}", "test")
-    stats = RunStats()
+    record = RunRecord()
     rejects = Rejects(config.importer_rejects_kept, config.importer_reject_raw_chars)
-    run = Run(config, None, conn, module, key, attempt, _Quiet(), stats, rejects)  # type: ignore[arg-type]
+    run = Run(config, None, conn, module, key, attempt, _Quiet(), record, rejects)  # type: ignore[arg-type]
     try:
         await import_zip(run, io.BytesIO(zip_bytes({"transactions.csv": data})))
     except ImportFailed as exc:
-        await ledger.finish(conn, attempt, "failed", stats, rejects.kept, error=exc)
+        await ledger.finish(conn, attempt, "failed", record.outcome(exc), rejects.kept, error=exc)
     outcome = dict(await conn.fetchrow(f"SELECT {LEDGER}, parse_path FROM import_runs WHERE id = $1", attempt.id))
     outcome["rejects"] = [
         tuple(r)

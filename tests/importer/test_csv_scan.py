@@ -23,7 +23,7 @@ from services.importer.csv_requote import CopyFeed
 from services.importer.csv_scan import CopyScan, Untrusted
 from services.importer.csv_stream import CsvRecords
 from services.importer.errors import BadExport
-from services.importer.stats import RunStats
+from services.importer.stats import Timings
 from tests.importer.csv_strategies import csv_file
 
 CHUNKS = st.integers(1, 80)
@@ -45,9 +45,8 @@ async def _texts(text: str, size: int) -> AsyncIterator[str]:
 
 async def careful(text: str, size: int) -> list[list[str]]:
     records = CsvRecords(_texts(text, size), 2, 1_000_000)
-    stats = RunStats()
     out = [await records.header()]
-    async for batch in records.batches(stats):
+    async for batch in records.batches(Timings()):
         out.extend(batch.records)
     return out
 

@@ -16,7 +16,7 @@ import datetime as dt
 import pytest
 
 from services.importer import csv_requote, csv_stream, ledger
-from services.importer.stats import RunStats
+from services.importer.stats import Outcome
 from tests.importer.conftest import Database, Importer
 from tests.importer.support import Exports, export_body
 
@@ -136,7 +136,7 @@ async def test_finished_at_is_when_the_run_finished_not_when_its_transaction_beg
         async with conn.transaction():
             began = await conn.fetchval("SELECT now()")
             await conn.execute("SELECT pg_sleep(0.05)")  # the run's work inside its transaction
-            await ledger.finish(conn, attempt, "succeeded", RunStats(), [])
+            await ledger.finish(conn, attempt, "succeeded", Outcome(), [])
     finished = await db.value("SELECT finished_at FROM import_runs WHERE id = $1", attempt.id)
     assert finished - began >= dt.timedelta(seconds=0.05)
 
