@@ -23,8 +23,21 @@ if TYPE_CHECKING:
     from services.auth_proxy.app import ProxyApp
 
 
+# Set by a SIGTERM/SIGINT that arrives while the process is still starting (importing, building the app),
+# before the event loop's own handlers exist: the default action would kill it without a word (and, under
+# ``--processes``, with an exit code the parent cannot tell from a clean stop). It then stops as soon as it can.
+_stop_early = False
+
+
+def _remember_stop(signum: int, _: object) -> None:
+    global _stop_early
+    _stop_early = True
+
+
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _remember_stop)
     from services.auth_proxy.app import create_app
     from shared.logging import configure_logging, get_logger
 
@@ -54,6 +67,8 @@ async def _serve(app: ProxyApp, reuse_port: bool) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if _stop_early:
+        stop.set()
     await app.start()
     try:
         server = Server(app.handle, app.limits)
