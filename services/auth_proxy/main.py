@@ -117,4 +117,7 @@ def main(processes: int = 1, settings: ProxySettings | None = None) -> None:
     signal.signal(signal.SIGINT, _stop)
     for child in children:
         child.join()
-    raise SystemExit(max((c.exitcode or 0) for c in children))
+    # A child killed by a signal has a negative exit code: report it as a shell would (128 + the signal),
+    # not hide it behind a sibling's 0.
+    codes = [c.exitcode or 0 for c in children]
+    raise SystemExit(next((code if code > 0 else 128 - code for code in codes if code), 0))
