@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
@@ -36,8 +37,9 @@ def _remember_stop(signum: int, _: object) -> None:
 
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _remember_stop)
+    if threading.current_thread() is threading.main_thread():  # signal.signal refuses other threads (tests)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _remember_stop)
     from services.auth_proxy.app import create_app
     from shared.logging import configure_logging, get_logger
 
