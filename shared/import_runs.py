@@ -92,3 +92,14 @@ async def mark_cancelled(conn: asyncpg.Connection, job_id: str, who: str) -> int
         f"cancelled by {who} before a worker picked it up",
     )
     return int(done.split()[-1])
+
+
+async def first_rejects(conn: asyncpg.Connection, run_id: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """A run's first ``limit`` rejected rows by line, and how many it kept (`conduit imports show`, the console)."""
+    rows = await conn.fetch(
+        "SELECT line, column_name, reason, raw FROM import_rejects WHERE run_id = $1 ORDER BY line LIMIT $2",
+        run_id,
+        limit,
+    )
+    kept = await conn.fetchval("SELECT count(*) FROM import_rejects WHERE run_id = $1", run_id)
+    return [dict(r) for r in rows], kept

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from services.console.filters import SORTS, ImportFilters
+from shared import import_runs
 
 _COLUMNS = (
     "id, tenant_id, module, export_date, attempt, job_id, status, will_retry, rows_read, rows_imported, "
@@ -81,15 +82,7 @@ async def get_run(conn: asyncpg.Connection, run_id: int, rejects: int = 20) -> d
     if row is None:
         return None
     run = dict(row)
-    run["rejects"] = [
-        dict(r)
-        for r in await conn.fetch(
-            "SELECT line, column_name, reason, raw FROM import_rejects WHERE run_id = $1 ORDER BY line LIMIT $2",
-            run_id,
-            rejects,
-        )
-    ]
-    run["rejects_kept"] = await conn.fetchval("SELECT count(*) FROM import_rejects WHERE run_id = $1", run_id)
+    run["rejects"], run["rejects_kept"] = await import_runs.first_rejects(conn, run_id, rejects)
     run["attempts"] = [
         dict(r)
         for r in await conn.fetch(

@@ -18,6 +18,7 @@ import asyncpg
 from services.importer.errors import ImportFailed
 from services.importer.stats import Outcome
 from services.importer.validate import Reject
+from shared import import_runs
 
 # Queued attempts are written by operators too (shared/reruns.py); the importer re-exports them from here.
 from shared.import_runs import ACTIVE as ACTIVE
@@ -196,13 +197,5 @@ async def get_run(conn: asyncpg.Connection, run_id: int, rejects: int = 20) -> d
     if row is None:
         return None
     run = dict(row)
-    run["rejects"] = [
-        dict(r)
-        for r in await conn.fetch(
-            "SELECT line, column_name, reason, raw FROM import_rejects WHERE run_id = $1 ORDER BY line LIMIT $2",
-            run_id,
-            rejects,
-        )
-    ]
-    run["rejects_kept"] = await conn.fetchval("SELECT count(*) FROM import_rejects WHERE run_id = $1", run_id)
+    run["rejects"], run["rejects_kept"] = await import_runs.first_rejects(conn, run_id, rejects)
     return run
