@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from services.console import keys
 from services.console.settings import ConsoleSettings
 from services.scheduler.daily_imports import DailyImports
+from services.scheduler.import_plan import MIN_SPREAD
 from shared import events
 from shared.schedules import import_entries
 from tests.console.conftest import ADMIN_TOKEN, Console, serve_console
@@ -72,8 +73,11 @@ async def test_an_import_from_schedule_to_failure_to_a_rerun_that_succeeds(
     exports.set("users", export_body("users", f"user_id,login,email\nabc,{EVIL},a@x\n1,ok,ok@x\n"))
     groups = import_entries(importer.tenants, ["users"])
     daily = DailyImports(importer.arq, groups, 86400.0, 60.0)
-    # The tick right after the last fire: each job is due at its slot in the spread, which has passed by now.
-    fired = next(iter(groups)).fires(time.time() - 86400, time.time())[-1].at
+    # The tick right after the last fire whose spread window has passed, so each job is due at its slot now.
+    # (The last fire itself would not do within the window after it: 02:00-02:30 UTC each day, by default.)
+    schedule = next(iter(groups))
+    window = max(schedule.spread, MIN_SPREAD) + 1
+    fired = schedule.fires(time.time() - 2 * 86400, time.time() - window)[-1].at
     assert await daily.tick(fired + 1) == 2
     acme = page.locator('tr[data-tenant="acme"][data-module="users"]')
     await expect(acme.locator("td.queued a.job")).to_have_count(1, timeout=1000)
