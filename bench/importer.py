@@ -29,6 +29,7 @@ from typing import Any
 from bench._importer_report import render
 from bench._procs import BenchError, Service, free_port, wait_http
 from bench._report import DOC, write_section
+from devtools.redis_lease import Leased, lease
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-importer"
@@ -104,7 +105,9 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--schema", default=SCHEMA, help="PostgreSQL schema of the bench's own (dropped first): two runs need two"
     )
-    parser.add_argument("--redis-db", default=REDIS_DB, help="Redis database of the bench's own (flushed first)")
+    parser.add_argument(
+        "--redis-db", default=REDIS_DB, help="Redis database of the bench's own (leased for the run, flushed first)"
+    )
     opts = parser.parse_args(argv)
     opts.skip = set(filter(None, opts.skip.split(",")))
     return opts
@@ -115,6 +118,15 @@ async def _bench(opts: argparse.Namespace) -> Figures:
 
     WORK.mkdir(parents=True, exist_ok=True)
     urls = ensure_servers(ROOT / ".run" / "servers")
+    try:
+        with lease(urls["CONDUIT_REDIS_URL"], int(REDIS_DB)):
+            return await _bench_on(urls, opts)
+    except Leased as exc:
+        raise BenchError(f"{exc}: pick another with --redis-db") from None
+
+
+async def _bench_on(urls: dict[str, str], opts: argparse.Namespace) -> Figures:
+    """The sections asked for, on a leased Redis database (flushed first) and a schema of the bench's own."""
     env = await _prepare(urls, opts)
     figures = Figures(rows=opts.rows, machine=_machine())
     with _Stack(env) as stack:

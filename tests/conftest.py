@@ -6,28 +6,22 @@ environment when reachable, else throwaway real servers it starts.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from devtools.redis_lease import lease_first, root_url
 from devtools.servers import ensure_servers
 from shared.logging import configure_logging
 from tests.private_redis import PrivateRedis
 
 # Databases test sessions may lease: 0 holds the leases and `make run`, 11 and 12 the benches.
 _LEASABLE_DBS = (10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 14, 15, 13)
-_LEASE = "conduit:tests:redis-db:{}"
-_LEASE_SECONDS = 60
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,42 +50,20 @@ def redis_url(server_urls: dict[str, str], tmp_path_factory: pytest.TempPathFact
     a minute. When every number is leased, the session gets a redis-server of its own rather than share.
     ``CONDUIT_TEST_REDIS_DB`` pins one.
     """
-    base = server_urls["CONDUIT_REDIS_URL"].rsplit("/", 1)
-    root = base[0] if base[-1].isdigit() else server_urls["CONDUIT_REDIS_URL"].rstrip("/")
+    root = root_url(server_urls["CONDUIT_REDIS_URL"])
     if os.environ.get("CONDUIT_TEST_REDIS_DB"):
         yield f"{root}/{os.environ['CONDUIT_TEST_REDIS_DB']}"
         return
-    leases = SyncRedis.from_url(f"{root}/0")
-    token = secrets.token_hex(8)
-    db = next((n for n in _LEASABLE_DBS if leases.set(_LEASE.format(n), token, nx=True, ex=_LEASE_SECONDS)), None)
-    if db is None:
-        leases.close()
-        directory = tmp_path_factory.mktemp("own-redis")
-        own = PrivateRedis(directory)
-        own.start()
-        try:
-            yield own.url
-        finally:
-            own.stop()
-        return
-    done = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(leases, _LEASE.format(db), token, done), daemon=True)
-    renewer.start()
+    with lease_first(root, _LEASABLE_DBS) as db:
+        if db is not None:
+            yield f"{root}/{db}"
+            return
+    own = PrivateRedis(tmp_path_factory.mktemp("own-redis"))
+    own.start()
     try:
-        yield f"{root}/{db}"
+        yield own.url
     finally:
-        done.set()
-        renewer.join()
-        if leases.get(_LEASE.format(db)) == token.encode():
-            leases.delete(_LEASE.format(db))
-        leases.close()
-
-
-def _renew(leases: SyncRedis, key: str, token: str, done: threading.Event) -> None:
-    while not done.wait(_LEASE_SECONDS / 4):
-        with contextlib.suppress(RedisError):
-            if leases.get(key) == token.encode():
-                leases.expire(key, _LEASE_SECONDS)
+        own.stop()
 
 
 @pytest.fixture
