@@ -188,3 +188,39 @@ def test_the_partition_functions_take_any_tenant_text(database_url: str) -> None
 
     _run(database_url, run)
 
+
+async def test_partitions_made_before_0007_get_names_of_their_own(database_url: str) -> None:
+    """0007 renames the partitions (and keys) 0006 and the imports made, reading each tenant from its bound."""
+    schema, url = await fresh_schema(database_url)
+    conn = await asyncpg.connect(url)
+    tenants = ["acme", "acme_pkey", "o'brien", "back\\slash", "é" * 26, "x" * 60, "Acme"]
+    try:
+        migrations = read_migrations(MIGRATIONS)
+        await apply_migrations(conn, [m for m in migrations if m.version <= "0006"])
+        for tenant in tenants[2:]:
+            await conn.execute("SELECT conduit_add_tenant_partition('currencies', $1)", tenant)
+        await conn.execute("SELECT conduit_add_tenant_partition('currencies', 'acme')")
+        for tenant in tenants[2:] + ["acme"]:
+            await conn.execute(
+                "INSERT INTO currencies (tenant_id, code, name, decimals) VALUES ($1, 'AUD', $1, 2)", tenant
+            )
+        await apply_migrations(conn, migrations)
+
+        names = await conn.fetch(
+            "SELECT c.relname AS part, k.indexrelid::regclass::text AS key, "
+            "conduit_tenant_partition_name('currencies', p.tenant_id) AS want_part, "
+            "quote_ident(conduit_tenant_key_name('currencies', p.tenant_id)) AS want_key "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_index k ON k.indrelid = c.oid "
+            "CROSS JOIN LATERAL (SELECT tenant_id FROM currencies WHERE tableoid = c.oid) p "
+            "WHERE i.inhparent = 'currencies'::regclass"
+        )
+        assert len(names) == len(tenants) - 1
+        assert all((r["part"], r["key"]) == (r["want_part"], r["want_key"]) for r in names), names
+        # Every tenant, the two 0006 could not have held beside the others too, now swaps.
+        for tenant in tenants:
+            await _swap(conn, CURRENCIES, tenant, "new")
+        rows = await conn.fetch("SELECT tenant_id, name FROM currencies")
+        assert sorted((r["tenant_id"], r["name"]) for r in rows) == sorted((t, "new") for t in tenants)
+    finally:
+        await conn.close()
+        await drop_schema(database_url, schema)
