@@ -21,7 +21,7 @@ the one MVCC exception, the same as ``TRUNCATE``'s.) Other tenants' partitions
 are never touched; their readers wait only for that lock.
 
 The counts are the MERGE's: rows inserted or updated (``rows_changed``, a
-row counts as updated when some column ``IS DISTINCT FROM`` yesterday's) and
+row counts as updated when some column ``IS DISTINCT FROM`` yesterday's as stored: merge.rows_differ) and
 rows deleted, from one join of the old partition and the new table on the
 key; docs/benchmarks.md has what it costs and the alternatives measured.
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.importer.merge import MergePlan
+from services.importer.merge import MergePlan, rows_differ
 from services.importer.schema import quote
 from services.importer.stats import Merged, Timings
 from services.importer.validate import Layout
@@ -125,8 +125,7 @@ def count_sql(module: ModuleDef, old: str, new: str) -> str:
     """
     on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
     others = [c.name for c in module.columns if c.name not in module.key]
-    old_row, new_row = (", ".join(f"{side}.{quote(c)}" for c in others) for side in ("o", "n"))
-    changed = f"ROW({old_row}) IS DISTINCT FROM ROW({new_row})" if others else "false"
+    changed = rows_differ(module, others, "o", "n") if others else "false"
     return (
         f"SELECT count(*) AS matched, count(*) FILTER (WHERE {changed}) AS updated, "
         f"(SELECT count(*) FROM {quote(old)}) AS before FROM {quote(old)} o JOIN {quote(new)} n ON {on}"
