@@ -74,7 +74,7 @@ def imports_list(as_json: bool, latest: bool, all_attempts: bool, limit: int, **
             r["id"], r["tenant_id"], r["module"], r["export_date"], r["attempt"],
             r["status"] + (" (retrying)" if r["will_retry"] else ""),
             r["rows_read"], r["rows_imported"], r["rows_rejected"], r["stage_seconds"].get("total", "-"),
-            (r["error_class"] or "")[:30],
+            _printable((r["error_class"] or "")[:30]),
         ]
         for r in runs
     ]  # fmt: skip
@@ -103,7 +103,10 @@ def imports_show(run_id: int, rejects: int, as_json: bool) -> None:
         click.echo(
             f"\nfirst rejected rows ({len(run['rejects'])} of {run['rows_rejected']}; {run['rejects_kept']} kept):"
         )
-        table = [[r["line"], r["column_name"] or "-", r["reason"], (r["raw"] or "")[:60]] for r in run["rejects"]]
+        table = [
+            [r["line"], _shown(r["column_name"]), _shown(r["reason"]), _printable((r["raw"] or "")[:60])]
+            for r in run["rejects"]
+        ]
         click.echo(tabulate(table, headers=["line", "column", "reason", "raw"]))
 
 
@@ -180,8 +183,16 @@ def _shown(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ", ".join(map(str, value)) or "-"
-    return str(value)
+        return _printable(", ".join(map(str, value))) or "-"
+    return _printable(str(value))
+
+
+def _printable(text: str) -> str:
+    """Text an export wrote (a rejected row, a message quoting it) as the terminal shows it: a control or format
+    character (an escape sequence, a line break that would forge a row, a right-to-left override) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 async def _with_db(action: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +32,8 @@ IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # Module names appear in URLs, Redis keys, job ids and metric labels like tenant names do.
 MODULE_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 DEFINITIONS_ENV = "CONDUIT_MODULES_DIR"
+# Beside a module's columns in the importer's staging tables: the row's number and line, an ignored field.
+_IMPORTER_COLUMNS = ("_n", "_line")
 PACKAGED = Path(__file__).resolve().with_name("modules")
 
 ColumnType = Literal["text", "integer", "bigint", "numeric", "boolean", "date", "timestamptz", "jsonb"]
@@ -99,6 +102,9 @@ class ModuleDef(_Strict):
         names = [c.name for c in self.columns]
         if TENANT_COLUMN in names:
             raise ValueError(f"column name {TENANT_COLUMN!r} is reserved for the tenant")
+        for name in names:
+            if name in _IMPORTER_COLUMNS or re.fullmatch(r"_ignored_[0-9]+", name):
+                raise ValueError(f"column name {name!r} is reserved: the importer's staging tables use it")
         for label, values in (("column name", names), ("CSV header", [c.csv_header for c in self.columns])):
             dupes = sorted({v for v in values if values.count(v) > 1})
             if dupes:

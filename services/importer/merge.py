@@ -41,6 +41,28 @@ REFUSED = (
     asyncpg.exceptions.CardinalityViolationError,
     asyncpg.exceptions.ProgramLimitExceededError,
 )
+
+
+def rows_differ(module: ModuleDef, columns: list[str], old: str, new: str) -> str:
+    """SQL: the row ``new`` would store ``columns`` otherwise than ``old`` holds them (one of them updated).
+
+    As stored, not only as values: ``9.99`` and ``9.990`` are equal numerics, but a reader gets back the one
+    stored, so the scale counts too (a jsonb's numbers likewise, by its text). The swap stores today's rows
+    whatever, so the MERGE must update such a row and both count it (tests/importer/test_redteam_paths.py).
+    """
+
+    def sides(alias: str) -> str:
+        parts = []
+        for name in columns:
+            kind, value = module.column(name).type, f"{alias}.{quote(name)}"
+            parts.append(
+                f"{value}, scale({value})" if kind == "numeric" else f"{value}::text" if kind == "jsonb" else value
+            )
+        return ", ".join(parts)
+
+    return f"ROW({sides(old)}) IS DISTINCT FROM ROW({sides(new)})"
+
+
 # Rows the slow path casts per statement; a range with a bad row is halved until the row is alone.
 _SORT_BATCH = 10_000
 
@@ -75,11 +97,9 @@ class MergePlan:
         others = [c for c in self.columns if c not in self.module.key]
         if not others:
             return f"MERGE INTO {target} t USING ({source}) s ON {on} {insert}"
-        old = ", ".join(f"t.{quote(c)}" for c in others)
-        new = ", ".join(f"s.{quote(c)}" for c in others)
         sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in others)
         # Unchanged rows are not rewritten: a daily export is mostly yesterday's rows again.
-        update = f"WHEN MATCHED AND ROW({old}) IS DISTINCT FROM ROW({new}) THEN UPDATE SET {sets}"
+        update = f"WHEN MATCHED AND {rows_differ(self.module, others, 't', 's')} THEN UPDATE SET {sets}"
         return f"MERGE INTO {target} t USING ({source}) s ON {on} {update} {insert}"
 
     def fast_merge(self) -> str:

@@ -21,7 +21,7 @@ the one MVCC exception, the same as ``TRUNCATE``'s.) Other tenants' partitions
 are never touched; their readers wait only for that lock.
 
 The counts are the MERGE's: rows inserted or updated (``rows_changed``, a
-row counts as updated when some column ``IS DISTINCT FROM`` yesterday's) and
+row counts as updated when some column ``IS DISTINCT FROM`` yesterday's as stored: merge.rows_differ) and
 rows deleted, from one join of the old partition and the new table on the
 key; docs/benchmarks.md has what it costs and the alternatives measured.
 """
@@ -33,15 +33,21 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.importer.merge import MergePlan
+from services.importer.merge import MergePlan, rows_differ
 from services.importer.schema import quote
 from services.importer.stats import Merged, Timings
 from services.importer.validate import Layout
 from shared.modules import TENANT_COLUMN, ModuleDef
 
+# The tenant's partition, by its bound as PostgreSQL prints it: the literal quoted as ruleutils.c's
+# simple_quote_literal does (never E'', backslashes doubled only without standard_conforming_strings), not
+# as format('%L') does (E'a\\b' for a backslash: no partition matched, and the import failed).
 _CURRENT = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = to_regclass($1) AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%L)', $2::text)
+WHERE i.inhparent = to_regclass($1) AND pg_get_expr(c.relpartbound, c.oid) = 'FOR VALUES IN (''' || replace(
+    CASE current_setting('standard_conforming_strings') WHEN 'on' THEN $2::text
+         ELSE replace($2, chr(92), repeat(chr(92), 2)) END,
+    '''', '''''') || ''')'
 """
 
 
@@ -107,9 +113,8 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timing
             await conn.execute(f"DROP TABLE {quote(old)}")
         literal = await conn.fetchval("SELECT quote_literal($1::text)", tenant)
         await conn.execute(f"ALTER TABLE {quote(table)} ATTACH PARTITION {quote(load)} FOR VALUES IN ({literal})")
-        name = await conn.fetchval("SELECT conduit_tenant_partition_name($1, $2)", table, tenant)
-        await conn.execute(f"ALTER TABLE {quote(load)} RENAME TO {quote(name)}")
-        await conn.execute(f"ALTER INDEX {quote(load + '_pkey')} RENAME TO {quote(name[:58] + '_pkey')}")
+        # Names no other tenant's partition or key can take, counted in bytes (migrations/0007).
+        await conn.execute("SELECT conduit_name_tenant_partition($1, $2, $3::regclass)", table, tenant, quote(load))
     return Swapped(old is not None, merged)
 
 
@@ -120,8 +125,7 @@ def count_sql(module: ModuleDef, old: str, new: str) -> str:
     """
     on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
     others = [c.name for c in module.columns if c.name not in module.key]
-    old_row, new_row = (", ".join(f"{side}.{quote(c)}" for c in others) for side in ("o", "n"))
-    changed = f"ROW({old_row}) IS DISTINCT FROM ROW({new_row})" if others else "false"
+    changed = rows_differ(module, others, "o", "n") if others else "false"
     return (
         f"SELECT count(*) AS matched, count(*) FILTER (WHERE {changed}) AS updated, "
         f"(SELECT count(*) FROM {quote(old)}) AS before FROM {quote(old)} o JOIN {quote(new)} n ON {on}"
