@@ -17,8 +17,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
-from services.auth_proxy.supervisor import STOPS, supervise
+from services.auth_proxy.supervisor import supervise
 from shared.config_errors import ConfigError, ListenError, TokenKeyError
+from shared.stops import STOPS
 
 if TYPE_CHECKING:
     from services.auth_proxy.app import ProxyApp

@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-STOPS = frozenset({signal.SIGTERM, signal.SIGINT})
+from shared.stops import STOPS
+
 _WATCHED = STOPS | {signal.SIGCHLD}
 
 
