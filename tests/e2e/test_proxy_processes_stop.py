@@ -96,12 +96,12 @@ async def stop_at(moment: str, delay: float, proxy_process: Callable[..., tuple[
             code = proxy.proc.wait(30)  # it drains in well under a second; the old parent never exited
         except subprocess.TimeoutExpired:
             raise AssertionError(f"still running at {moment}; its children: {children(proxy.proc.pid)}") from None
+        left = marked(mark)
     finally:
+        for pid in marked(mark):  # none if it passed; if not, nothing keeps the port after the test
+            os.kill(pid, signal.SIGKILL)
         services.stop_all()
     output = proxy.output()
-    left = marked(mark)
-    for pid in left:  # not to hold the port, and Redis, after the test
-        os.kill(pid, signal.SIGKILL)
     assert left == [], f"left behind at {moment}:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]
     started, stopped = output.count('"proxy starting"'), output.count('"proxy stopped"')

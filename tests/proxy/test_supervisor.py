@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,11 +37,18 @@ sys.exit(supervise(child, (), int(sys.argv[1])))
 """
 
 
-def start(count: int) -> tuple[subprocess.Popen[str], str]:
+@contextmanager
+def parent(count: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The supervisor over ``count`` children; whatever it started is killed at the end, passed or failed."""
     mark = secrets.token_hex(8)
     env = {**os.environ, "CONDUIT_TEST_MARK": mark}
     proc = subprocess.Popen([sys.executable, "-c", PARENT, str(count)], env=env, stdout=subprocess.PIPE, text=True)
-    return proc, mark
+    with proc:
+        try:
+            yield proc, mark
+        finally:
+            for pid in marked(mark):
+                os.kill(pid, signal.SIGKILL)
 
 
 def marked(mark: str) -> list[int]:
@@ -57,19 +66,10 @@ def marked(mark: str) -> list[int]:
 
 def finish(proc: subprocess.Popen[str], mark: str) -> tuple[int, list[int]]:
     """The parent's exit code (it must exit by itself) and the pids its children printed; none may be left."""
-    try:
-        code = proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    finally:
-        left = marked(mark)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        with proc:  # closes its stdout
-            printed = proc.communicate()[0]
-    assert left == []
-    return code, [int(line) for line in printed.split()]
+    printed = proc.communicate(timeout=10)[0]
+    assert marked(mark) == []
+    assert proc.returncode is not None
+    return proc.returncode, [int(line) for line in printed.split()]
 
 
 def ready(proc: subprocess.Popen[str], count: int) -> list[int]:
@@ -86,21 +86,20 @@ def reaped(pid: int) -> None:
 
 @pytest.mark.parametrize("reap_first", [True, False])
 def test_a_killed_child_is_reported_and_the_others_are_stopped(reap_first: bool) -> None:
-    proc, mark = start(3)
-    kids = ready(proc, 3)
-    os.kill(kids[1], signal.SIGKILL)
-    if reap_first:  # what used to hang: the stop then signalled a pid already reaped
-        reaped(kids[1])
-    proc.send_signal(signal.SIGTERM)
-    assert finish(proc, mark)[0] == 128 + signal.SIGKILL
+    with parent(3) as (proc, mark):
+        kids = ready(proc, 3)
+        os.kill(kids[1], signal.SIGKILL)
+        if reap_first:  # what used to hang: the stop then signalled a pid already reaped
+            reaped(kids[1])
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc, mark)[0] == 128 + signal.SIGKILL
 
 
 def test_children_that_exit_by_themselves_end_the_parent_with_their_code() -> None:
-    proc, mark = start(2)
-    kids = ready(proc, 2)
-    for kid in kids:
-        os.kill(kid, signal.SIGKILL)
-    assert finish(proc, mark)[0] == 137
+    with parent(2) as (proc, mark):
+        for kid in ready(proc, 2):
+            os.kill(kid, signal.SIGKILL)
+        assert finish(proc, mark)[0] == 137
 
 
 @settings(max_examples=40, deadline=None)
@@ -108,18 +107,18 @@ def test_children_that_exit_by_themselves_end_the_parent_with_their_code() -> No
 @example(delay=0.0, kill_one=False, twice=False)
 @example(delay=0.0, kill_one=False, twice=True)
 def test_sigterm_at_any_moment_stops_everything(delay: float, kill_one: bool, twice: bool) -> None:
-    proc, mark = start(2)
-    time.sleep(delay)  # the generated moment, counted from the launch: an input, not a wait
-    killed = False
-    if kill_one:
-        forked = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        if forked:
-            os.kill(int(forked[0]), signal.SIGKILL)
-            killed = True
-    proc.send_signal(signal.SIGTERM)
-    if twice:
+    with parent(2) as (proc, mark):
+        time.sleep(delay)  # the generated moment, counted from the launch: an input, not a wait
+        killed = False
+        if kill_one:
+            forked = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if forked:
+                os.kill(int(forked[0]), signal.SIGKILL)
+                killed = True
         proc.send_signal(signal.SIGTERM)
-    code, kids = finish(proc, mark)
+        if twice:
+            proc.send_signal(signal.SIGTERM)
+        code, kids = finish(proc, mark)
     if code == -signal.SIGTERM:
         # Killed by the default action: only possible before the supervisor ran, so before any fork.
         assert kids == []
