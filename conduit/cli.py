@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from conduit.cli_support import guard
+from conduit.cli_support import guard, hold_stops
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})  # inherited by every subcommand
@@ -25,6 +25,7 @@ def main() -> None:
 @click.option("--processes", default=1, show_default=True, help="Processes sharing the port (SO_REUSEPORT).")
 def proxy(processes: int) -> None:
     """Run the auth proxy."""
+    hold_stops()
     from services.auth_proxy.main import main as run
 
     guard(lambda: run(processes))
@@ -46,6 +47,7 @@ def worker() -> None:
 
 def _run_importer(command: str) -> None:
     def run() -> None:
+        hold_stops()
         from services.importer.worker import run as run_importer
 
         run_importer(command)
@@ -56,6 +58,7 @@ def _run_importer(command: str) -> None:
 @main.command()
 def console() -> None:
     """Run the operations console (live board, imports, tokens, schedules; sign in with a token or OIDC)."""
+    hold_stops()
     from services.console.main import main as run
 
     guard(run)

@@ -42,6 +42,14 @@ def guard(action: Any) -> Any:
         raise click.ClickException(describe_settings_error(exc)) from None
 
 
+def hold_stops() -> None:
+    """A service command's first act: SIGTERM/SIGINT wait until the service handles them (shared/stops.py), from
+    before its imports, which take seconds on a busy node."""
+    from shared import stops
+
+    stops.hold()
+
+
 @contextmanager
 def reaching_redis(url: str) -> Iterator[None]:
     """Turn "Redis is not there" (refused, timed out, wrong password) into :class:`StoreUnreachable`."""

@@ -11,7 +11,7 @@ import click
 import orjson
 from tabulate import tabulate
 
-from conduit.cli_support import StoreUnreachable, guard, reaching_redis
+from conduit.cli_support import StoreUnreachable, guard, hold_stops, reaching_redis
 
 
 @click.group(invoke_without_command=True)
@@ -19,6 +19,7 @@ from conduit.cli_support import StoreUnreachable, guard, reaching_redis
 def scheduler(ctx: click.Context) -> None:
     """Run the scheduler (token refreshes and the daily imports); `plan` shows a day's imports."""
     if ctx.invoked_subcommand is None:
+        hold_stops()
         from services.scheduler.main import main as run
 
         guard(run)

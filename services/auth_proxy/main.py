@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import os
 import signal
 import sys
@@ -18,7 +17,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
+from services.auth_proxy.supervisor import supervise
 from shared.config_errors import ConfigError, ListenError, TokenKeyError
+from shared.stops import STOPS
 
 if TYPE_CHECKING:
     from services.auth_proxy.app import ProxyApp
@@ -38,8 +39,10 @@ def _remember_stop(signum: int, _: object) -> None:
 def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
     if threading.current_thread() is threading.main_thread():  # signal.signal refuses other threads (tests)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOPS:
             signal.signal(signum, _remember_stop)
+        # Under --processes the supervisor starts this with them blocked, so none is lost before this point.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     from services.auth_proxy.app import create_app
     from shared.logging import configure_logging, get_logger
 
@@ -67,7 +70,7 @@ async def _serve(app: ProxyApp, reuse_port: bool) -> None:
     settings = app.settings
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOPS:
         loop.add_signal_handler(signum, stop.set)
     if _stop_early:
         stop.set()
@@ -77,9 +80,18 @@ async def _serve(app: ProxyApp, reuse_port: bool) -> None:
         await server.listen(settings.proxy_host, settings.proxy_port, reuse_port)
         _settle_gc()
         await stop.wait()
+        _hold_later_stops()
         await server.shutdown(settings.proxy_shutdown_timeout)
     finally:
         await app.stop()
+
+
+def _hold_later_stops() -> None:
+    """Asked to stop once is enough: a later SIGTERM/SIGINT (Ctrl-C reaches the children of ``--processes``
+    both from the terminal and from the parent) would otherwise arrive after ``asyncio.run`` has closed the
+    loop and put the default actions back, and kill the process (or raise KeyboardInterrupt) mid-exit."""
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
 
 
 def _settle_gc() -> None:
@@ -96,30 +108,12 @@ def _settle_gc() -> None:
 
 
 def main(processes: int = 1, settings: ProxySettings | None = None) -> None:
-    """Run ``processes`` copies sharing the port (SO_REUSEPORT); the parent forwards SIGTERM."""
+    """Run ``processes`` copies sharing the port (SO_REUSEPORT); the parent passes SIGTERM/SIGINT on."""
+    if threading.current_thread() is threading.main_thread():
+        # Held until serve() or the supervisor handles them: a stop while the settings load is not lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     settings = settings or ProxySettings()
     if processes <= 1:
         serve(settings)
         return
-    # fork, not spawn: spawn starts multiprocessing's resource tracker, one more Python
-    # process (13 MB) watching for semaphores the proxy never makes, and has each child
-    # import the `conduit` command again. Safe while the parent stays as the module
-    # docstring says: one thread, no event loop, nothing open but stdio.
-    ctx = multiprocessing.get_context("fork")
-    children = [ctx.Process(target=serve, args=(settings, True)) for _ in range(processes)]
-    for child in children:
-        child.start()
-
-    def _stop(signum: int, _: object) -> None:
-        for child in children:
-            if child.pid is not None:
-                os.kill(child.pid, signum)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    for child in children:
-        child.join()
-    # A child killed by a signal has a negative exit code: report it as a shell would (128 + the signal),
-    # not hide it behind a sibling's 0.
-    codes = [c.exitcode or 0 for c in children]
-    raise SystemExit(next((code if code > 0 else 128 - code for code in codes if code), 0))
+    raise SystemExit(supervise(serve, (settings, True), processes))

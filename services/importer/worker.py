@@ -26,6 +26,7 @@ from services.importer.outage_worker import OutageTolerantWorker
 from services.importer.schema import check_schema
 from services.importer.settings import ImporterSettings, deprecated_names
 from services.importer.token_jobs import REFRESH_MAX_TRIES, refresh_token
+from shared import stops
 from shared.crypto import Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
@@ -190,5 +191,8 @@ class WorkerSettings:
 
 def run(command: str = "importer") -> None:
     """Run the importer until SIGTERM or SIGINT (``conduit importer``; ``command`` is the name it was started by)."""
+    stops.hold()  # until arq's Worker has its handlers, made in its constructor (shared/stops.py)
     kwargs = get_kwargs(WorkerSettings)  # type: ignore[arg-type]
-    OutageTolerantWorker(before_connect=serve_ops, ctx={"command": command}, **kwargs).run()
+    worker = OutageTolerantWorker(before_connect=serve_ops, ctx={"command": command}, **kwargs)
+    stops.release()
+    worker.run()

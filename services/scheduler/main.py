@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from services.scheduler.daily_imports import DailyImports
 from services.scheduler.metrics import LAST_TICK, REDIS_UP
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes, plan_refreshes
+from shared import stops
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
@@ -104,6 +104,8 @@ def connect(settings: SchedulerSettings) -> ArqRedis:
 
 
 async def serve(settings: SchedulerSettings) -> None:
+    stop = asyncio.Event()
+    stops.take(asyncio.get_running_loop(), stop.set)  # first: a stop while it starts ends it as cleanly
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
     modules = catalogue_modules()
     redis = connect(settings)
@@ -113,10 +115,6 @@ async def serve(settings: SchedulerSettings) -> None:
         return {"redis": "ok" if scheduler.healthy else "unreachable"}
 
     ops = await start_ops_server(settings.scheduler_http_host, settings.scheduler_http_port, ready)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info(
         "scheduler started",
         redis_url=redact_url(settings.redis_url),
@@ -133,6 +131,7 @@ async def serve(settings: SchedulerSettings) -> None:
 
 
 def main(settings: SchedulerSettings | None = None) -> None:
+    stops.hold()  # until serve() handles them (shared/stops.py)
     settings = settings or SchedulerSettings()
     configure_logging(settings.log_level, settings.log_json)
     try:
