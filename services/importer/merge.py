@@ -43,10 +43,10 @@ REFUSED = (
     asyncpg.exceptions.CardinalityViolationError,
     asyncpg.exceptions.ProgramLimitExceededError,
 )
-# For the rest of the import's transaction. The MERGE hashes the tenant's rows (about 70 bytes each): at
-# the default work_mem of 4 MB a million of them spill to disk in batches, which cost more than the join;
-# 128 MB (hash_mem_multiplier 2 by default) holds some 3.5 million. JIT compiling the casts and the
-# comparison costs more than it saves (as for swap.py's count).
+# For the rest of the import's transaction. The MERGE hashes the tenant's rows (55 MB for a million): at
+# the default work_mem of 4 MB they spill to disk in batches, which cost more than the join; 128 MB
+# (hash_mem_multiplier 2 by default) holds some 4.5 million. JIT compiling the casts and the comparison
+# costs more than it saves (as for swap.py's count). Measured in docs/benchmarks.md.
 _SETTINGS = "SELECT set_config('work_mem', '128MB', true), set_config('jit', 'off', true)"
 # Rows the slow path casts per statement; a range with a bad row is halved until the row is alone.
 _SORT_BATCH = 10_000
