@@ -40,8 +40,9 @@ def render(f: Any, opts: argparse.Namespace) -> str:
     lines += _memory(f)
     lines += _chunks(f)
     lines += _cycle(f)
-    from bench import _importer_daily  # it imports bench.importer, which imports this module
+    from bench import _importer_daily, _importer_keep  # they import bench.importer, which imports this module
 
+    lines += _importer_keep.render(f)
     lines += _importer_daily.render(f)
     return "\n".join(lines) + "\n"
 

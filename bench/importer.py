@@ -63,6 +63,7 @@ class Figures:
     chunks: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
     daily: dict[str, Any] = field(default_factory=dict)
+    keep: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
 
 
@@ -99,7 +100,7 @@ def _options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects,unusual,again,daily",
+        help="comma list of: throughput,pgloader,big,chunks,cycle,careful,rejects,unusual,again,keep,daily",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     parser.add_argument(
@@ -144,6 +145,10 @@ async def _bench_on(urls: dict[str, str], opts: argparse.Namespace) -> Figures:
             figures.chunks = await _chunk_curve(stack, opts)
         if "cycle" not in opts.skip:
             figures.cycle = await _daily_cycle(stack, opts)
+        if "keep" not in opts.skip:  # before daily, which makes `transactions` a snapshot module
+            from bench._importer_keep import keep
+
+            figures.keep = await keep(stack, opts)
         if "daily" not in opts.skip:  # last: it makes `transactions` a partitioned snapshot module
             from bench._importer_daily import daily
 

@@ -10,11 +10,13 @@ casts the staged text (NULLIF(x, '')::type): the fast path. MERGE rather than
 ``INSERT ... ON CONFLICT``: measured on a million rows here, it inserts into an
 empty table as fast as a plain INSERT (6.1 s against 8.8 s for ON CONFLICT),
 passes over unchanged rows in 3.7 s (8.3 s) and updates changed ones in
-15.5 s (20.2 s), because it joins once instead of probing the index per row. If PostgreSQL refuses a
-value, or the file repeats a key, that statement rolls back to its savepoint
-and the slow path sorts the rows out with the same casts (``import_cast_rows``
-in migrations/0001), rejects the bad ones with their column and reason,
-drops earlier duplicates of a key (the last one wins), and merges the rest.
+15.5 s (20.2 s), because it joins once instead of probing the index per row;
+it needs room for the join in memory (:func:`write_merge`). If PostgreSQL
+refuses a value, or the file repeats a key, that statement rolls back to its
+savepoint and the slow path sorts the rows out with the same casts
+(``import_cast_rows`` in migrations/0001), rejects the bad ones with their
+column and reason, drops earlier duplicates of a key (the last one wins), and
+merges the rest.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ REFUSED = (
     asyncpg.exceptions.CardinalityViolationError,
     asyncpg.exceptions.ProgramLimitExceededError,
 )
+# For the rest of the import's transaction. The MERGE hashes the tenant's rows (55 MB for a million): at
+# the default work_mem of 4 MB they spill to disk in batches, which cost more than the join; 128 MB
+# (hash_mem_multiplier 2 by default) holds some 4.5 million. JIT compiling the casts and the comparison
+# costs more than it saves (as for swap.py's count). Measured in docs/benchmarks.md.
+_SETTINGS = "SELECT set_config('work_mem', '128MB', true), set_config('jit', 'off', true)"
+# Rows the slow path casts per statement; a range with a bad row is halved until the row is alone.
+_SORT_BATCH = 10_000
 
 
 def rows_differ(module: ModuleDef, columns: list[str], old: str, new: str) -> str:
@@ -61,10 +70,6 @@ def rows_differ(module: ModuleDef, columns: list[str], old: str, new: str) -> st
         return ", ".join(parts)
 
     return f"ROW({sides(old)}) IS DISTINCT FROM ROW({sides(new)})"
-
-
-# Rows the slow path casts per statement; a range with a bad row is halved until the row is alone.
-_SORT_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,19 @@ async def copy_chunks(
 async def merge_staged(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings) -> Merged:
     """The fast path's merge: one MERGE casting the staged text; raises one of :data:`REFUSED` if a row does not fit."""
     with timings.timed("merge"):
-        changed = _count(await conn.execute(plan.fast_merge(), tenant))
+        changed = await write_merge(conn, plan, tenant)
     return Merged(changed, await _delete_missing(conn, plan, tenant, timings, typed=False))
+
+
+async def write_merge(conn: asyncpg.Connection, plan: MergePlan, tenant: str) -> int:
+    """The fast path's MERGE, with the settings a million rows need; returns the rows it inserted or changed.
+
+    Measured against writing only what changed without MERGE (the changed and new rows found in one join,
+    then an UPDATE and an INSERT of them; or UPDATE ... FROM plus an anti-join INSERT): not faster, and
+    slower when every row changed (docs/benchmarks.md). What cost the time was the join spilling to disk.
+    """
+    await conn.execute(_SETTINGS)
+    return _count(await conn.execute(plan.fast_merge(), tenant))
 
 
 async def merge(
