@@ -101,13 +101,7 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timing
         if old is None:
             merged = Merged(changed=rows)
         else:
-            # Both tables are in key order and keyed: a merge join of the two keys needs no memory, where a
-            # hash join of a million rows spills to disk at the default work_mem (and was no faster, measured);
-            # compiling the comparison (JIT) costs more than it saves.
-            await conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('jit', 'off', true)")
-            row = await conn.fetchrow(count_sql(module, old, load))
-            matched, updated, before = row["matched"], row["updated"], row["before"]
-            merged = Merged(changed=rows - matched + updated, deleted=before - matched)
+            merged = await count_changes(conn, module, old, load, rows)
     with timings.timed("swap"):
         if old is not None:
             await conn.execute(f"DROP TABLE {quote(old)}")
@@ -116,6 +110,24 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timing
         # Names no other tenant's partition or key can take, counted in bytes (migrations/0007).
         await conn.execute("SELECT conduit_name_tenant_partition($1, $2, $3::regclass)", table, tenant, quote(load))
     return Swapped(old is not None, merged)
+
+
+# The plan of the count, for this transaction (docs/benchmarks.md has the figures). Nothing has ANALYZEd the
+# new table, so the planner guesses many rows per key and, left to choose, probed the new key once per row of
+# the old partition (a nested loop: 3.6 s of CPU per million rows, against 1.3 s for the merge join). Both
+# tables are keyed: a merge join of the two keys walks each once and needs no memory; a hash join takes twice
+# the CPU even with the memory not to spill; parallel workers saved no time on two cores; compiling the
+# comparison (JIT) costs more than it saves.
+_COUNT_PLAN = {"enable_nestloop": "off", "enable_hashjoin": "off", "max_parallel_workers_per_gather": "0", "jit": "off"}
+
+
+async def count_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, rows: int) -> Merged:
+    """What a MERGE of ``new`` (``rows`` rows) into ``old`` would have counted: rows inserted or updated, deleted."""
+    settings = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _COUNT_PLAN.items())
+    await conn.execute(f"SELECT {settings}")
+    row = await conn.fetchrow(count_sql(module, old, new))
+    matched, updated, before = row["matched"], row["updated"], row["before"]
+    return Merged(changed=rows - matched + updated, deleted=before - matched)
 
 
 def count_sql(module: ModuleDef, old: str, new: str) -> str:
