@@ -39,6 +39,7 @@ from services.importer.csv_stream import Batch, CsvRecords, TextSeen
 from services.importer.errors import BadExport
 from services.importer.merge import MergePlan
 from services.importer.stats import Tally, Timings
+from services.importer.streams import prefetch
 from services.importer.validate import Layout, Rejects, Row, validate
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -257,33 +258,54 @@ class ByteSplit:
     staged: int = 0
     done: bool = False
 
+    _routed: AsyncIterator[tuple[bytes, int, list[Row]]] | None = None
+
     async def segment(self, timings: Timings) -> AsyncIterator[bytes]:
         """The sure records' bytes until the held-back rows fill a chunk or the file ends."""
-        while len(self.held) < self.hold and not self.done:
+        if self._routed is None:
+            # A chunk ahead: the next one is routed while COPY's writes wait on PostgreSQL.
+            self._routed = prefetch(self._route(timings), depth=1)
+        while len(self.held) < self.hold:
             try:
-                chunk = await anext(self.chunks)
+                data, sure, rows = await anext(self._routed)
             except StopAsyncIteration:
-                chunk, self.done = b"", True
-            with timings.timed("route"):
-                data = self.router.feed(chunk, final=self.done)
-                sure, self.router.sure = self.router.sure, 0
+                self.done = True
+                return
             self.direct += sure
-            self.read.n += sure
-            await self._hold_doubtful(timings)
-            if data:
-                yield data
-
-    async def _hold_doubtful(self, timings: Timings) -> None:
-        doubtful = self.router.take_doubtful()
-        if not doubtful.lines:
-            return
-        records = await self._parse(doubtful.spans, timings)
-        async for rows in validate(_once(Batch(doubtful.lines, records)), self.layout, self.rejects, _NUL_SEEN, timings,
-                                   self.read):  # fmt: skip
             for row in rows:
                 # Numbered 1, 2, ... in file order: the sorting out walks _n ranges, and dense ones are cheap.
                 row[-2] = self.staged + len(self.held) + 1
                 self.held.append(row)
+            if data:
+                yield data
+
+    async def aclose(self) -> None:
+        if self._routed is not None:
+            await self._routed.aclose()  # type: ignore[attr-defined]
+        await self.chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _route(self, timings: Timings) -> AsyncIterator[tuple[bytes, int, list[Row]]]:
+        """Per chunk: the sure records' bytes, how many they are, and the doubtful ones' rows (rejects kept)."""
+        final = False
+        while not final:
+            try:
+                chunk = await anext(self.chunks)
+            except StopAsyncIteration:
+                chunk, final = b"", True
+            with timings.timed("route"):
+                data = self.router.feed(chunk, final=final)
+                sure, self.router.sure = self.router.sure, 0
+            self.read.n += sure
+            yield data, sure, await self._doubtful_rows(timings)
+
+    async def _doubtful_rows(self, timings: Timings) -> list[Row]:
+        doubtful = self.router.take_doubtful()
+        if not doubtful.lines:
+            return []
+        records = await self._parse(doubtful.spans, timings)
+        batch = _once(Batch(doubtful.lines, records))
+        return [row async for rows in validate(batch, self.layout, self.rejects, _NUL_SEEN, timings, self.read)
+                for row in rows]  # fmt: skip
 
     async def _parse(self, spans: list[bytes], timings: Timings) -> list[list[str]]:
         """The doubtful records as the careful parser (aiocsv) reads them, one for each span, or NotDirect."""

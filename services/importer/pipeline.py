@@ -325,15 +325,14 @@ async def _byte_pass(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fal
     settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
     record.csv, record.read = Tally(), Tally()
     limit = settings.importer_max_field_chars
-    chunks = unzip(zipped, run.limits, timings, record.csv)
     split = ByteSplit(
-        chunks, RecordRouter(plan, limit), read.layout, run.rejects, record.read, settings.importer_copy_chunk_rows,
-        limit, read.encoding, read.copy_encoding or "",
+        unzip(zipped, run.limits, timings, record.csv), RecordRouter(plan, limit), read.layout, run.rejects,
+        record.read, settings.importer_copy_chunk_rows, limit, read.encoding, read.copy_encoding or "",
     )  # fmt: skip
     try:
         staged = await copy_direct(conn, plan, split, tenant, timings, run.progress.rows)
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await split.aclose()
     if record.read.n == 0:
         raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
     await run.progress.stage("merge")
