@@ -27,6 +27,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import compress
+from typing import Protocol
 
 import asyncpg
 
@@ -156,6 +157,7 @@ class Split:
     direct: int = 0
     staged: int = 0
     done: bool = False
+    copy_encoding: str = "UTF8"  # the rows are written as UTF-8 text
 
     async def segment(self, timings: Timings) -> AsyncIterator[bytes]:
         """CSV of the sure rows until the held-back rows fill a chunk or the rows run out."""
@@ -182,8 +184,20 @@ class Split:
         return b"" if len(bad) == len(rows) else csv_lines(columns, self.checks.texts, bad).encode()
 
 
+class Segments(Protocol):
+    """What :func:`copy_direct` drives: :class:`Split`, or csv_route.ByteSplit."""
+
+    held: list[Row]
+    direct: int
+    staged: int
+    done: bool
+    copy_encoding: str
+
+    def segment(self, timings: Timings) -> AsyncIterator[bytes]: ...
+
+
 async def copy_direct(
-    conn: asyncpg.Connection, plan: MergePlan, split: Split, tenant: str, timings: Timings, progress: Progress
+    conn: asyncpg.Connection, plan: MergePlan, split: Segments, tenant: str, timings: Timings, progress: Progress
 ) -> int:
     """COPY the sure rows into the module's table and stage the rest; raises :class:`NotDirect` if COPY refuses.
 
@@ -199,7 +213,12 @@ async def copy_direct(
                 status = await until_lost(
                     conn,
                     conn.copy_to_table(
-                        table, source=split.segment(timings), columns=columns, format="csv", force_null=columns
+                        table,
+                        source=split.segment(timings),
+                        columns=columns,
+                        format="csv",
+                        force_null=columns,
+                        encoding=split.copy_encoding,
                     ),
                 )
             except REFUSED as exc:
@@ -215,7 +234,9 @@ async def copy_direct(
     return split.staged
 
 
-async def check_no_overlap(conn: asyncpg.Connection, plan: MergePlan, tenant: str, split: Split, merged: int) -> None:
+async def check_no_overlap(
+    conn: asyncpg.Connection, plan: MergePlan, tenant: str, split: Segments, merged: int
+) -> None:
     """After the merge: a held-back row whose key a direct row also had was merged onto it, not beside it.
 
     The table held none of the tenant's rows before, so it must now hold exactly the direct rows and the

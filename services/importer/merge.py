@@ -263,26 +263,94 @@ async def _sort_out(
         await conn.execute(
             f"CREATE TEMP TABLE {REJECTED} (_n bigint, _line bigint, column_name text, reason text) ON COMMIT DROP"
         )
-        # No budget: every bad row is counted, even past the threshold (the run then fails with the full count).
-        budget = staged
-        cols = plan.columns
-        casts = [plan.cast(c) for c in cols]
-        required = [plan.module.is_required(plan.module.column(c)) for c in cols]
-        found = 0
-        if row_by_row:
-            found = await conn.fetchval(
-                "SELECT coalesce(sum(import_cast_rows($1, $2, $3, $4, $5, $6, n, n + 1, $7)), 0)::bigint "
-                "FROM generate_series(1::bigint, $7::bigint) n",
-                STAGE, TYPED, REJECTED, cols, casts, required, budget,
-            )  # fmt: skip
-        for lo in range(1, 0 if row_by_row else staged + 1, _SORT_BATCH):
-            found += await conn.fetchval(
-                "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget,
-            )  # fmt: skip
+        found = await _sort_out_held(conn, plan) if row_by_row else None
+        if found is None:
+            found = await _sort_out_ranges(conn, plan, staged, row_by_row)
         await _collect(conn, plan, rejects, found)
         _check_threshold(rejects.count, threshold, read)
         return _count(await conn.execute(plan.dedup()))
+
+
+async def _sort_out_ranges(conn: asyncpg.Connection, plan: MergePlan, staged: int, row_by_row: bool) -> int:
+    """Row ranges cast into the typed table, a range with a bad row halved until the row is alone
+    (``import_cast_rows``); ``row_by_row``: each row alone from the start. Returns the rows rejected."""
+    # No budget: every bad row is counted, even past the threshold (the run then fails with the full count).
+    budget = staged
+    cols = plan.columns
+    casts = [plan.cast(c) for c in cols]
+    required = [plan.module.is_required(plan.module.column(c)) for c in cols]
+    if row_by_row:
+        found: int = await conn.fetchval(
+            "SELECT coalesce(sum(import_cast_rows($1, $2, $3, $4, $5, $6, n, n + 1, $7)), 0)::bigint "
+            "FROM generate_series(1::bigint, $7::bigint) n",
+            STAGE, TYPED, REJECTED, cols, casts, required, budget,
+        )  # fmt: skip
+        return found
+    found = 0
+    for lo in range(1, staged + 1, _SORT_BATCH):
+        found += await conn.fetchval(
+            "SELECT import_cast_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            STAGE, TYPED, REJECTED, cols, casts, required, lo, lo + _SORT_BATCH, budget,
+        )  # fmt: skip
+    return found
+
+
+async def _sort_out_held(conn: asyncpg.Connection, plan: MergePlan) -> int | None:
+    """The held-back rows sorted out a column at a time: each bad row's first bad column and PostgreSQL's reason
+    (as import_reject_row finds them), then the others cast into the typed table in one statement.
+
+    A column whose every value casts is not looked at again; in the others each value is tried alone
+    (import_cast_error), which costs a subtransaction per value where a row at a time cost one per row
+    and then a dozen statements per bad row. Returns the rows rejected, or None if the rows left still
+    do not go into the typed table (something other than a value): then every row is tried as before.
+    """
+    reasons = [reason for name in plan.columns if (reason := await _column_reason(conn, plan, name)) is not None]
+    try:
+        async with conn.transaction():
+            found = 0
+            if reasons:
+                # The reasons in a subquery, each computed once (import_cast_error is volatile: not inlined).
+                whys = ", ".join(f"{why} AS e{i}" for i, (_, why) in enumerate(reasons))
+                first = " ".join(
+                    f"WHEN e{i} IS NOT NULL THEN ARRAY[{name}, e{i}]" for i, (name, _) in enumerate(reasons)
+                )
+                status = await conn.execute(
+                    f"INSERT INTO {REJECTED} (_n, _line, column_name, reason) SELECT _n, _line, r[1], r[2] "
+                    f"FROM (SELECT _n, _line, CASE {first} END AS r "
+                    f"FROM (SELECT _n, _line, {whys} FROM {STAGE} s) w) x WHERE r IS NOT NULL"
+                )
+                found = _count(status)
+            casts = ", ".join(plan.cast(c, "s.") for c in plan.columns)
+            await conn.execute(
+                f"INSERT INTO {TYPED} SELECT s._n, s._line, {casts} FROM {STAGE} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {REJECTED} r WHERE r._n = s._n)"
+            )
+            return found
+    except REFUSED:
+        return None
+
+
+async def _column_reason(conn: asyncpg.Connection, plan: MergePlan, name: str) -> tuple[str, str] | None:
+    """SQL for (the column's name, why a staged row's value does not fit or NULL), or None if every value fits."""
+    column = plan.module.column(name)
+    value, literal = f"s.{quote(name)}", "'" + name.replace("'", "''") + "'"
+    empty = "required value is empty" if plan.module.is_required(column) else None
+    if column.type != "text":
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SELECT count({plan.cast(name, 's.')}) FROM {STAGE} s")
+            fits = True
+        except REFUSED:
+            fits = False
+        if fits and empty is None:
+            return None
+        cast = "NULL" if fits else f"import_cast_error({value}, '{column.type}')"
+    elif empty is None:
+        return None
+    else:
+        cast = "NULL"
+    blank = f"'{empty}'" if empty else "NULL"
+    return f"{literal}::text", f"(CASE WHEN coalesce({value}, '') = '' THEN {blank} ELSE {cast} END)"
 
 
 async def _collect(conn: asyncpg.Connection, plan: MergePlan, rejects: Rejects, found: int) -> None:

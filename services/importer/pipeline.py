@@ -41,6 +41,7 @@ from services.importer.csv_copy import (
     is_first_load,
 )
 from services.importer.csv_count import RecordCount
+from services.importer.csv_route import ByteSplit, RecordRouter
 from services.importer.csv_scan import Untrusted
 from services.importer.csv_stream import CsvRecords, TextSeen, decode_text
 from services.importer.envelope import b64decode, base64_payload
@@ -135,7 +136,7 @@ async def import_zip(run: Run, zipped: IO[bytes]) -> str:
         if isinstance(loaded, Fallback):
             record.path = loaded.path  # recorded if the careful path fails too
             await run.progress.stage("careful parse")
-            loaded = await _careful_path(run, zipped, plan, loaded)
+            loaded = await _careful_path(run, zipped, plan, loaded, _Read(layout, encoding))
         record.path, record.merged = loaded.path, loaded.merged
         await run.progress.stage("record")
         status = "partially_rejected" if run.rejects.count else "succeeded"
@@ -239,10 +240,24 @@ def _fallback(run: Run, why: str, merge_refused: bool = False) -> Fallback:
     return Fallback(why, merge_refused)
 
 
-async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback) -> Loaded:
+@dataclass(frozen=True)
+class _Read:
+    """How the file reads: its columns' layout (from its header) and its encoding (Python's name)."""
+
+    layout: Layout
+    encoding: str
+
+    @property
+    def copy_encoding(self) -> str | None:
+        """PostgreSQL's name for the encoding, when the file's bytes can go to COPY as they are."""
+        return None if self.layout.ignored else PG_ENCODINGS.get(self.encoding)
+
+
+async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, read: _Read) -> Loaded:
     """Parse with aiocsv, check every record, stage with line numbers, and merge what fits.
 
-    On a tenant's first load the rows that surely fit go straight into the table by COPY instead
+    On a tenant's first load the rows that surely fit go straight into the table by COPY instead: as the
+    file's bytes (csv_route.py) where its encoding and columns allow, else parsed and written again
     (careful_copy.py); where that cannot give this path's answer, the file is read again the whole way.
     """
     await _lock_table(run)
@@ -252,6 +267,8 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: 
     if checks is not None and await is_first_load(run.conn, plan, run.key.tenant):
         try:
             async with run.conn.transaction():
+                if read.copy_encoding is not None:
+                    return Loaded(fallback.path, await _byte_pass(run, zipped, plan, fallback, read))
                 return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, checks))
         except NotDirect as exc:
             log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
@@ -298,6 +315,32 @@ async def _careful_pass(
     record.merged = merged  # a failure from here on still records the rows rejected, as the ledger always has
     if split is None:
         return merged
+    await check_no_overlap(conn, plan, tenant, split, merged.changed)
+    return replace(merged, changed=merged.changed + split.direct)
+
+
+async def _byte_pass(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, read: _Read) -> Merged:
+    """A first load's one read of the file at the byte level: sure records COPYed into the table as they are,
+    the others parsed (aiocsv), validated and staged; then the merge of the staged rows (csv_route.py)."""
+    settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
+    record.csv, record.read = Tally(), Tally()
+    limit = settings.importer_max_field_chars
+    split = ByteSplit(
+        unzip(zipped, run.limits, timings, record.csv), RecordRouter(plan, limit), read.layout, run.rejects,
+        record.read, settings.importer_copy_chunk_rows, limit, read.encoding, read.copy_encoding or "",
+    )  # fmt: skip
+    try:
+        staged = await copy_direct(conn, plan, split, tenant, timings, run.progress.rows)
+    finally:
+        await split.aclose()
+    if record.read.n == 0:
+        raise BadExport("no_rows", "the file has a header but no rows; nothing was imported")
+    await run.progress.stage("merge")
+    merged = await merge(
+        conn, plan, tenant, run.rejects, run.module.reject_threshold, timings, record.read.n, staged,
+        refused_before=fallback.merge_refused, only_staged=True,
+    )  # fmt: skip
+    record.merged = merged
     await check_no_overlap(conn, plan, tenant, split, merged.changed)
     return replace(merged, changed=merged.changed + split.direct)
 
