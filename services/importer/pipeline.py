@@ -49,6 +49,7 @@ from services.importer.errors import BadExport
 from services.importer.fetch import export_url, fetch, max_body_bytes
 from services.importer.merge import REFUSED, MergePlan, copy_chunks, merge, merge_staged
 from services.importer.progress import Progress
+from services.importer.schema import quote
 from services.importer.settings import ImporterSettings
 from services.importer.stats import ImportPath, Merged, PathTaken, RunRecord, Tally, Timings
 from services.importer.streams import prefetch
@@ -355,9 +356,17 @@ def _check_all_parsed(count: RecordCount, read: int) -> None:
 
 
 async def _lock_table(run: Run) -> None:
-    """One merge at a time per tenant and module (two export dates may be imported at once)."""
-    name = f"import-merge:{run.key.tenant}:{run.module.name}"
-    await run.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
+    await lock_tenant_rows(run.conn, run.module.table_name, run.key.tenant)
+
+
+async def lock_tenant_rows(conn: asyncpg.Connection, table: str, tenant: str) -> None:
+    """One merge at a time per tenant and table (two export dates may be imported at once).
+
+    Keyed by the table's oid, not its name: two deployments in two schemas of one database never wait
+    on each other.
+    """
+    key = "hashtextextended(coalesce(to_regclass($1)::oid::text, $1) || ':' || $2, 0)"
+    await conn.execute(f"SELECT pg_advisory_xact_lock({key})", quote(table), tenant)
 
 
 def _note(run: Run) -> str | None:
