@@ -105,3 +105,15 @@ async def test_an_envelope_that_goes_wrong_after_the_data_commits_nothing(import
 
         assert result.startswith(f"failed: {code}"), result
         assert await importer.db.value("SELECT count(*) FROM users") == 0
+
+
+async def test_a_bad_header_in_a_broken_envelope_fails_for_the_envelope_as_before(
+    importer: Importer, exports: Exports
+) -> None:
+    """The header is read from the stream long before the envelope ends: its refusal waits for the envelope's."""
+    data = base64.b64encode(zip_bytes({"users.csv": b"nobody,knows\n" + USERS[14:]})).decode()
+    exports.set("users", orjson.dumps({"module_name": "users", "data": data}) + b"garbage")
+
+    result = await importer.run("acme", "users")
+
+    assert result.startswith("failed: not_json"), result
