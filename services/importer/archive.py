@@ -61,6 +61,13 @@ class Spooled:
     def read(self, size: Tally) -> AsyncIterator[bytes]:
         return unzip(self._file, self._limits, self._timings, size)
 
+    def head(self, size: Tally) -> AsyncIterator[bytes]:
+        """The whole CSV: it is all here (zip_stream.Streamed gives what has arrived)."""
+        return self.read(size)
+
+    async def more(self) -> None:
+        """Nothing is still arriving."""
+
     async def settle(self) -> None:
         """Nothing is still arriving."""
 

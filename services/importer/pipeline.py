@@ -53,7 +53,7 @@ from services.importer.settings import ImporterSettings
 from services.importer.stats import ImportPath, Merged, PathTaken, RunRecord, Tally, Timings
 from services.importer.streams import prefetch
 from services.importer.validate import Layout, Rejects, plan_layout, validate
-from services.importer.zip_stream import NotStreamed, Streamed, ZipStream
+from services.importer.zip_stream import NeedMore, NotStreamed, Streamed, ZipStream
 from shared.logging import get_logger
 from shared.modules import ModuleDef
 
@@ -185,13 +185,20 @@ async def _import(run: Run, source: Source) -> str:
 
 
 async def _header(run: Run, source: Source) -> tuple[list[str], str]:
-    """The CSV's first record, read with the careful parser from the start of the file, and its encoding."""
-    seen = TextSeen()
-    text = decode_text(source.read(Tally()), run.module.encoding, run.timings, seen)
-    try:
-        return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header(), seen.encoding
-    finally:
-        await text.aclose()  # type: ignore[attr-defined]
+    """The CSV's first record, read with the careful parser from the start of the file, and its encoding.
+
+    Parsed from what has arrived of the file, again with each piece more until it holds the first record.
+    """
+    while True:
+        seen = TextSeen()
+        text = decode_text(source.head(Tally()), run.module.encoding, run.timings, seen)
+        try:
+            return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header(), seen.encoding
+        except NeedMore:
+            pass
+        finally:
+            await text.aclose()  # type: ignore[attr-defined]
+        await source.more()
 
 
 async def _fast_path(run: Run, source: Source, plan: MergePlan, layout: Layout, encoding: str) -> Loaded | Fallback:

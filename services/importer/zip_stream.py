@@ -283,36 +283,60 @@ def _zip64(extra: bytes, size: bool, compressed: bool) -> list[int]:
     raise _GiveUp("a zip64 local header without its sizes")
 
 
+class NeedMore(Exception):
+    """The header's parse reached the end of what has arrived: :meth:`Streamed.more`, then parse again."""
+
+
 class Streamed:
-    """The CSV of a zip still arriving: the header's read and COPY's take the stream; any later one the spool."""
+    """The CSV of a zip still arriving: the header is parsed from what has arrived, COPY takes the stream on
+    from the start, and any later read (the careful path's) is zipfile's read of the spool.
+
+    The header's parser (aiocsv) is never left waiting on the network: its C parser does not pass an exception
+    thrown into it (a read timeout) on to the generators it awaits, which then stay "running" and cannot be
+    closed. So the bytes it parses are in memory, and it asks for more by raising :class:`NeedMore`.
+    """
 
     def __init__(self, stream: ZipStream, spool: IO[bytes], limits: ZipLimits, timings: Timings) -> None:
         self._stream = stream
         self._spool = spool
         self._limits = limits
         self._timings = timings
-        self._head: list[bytes] = []  # what the header's read took, given again to the next read
+        self._head: list[bytes] = []  # what has arrived of the CSV before COPY starts
+        self._ended = False
         self._reads = 0
 
+    async def more(self) -> None:
+        """Take the stream's next piece into the head (raising the download's errors, outside any parser)."""
+        piece = await self._stream.next_chunk()
+        if piece is None:
+            self._ended = True
+        else:
+            self._head.append(piece)
+
+    async def head(self, size: Tally) -> AsyncIterator[bytes]:
+        """What has arrived of the CSV; then its end, or :class:`NeedMore`."""
+        for piece in self._head:
+            size.n += len(piece)
+            yield piece
+        if not self._ended:
+            raise NeedMore
+
     def read(self, size: Tally) -> AsyncIterator[bytes]:
-        """The CSV's bytes: the first read (the header's) is kept and given again to the second (COPY's),
-        which goes on with the stream; a read once the stream is settled (the careful path's) is zipfile's."""
+        """The CSV's bytes: the first read (COPY's) from the stream, unless it was settled; later ones zipfile's."""
         self._reads += 1
-        if self._reads <= 2 and not self._stream.settled:
-            return self._live(size, keep=self._reads == 1)
+        if self._reads == 1 and not self._stream.settled:
+            return self._live(size)
         return self._spooled(size)
 
     async def settle(self) -> None:
         await self._stream.settle()
 
-    async def _live(self, size: Tally, keep: bool) -> AsyncIterator[bytes]:
+    async def _live(self, size: Tally) -> AsyncIterator[bytes]:
         head, self._head = self._head, []
         for kept in head:
             size.n += len(kept)
             yield kept
         while (piece := await self._stream.next_chunk()) is not None:
-            if keep:
-                self._head.append(piece)
             size.n += len(piece)
             yield piece
 

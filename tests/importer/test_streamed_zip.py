@@ -119,3 +119,20 @@ async def test_a_bad_header_in_a_broken_envelope_fails_for_the_envelope_as_befor
     result = await importer.run("acme", "users")
 
     assert result.startswith("failed: not_json"), result
+
+
+async def test_a_download_that_stalls_is_transient_in_the_header_or_in_copy(
+    importer: Importer, exports: Exports
+) -> None:
+    """A read timeout while the header is parsed or while COPY streams: a proxy timeout, retried, nothing left."""
+    body = export_body("users", USERS)
+    for cut in (200, len(body) * 3 // 4):
+        answer = exports.set("users", body, pause_after=cut)
+
+        result = await importer.with_settings(importer_max_attempts=1, importer_fetch_read_timeout=0.5).run(
+            "acme", "users", job_id=f"job-{cut}"
+        )
+        answer.resume.set()
+
+        assert result.startswith("failed: proxy_timeout"), result
+        assert await importer.db.value("SELECT count(*) FROM users") == 0

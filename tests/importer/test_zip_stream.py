@@ -2,8 +2,8 @@
 
 zipfile (archive.unzip over the spooled zip) is the reference reader. Each zip is
 fed to the stream (zip_stream.py) in pieces of a drawn size and read as the
-pipeline reads it: the header's read takes a few pieces and stops, COPY's read
-goes on to the end. The pipeline's answer is what the stream gives, or, where
+pipeline reads it: the header is parsed from the first few pieces, COPY's read
+starts again from the first and goes on to the end. The pipeline's answer is what the stream gives, or, where
 it gives up (``NotStreamed``), zipfile's read of the spool; it must equal
 zipfile's read of the same bytes, field by field: the bytes, or the refusal's
 code and message. The spool must hold exactly the bytes downloaded, and the
@@ -14,6 +14,7 @@ before the directory has arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from services.importer import zip_stream
 from services.importer.archive import ZipLimits, too_large, unzip
 from services.importer.errors import BadExport
 from services.importer.stats import Tally, Timings
-from services.importer.zip_stream import NotStreamed, Streamed, ZipStream
+from services.importer.zip_stream import NeedMore, NotStreamed, Streamed, ZipStream
 from tests.importer.support import pieces
 from tests.importer.zip_strategies import build, hidden_member, hostile, with_field, written
 
@@ -89,13 +90,11 @@ async def _streamed(data: bytes, limits: ZipLimits, piece: int, header_pieces: i
     source = Streamed(stream, spool, limits, Timings())
     header, copy, head = Tally(), Tally(), b""
     try:
-        first = source.read(header)
-        async for piece in first:
-            head += piece
-            header_pieces -= 1
-            if header_pieces < 0:
-                break
-        await first.aclose()  # type: ignore[attr-defined]
+        for _ in range(header_pieces + 1):  # the header's parse asked for more this many times
+            await source.more()
+        with contextlib.suppress(NeedMore):
+            async for piece in source.head(header):
+                head += piece
         rest = source.read(copy if not stream.settled else Tally())
         read, gave_up = Read(csv=b"".join([c async for c in rest])), False
     except BadExport as exc:
