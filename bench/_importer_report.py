@@ -11,7 +11,7 @@ _STAGES = (
     "total",
 )  # fmt: skip
 _STAGE_NOTES = {
-    "download": "proxy response to spooled zip (includes base64 decoding)",
+    "download": "proxy response, first byte to last, base64 decoding included (overlaps COPY since zip_stream.py)",
     "decode": "base64 decoding (worker CPU)",
     "unzip": "decompression (worker CPU)",
     "feed": "the fast path's byte scan and re-quoting, in the worker between chunks (inside copy)",
@@ -222,8 +222,9 @@ def _memory(f: Any) -> list[str]:
         out.append(f"| {int(rows):,} | {peak:.0f} MB |")
     out += [
         "",
-        "Flat in the export's size: the zip is spooled to a temporary file (8 MiB in memory at most), decompressed",
-        "and sent to COPY in 1 MiB pieces; the careful path holds a couple of chunks of parsed rows.",
+        "Flat in the export's size: the zip is decompressed as it arrives and sent to COPY in pieces of 1 MiB at most,",
+        "spooled on the way (8 MiB in memory at most, then a temporary file); the careful path holds a couple of",
+        "chunks of parsed rows.",
         "",
     ]
     return out

@@ -1,4 +1,7 @@
-"""Stage 3, unzip: spool the zip (its directory is at the end, so it must be seekable), then stream its one CSV.
+"""Stage 3, unzip: the spooled zip (its directory is at the end, so it must be seekable), read by zipfile.
+
+The fast path streams the member while the zip arrives (zip_stream.py) and
+holds it to what this reader says; a zip it cannot stream is read here.
 
 Nothing is ever extracted to disk: the member is decompressed straight into
 the next stage, so a member named ``../../etc/passwd`` cannot write anywhere;
@@ -27,7 +30,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 # What zipfile and its decompressors raise on damaged bytes. bz2 raises a bare OSError ("Invalid data
 # stream") that the job would otherwise take for PostgreSQL being unreachable and retry for ever; a
 # real I/O error on the spool file carries an errno and is left alone (see _damaged).
-_DAMAGED = (
+DAMAGED = (
     zipfile.BadZipFile,
     zlib.error,
     lzma.LZMAError,
@@ -49,29 +52,41 @@ class ZipLimits:
     max_ratio: float
 
 
-async def spool(chunks: AsyncIterator[bytes], file: IO[bytes], limits: ZipLimits, timings: Timings) -> int:
-    """Write the zip into ``file`` (a spooled temporary file), refusing one larger than the limit; returns its size."""
-    size = 0
-    async for chunk in chunks:
-        with timings.timed("spool"):
-            size += len(chunk)
-            if size > limits.max_zip_bytes:
-                raise BadExport(
-                    "too_large", f"the zip is larger than {limits.max_zip_bytes} bytes (IMPORTER_MAX_ZIP_BYTES)"
-                )
-            file.write(chunk)
-    file.seek(0)
-    return size
+class Spooled:
+    """The CSV of a zip already spooled whole, read by zipfile each time."""
+
+    def __init__(self, file: IO[bytes], limits: ZipLimits, timings: Timings) -> None:
+        self._file, self._limits, self._timings = file, limits, timings
+
+    def read(self, size: Tally) -> AsyncIterator[bytes]:
+        return unzip(self._file, self._limits, self._timings, size)
+
+    def head(self, size: Tally) -> AsyncIterator[bytes]:
+        """The whole CSV: it is all here (zip_stream.Streamed gives what has arrived)."""
+        return self.read(size)
+
+    async def more(self) -> None:
+        """Nothing is still arriving."""
+
+    async def settle(self) -> None:
+        """Nothing is still arriving."""
+
+
+def too_large(limits: ZipLimits) -> BadExport:
+    return BadExport("too_large", f"the zip is larger than {limits.max_zip_bytes} bytes (IMPORTER_MAX_ZIP_BYTES)")
+
+
+def open_archive(file: IO[bytes]) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(file)
+    except DAMAGED as exc:
+        raise _damaged(exc, BadExport("not_a_zip", f"'data' is not a zip file ({_detail(exc)})")) from None
 
 
 async def unzip(file: IO[bytes], limits: ZipLimits, timings: Timings, size: Tally) -> AsyncIterator[bytes]:
     """The bytes of the zip's single CSV member, in chunks, counted into ``size`` as they pass."""
-    try:
-        archive = zipfile.ZipFile(file)
-    except _DAMAGED as exc:
-        raise _damaged(exc, BadExport("not_a_zip", f"'data' is not a zip file ({_detail(exc)})")) from None
-    with archive:
-        info = _single_member(archive, limits)
+    with open_archive(file) as archive:
+        info = single_member(archive, limits)
         ceiling = min(limits.max_csv_bytes, int(limits.max_ratio * max(info.compress_size, 1)))
         try:
             with archive.open(info) as member:
@@ -84,7 +99,7 @@ async def unzip(file: IO[bytes], limits: ZipLimits, timings: Timings, size: Tall
                     if size.n > ceiling:
                         raise _bomb(f"{info.filename[:200]!r} decompresses to more than its directory says")
                     yield chunk
-        except _DAMAGED as exc:
+        except DAMAGED as exc:
             message = f"the zip member {info.filename[:200]!r} cannot be read: {_detail(exc)}"
             raise _damaged(exc, BadExport("corrupt_zip", message)) from None
 
@@ -99,7 +114,7 @@ def _detail(exc: BaseException) -> str:
     return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + "…"
 
 
-def _single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipInfo:
+def single_member(archive: zipfile.ZipFile, limits: ZipLimits) -> zipfile.ZipInfo:
     infos = archive.infolist()
     if not infos:
         raise BadExport("empty_zip", "the zip holds no file")

@@ -6,8 +6,9 @@ run's record from what the stages return (stats.py: the path taken as an
 ``ImportPath``, the counts as ``Copied``/``Merged`` results and the streaming
 stages' tallies), and writes the ledger row for success in the same
 transaction as the merge. Nothing holds
-the whole export: the zip is spooled (it must be seekable), everything else
-flows through in chunks.
+the whole export: the zip is decompressed as it downloads (zip_stream.py) and
+spooled on the way, for zipfile to check its directory before anything commits
+and for the careful path to read again; everything flows through in chunks.
 
 Parsing takes one of two paths (measurements in docs/benchmarks.md):
 
@@ -30,7 +31,7 @@ import aiohttp
 import asyncpg
 
 from services.importer import ledger, swap
-from services.importer.archive import ZipLimits, spool, unzip
+from services.importer.archive import Spooled, ZipLimits
 from services.importer.careful_copy import Checks, NotDirect, Split, check_no_overlap, checks_for, copy_direct
 from services.importer.csv_copy import (
     COPY_REFUSED,
@@ -54,10 +55,13 @@ from services.importer.settings import ImporterSettings
 from services.importer.stats import ImportPath, Merged, PathTaken, RunRecord, Tally, Timings
 from services.importer.streams import prefetch
 from services.importer.validate import Layout, Rejects, plan_layout, validate
+from services.importer.zip_stream import NeedMore, NotStreamed, Streamed, ZipStream
 from shared.logging import get_logger
 from shared.modules import ModuleDef
 
 log = get_logger(__name__)
+# Where the CSV comes from: the zip as it downloads, or (when that gave up) the spooled zip read by zipfile.
+Source = Streamed | Spooled
 
 
 @dataclass
@@ -107,7 +111,8 @@ class Fallback:
 async def import_export_file(run: Run) -> str:
     """Import one export; returns the attempt's final status, or raises ImportFailed (nothing imported).
 
-    fetch → decode → spool, then :func:`import_zip`; the temporary directory goes with the ``with``.
+    fetch → decode → unzip as it arrives (spooled on the way), then :func:`import_zip`; where the stream gives up,
+    the spooled zip again. The temporary directory goes with the ``with``.
     """
     settings, module = run.settings, run.module
     url = export_url(settings.proxy_url, module.name, run.key.export_date.isoformat())
@@ -118,26 +123,62 @@ async def import_export_file(run: Run) -> str:
         max_bytes = max_body_bytes(settings.importer_max_zip_bytes)
         body = fetch(run.session, url, run.key.tenant, max_bytes, run.record.received)
         await run.progress.stage("download")
-        with run.timings.timed("download"):
-            await spool(b64decode(base64_payload(body, module.name), run.timings), zipped, run.limits, run.timings)
-        return await import_zip(run, zipped)
+        try:
+            return await import_download(run, b64decode(base64_payload(body, module.name), run.timings), zipped)
+        finally:
+            await body.aclose()  # type: ignore[attr-defined]  # the HTTP response, if COPY stopped before its end
 
 
-async def import_zip(run: Run, zipped: IO[bytes]) -> str:
-    """Import the spooled zip in one transaction: header → fast path, or careful path if it gives up → record."""
+async def import_download(run: Run, chunks: AsyncIterator[bytes], spool: IO[bytes]) -> str:
+    """Import the zip arriving as ``chunks`` while it arrives, writing it to ``spool``; where the stream gives up
+    (zip_stream.py), import the spooled zip as zipfile reads it."""
+    stream = ZipStream(_download(chunks, run.timings), spool, run.limits, run.timings)
+    try:
+        return await import_zip(run, Streamed(stream, spool, run.limits, run.timings))
+    except NotStreamed as exc:  # nothing of that attempt is left: the transaction rolled back
+        log.info("import reads the spooled zip", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
+        run.record.restart()
+        run.rejects.clear()
+        return await import_zip(run, Spooled(spool, run.limits, run.timings))
+    finally:
+        await stream.aclose()
+
+
+async def _download(chunks: AsyncIterator[bytes], timings: Timings) -> AsyncIterator[bytes]:
+    """The zip's bytes; ``download`` is the wall time from the first to the last (it overlaps the COPY)."""
+    with timings.timed("download"):
+        async for chunk in chunks:
+            yield chunk
+
+
+async def import_zip(run: Run, source: Source) -> str:
+    """Import the zip's CSV in one transaction: header → fast path, or careful path if it gives up → record.
+
+    A refusal waits for the rest of the download and the zip's directory (``settle``): their errors come first,
+    as when the zip was read whole before anything else.
+    """
+    try:
+        return await _import(run, source)
+    except BadExport:
+        await source.settle()
+        raise
+
+
+async def _import(run: Run, source: Source) -> str:
     record = run.record
     with run.timings.timed("header"):
-        header, encoding = await _header(run, zipped)
+        header, encoding = await _header(run, source)
         layout = plan_layout(run.module, header)
     record.ignored_columns = layout.ignored
     plan = MergePlan(run.module, layout.columns)
     async with run.conn.transaction():
         await run.progress.stage("copy")
-        loaded = await _fast_path(run, zipped, plan, layout, encoding)
+        loaded = await _fast_path(run, source, plan, layout, encoding)
         if isinstance(loaded, Fallback):
             record.path = loaded.path  # recorded if the careful path fails too
             await run.progress.stage("careful parse")
-            loaded = await _careful_path(run, zipped, plan, loaded, _Read(layout, encoding))
+            await source.settle()  # the careful path reads the spooled zip, whole and checked
+            loaded = await _careful_path(run, source, plan, loaded, _Read(layout, encoding))
         record.path, record.merged = loaded.path, loaded.merged
         await run.progress.stage("record")
         status = "partially_rejected" if run.rejects.count else "succeeded"
@@ -145,17 +186,24 @@ async def import_zip(run: Run, zipped: IO[bytes]) -> str:
     return status
 
 
-async def _header(run: Run, zipped: IO[bytes]) -> tuple[list[str], str]:
-    """The CSV's first record, read with the careful parser from the start of the file, and its encoding."""
-    seen = TextSeen()
-    text = decode_text(unzip(zipped, run.limits, run.timings, Tally()), run.module.encoding, run.timings, seen)
-    try:
-        return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header(), seen.encoding
-    finally:
-        await text.aclose()  # type: ignore[attr-defined]
+async def _header(run: Run, source: Source) -> tuple[list[str], str]:
+    """The CSV's first record, read with the careful parser from the start of the file, and its encoding.
+
+    Parsed from what has arrived of the file, again with each piece more until it holds the first record.
+    """
+    while True:
+        seen = TextSeen()
+        text = decode_text(source.head(Tally()), run.module.encoding, run.timings, seen)
+        try:
+            return await CsvRecords(text, 1, run.settings.importer_max_field_chars).header(), seen.encoding
+        except NeedMore:
+            pass
+        finally:
+            await text.aclose()  # type: ignore[attr-defined]
+        await source.more()
 
 
-async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str) -> Loaded | Fallback:
+async def _fast_path(run: Run, source: Source, plan: MergePlan, layout: Layout, encoding: str) -> Loaded | Fallback:
     """COPY the CSV as it is: into the table on a first load, into a new partition to swap in (swap.py), else
     into staging and MERGE."""
     if not run.settings.importer_fast_path:
@@ -167,7 +215,7 @@ async def _fast_path(run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layou
     try:
         async with run.conn.transaction():
             target = await _target(run, plan, layout)
-            return await _copy_and_merge(run, zipped, plan, layout, pg_encoding, target)
+            return await _copy_and_merge(run, source, plan, layout, pg_encoding, target)
     except COPY_REFUSED as exc:
         return _fallback(run, f"COPY: {exc}")
     except Untrusted as exc:
@@ -206,10 +254,10 @@ async def _target(run: Run, plan: MergePlan, layout: Layout) -> _Target:
 
 
 async def _copy_and_merge(
-    run: Run, zipped: IO[bytes], plan: MergePlan, layout: Layout, encoding: str, target: _Target
+    run: Run, source: Source, plan: MergePlan, layout: Layout, encoding: str, target: _Target
 ) -> Loaded:
     conn, tenant, timings, limit = run.conn, run.key.tenant, run.timings, run.settings.importer_max_field_chars
-    raw = _raw(run, zipped)
+    raw = _raw(run, source)
     if target.direct:
         copied = await copy_into_table(
             conn, plan, layout, raw, encoding, limit, tenant, timings, run.progress, target.table
@@ -230,9 +278,9 @@ async def _copy_and_merge(
     return Loaded(PathTaken(path, requoted=copied.requoted), merged)
 
 
-def _raw(run: Run, zipped: IO[bytes]) -> AsyncIterator[bytes]:
+def _raw(run: Run, source: Source) -> AsyncIterator[bytes]:
     run.record.csv = Tally()
-    return unzip(zipped, run.limits, run.timings, run.record.csv)
+    return source.read(run.record.csv)
 
 
 def _fallback(run: Run, why: str, merge_refused: bool = False) -> Fallback:
@@ -254,7 +302,7 @@ class _Read:
         return None if self.layout.ignored else PG_ENCODINGS.get(self.encoding)
 
 
-async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, read: _Read) -> Loaded:
+async def _careful_path(run: Run, source: Source, plan: MergePlan, fallback: Fallback, read: _Read) -> Loaded:
     """Parse with aiocsv, check every record, stage with line numbers, and merge what fits.
 
     On a tenant's first load the rows that surely fit go straight into the table by COPY instead: as the
@@ -269,24 +317,20 @@ async def _careful_path(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: 
         try:
             async with run.conn.transaction():
                 if read.copy_encoding is not None:
-                    return Loaded(fallback.path, await _byte_pass(run, zipped, plan, fallback, read))
-                return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, checks))
+                    return Loaded(fallback.path, await _byte_pass(run, source, plan, fallback, read))
+                return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, checks))
         except NotDirect as exc:
             log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
             run.rejects.clear()
             run.record.restart()
-    return Loaded(fallback.path, await _careful_pass(run, zipped, plan, fallback, None))
+    return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, None))
 
 
-async def _careful_pass(
-    run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, checks: Checks | None
-) -> Merged:
+async def _careful_pass(run: Run, source: Source, plan: MergePlan, fallback: Fallback, checks: Checks | None) -> Merged:
     """One read of the file: unzip → decode → parse → validate → chunked COPY → merge."""
     settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
     count, seen, record.csv, record.read = RecordCount(), TextSeen(), Tally(), Tally()
-    text = decode_text(
-        count.through(unzip(zipped, run.limits, timings, record.csv)), run.module.encoding, timings, seen
-    )
+    text = decode_text(count.through(source.read(record.csv)), run.module.encoding, timings, seen)
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
     rows = prefetch(validate(records.batches(timings), layout, run.rejects, seen, timings, record.read), depth=1)
@@ -320,14 +364,14 @@ async def _careful_pass(
     return replace(merged, changed=merged.changed + split.direct)
 
 
-async def _byte_pass(run: Run, zipped: IO[bytes], plan: MergePlan, fallback: Fallback, read: _Read) -> Merged:
+async def _byte_pass(run: Run, source: Source, plan: MergePlan, fallback: Fallback, read: _Read) -> Merged:
     """A first load's one read of the file at the byte level: sure records COPYed into the table as they are,
     the others parsed (aiocsv), validated and staged; then the merge of the staged rows (csv_route.py)."""
     settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
     record.csv, record.read = Tally(), Tally()
     limit = settings.importer_max_field_chars
     split = ByteSplit(
-        unzip(zipped, run.limits, timings, record.csv), RecordRouter(plan, limit), read.layout, run.rejects,
+        source.read(record.csv), RecordRouter(plan, limit), read.layout, run.rejects,
         record.read, settings.importer_copy_chunk_rows, limit, read.encoding, read.copy_encoding or "",
     )  # fmt: skip
     try:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from services.importer.archive import ZipLimits
+from services.importer.stats import Timings
+from services.importer.zip_stream import Streamed, ZipStream
 from tests.third_party import serve
 
 
@@ -30,6 +33,18 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED
             else:
                 archive.writestr(name, data)
     return out.getvalue()
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    """``data`` as a download delivers it: in pieces of ``size`` bytes."""
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+def streamed(data: bytes, piece: int, limits: ZipLimits, timings: Timings) -> Streamed:
+    """The zip ``data`` as the pipeline reads it while it arrives in pieces (zip_stream.py), spooled to memory."""
+    spool = io.BytesIO()
+    return Streamed(ZipStream(pieces(data, piece), spool, limits, timings), spool, limits, timings)
 
 
 def envelope(module: str, payload: bytes, **extra: object) -> bytes:

@@ -2,15 +2,16 @@
 
 A differential test against the real PostgreSQL: each generated file
 (tests/importer/csv_strategies.py) is imported six times, by the pipeline
-itself after the download stage (``import_zip``), on one connection in a schema
-of its own: as a tenant's first load and by the careful path into an empty
-table, then by the fast and the careful path into a table that already holds a
-row the export lacks (``missing_rows: delete``); and twice more, first load and
-seeded, into a table of the file's columns partitioned by tenant, where the fast
-path swaps the tenant's partition (swap.py). Each must agree with the careful path
-on the status, the counts, the error, every reject (line, column, reason,
-raw) and every row left in the table. The unzip stage reads 64-byte pieces
-here, so the scan's state crosses chunk boundaries all the time.
+itself after the download stage (``import_download``, the zip arriving in 64-byte
+pieces), on one connection in a schema of its own: as a tenant's first load
+and by the careful path into an empty table, then by the fast and the careful
+path into a table that already holds a row the export lacks (``missing_rows:
+delete``); and twice more, first load and seeded, into a table of the file's
+columns partitioned by tenant, where the fast path swaps the tenant's partition
+(swap.py). Each must agree with the careful path on the status, the counts, the
+error, every reject (line, column, reason, raw) and every row left in the
+table. The unzip stages (streamed and spooled) give 64-byte pieces here, so the
+scan's state crosses chunk boundaries all the time.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from conduit.db_cli import apply_migrations, read_migrations
-from services.importer import archive, ledger
+from services.importer import archive, ledger, zip_stream
 from services.importer.errors import ImportFailed
-from services.importer.pipeline import Run, import_zip
+from services.importer.pipeline import Run, import_download
 from services.importer.progress import Progress
 from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
@@ -40,7 +41,7 @@ from shared.db import create_pool
 from shared.modules import ModuleDef, catalogue
 from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
 from tests.importer.csv_strategies import csv_file
-from tests.importer.support import zip_bytes
+from tests.importer.support import pieces, zip_bytes
 
 MODULE = catalogue().get("transactions").model_copy(update={"missing_rows": "delete", "reject_threshold": 0.5})
 HEADER = b"Transaction ID,account_code,amount,value_date"
@@ -71,7 +72,7 @@ async def _import(
     rejects = Rejects(config.importer_rejects_kept, config.importer_reject_raw_chars)
     run = Run(config, None, conn, module, key, attempt, _Quiet(), record, rejects)  # type: ignore[arg-type]
     try:
-        await import_zip(run, io.BytesIO(zip_bytes({"transactions.csv": data})))
+        await import_download(run, pieces(zip_bytes({"transactions.csv": data}), 64), io.BytesIO())
     except ImportFailed as exc:
         await ledger.finish(conn, attempt, "failed", record.outcome(exc), rejects.kept, error=exc)
     outcome = dict(await conn.fetchrow(f"SELECT {LEDGER}, parse_path FROM import_runs WHERE id = $1", attempt.id))
@@ -146,6 +147,7 @@ def test_first_load_fast_and_careful_paths_agree(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(archive, "_READ", 64)
+    monkeypatch.setattr(zip_stream, "_OUT", 64)
     config = ImporterSettings(
         database_url=database_url,
         importer_temp_dir=tmp_path,
