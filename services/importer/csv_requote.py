@@ -57,6 +57,11 @@ _BLANK = bytes.maketrans(b'"\r\n', b"QQQ")
 # line (two line ends in a row; a CRLF is one) and a line holding only ``\.`` (found by its ``\.``).
 _SPOTS = (b'"', b"\x00", b"\n\n", b"\r\r", b"\n\r")
 _LINE_ENDS = (b"\r", b"\n")
+# Per line end of a file (its header's): a blank line, and a line holding only ``\.``, in a chunk's bare lines.
+_EOL_SPOTS = {
+    eol: (re.compile(re.escape(eol + eol)), re.compile(re.escape(eol + b"\\." + eol)))
+    for eol in (b"\n", b"\r\n", b"\r")
+}
 
 
 def _blanked(data: bytes) -> bytes:
@@ -99,7 +104,7 @@ def _end_of_data_lines(bare: bytes) -> Iterator[tuple[int, int]]:
     at = bare.find(b"\\", 1)  # one byte: memchr (a search for two is slow where "." is common)
     while at >= 0:
         if bare[at + 1 : at + 2] == b"." and bare[at - 1 : at] in _LINE_ENDS and bare[at + 2 : at + 3] in _LINE_ENDS:
-            yield at - 1, at + 3
+            yield at, at + 3  # from the backslash: the record before it is not read again
         at = bare.find(b"\\", at + 1)
 
 
@@ -163,17 +168,18 @@ class CopyFeed:
         """How many records ``head`` holds if COPY reads it as it is (fields within the limit); None: rewrite it.
 
         After the file's first chunk, in a few C-speed passes that know the file's line end: quoted fields cut to
-        one byte, then no quote, NUL or blank line may be left, and the records are that line end's count.
+        one byte, then no quote, NUL, blank line or ``\\.`` line may be left, and the records are that line
+        end's count.
         """
         eol = self._eol
-        if self.records == 0 or not eol or b"\\" in head and b"\\." in head:
+        if self.records == 0 or not eol:
             counted = clean_lines(self._context, head)
             if counted is not None:
                 self._limit.clean_chunk(head, eol or b"\n")
             return counted
         buf = eol + head
         bare, fields = _QUOTED_FIELD.subn(b"Q", buf) if b'"' in buf else (buf, 0)
-        if b'"' in bare or b"\x00" in bare or eol + eol in bare:
+        if b'"' in bare or b"\x00" in bare or _blank_or_end_of_data(bare, eol):
             return None
         self._limit.clean_chunk(head, eol, buf, bare, fields)
         return bare.count(eol[-1:]) - 1
@@ -239,6 +245,20 @@ class CopyFeed:
         if quoted == [b""]:
             quoted = [b'""']  # a record of one empty field, not a blank line
         return b",".join(quoted) + eol
+
+
+def _blank_or_end_of_data(bare: bytes, eol: bytes) -> bool:
+    """Whether ``bare`` (whole lines after the header, starting with ``eol``, quoted fields cut out) holds a blank
+    line or a line of only ``\\.``: ``eol`` twice, or ``\\.`` between two. (A line end of another kind makes COPY
+    refuse the file, and COPY's row count is checked anyway.)
+
+    Only that ``\\.`` is COPY's end-of-data marker: a chunk with a backslash-dot elsewhere (``C:\\.cache``, or a
+    ``\\.`` line inside a quoted note) stays on this path; it went through ``clean_lines`` before (a file with one
+    in every chunk: 4 × the feed's time). Compiled searches, not ``in``: a two-byte ``in`` (a blank line in an LF
+    or CR-only file) took 3.3 ms per MiB here, the same search by ``re`` 1.2 ms.
+    """
+    blank, end_of_data = _EOL_SPOTS[eol]
+    return blank.search(bare) is not None or (b"\\" in bare and end_of_data.search(bare) is not None)
 
 
 def _header_line_end(head: bytes) -> bytes:

@@ -176,6 +176,10 @@ def test_first_load_fast_and_careful_paths_agree(
         @example(data=HEADER + b',description\n1,a,1,2024-05-01,5" screen\n2,b,2,2024-05-01,3"\n')
         # A space before a quote: COPY read ` a`, the careful path ` "a"`.
         @example(data=HEADER + b',description\n1,a,1,2024-05-01, "a"\n')
+        # Issue 15: a backslash-dot not on a line of its own leaves the chunk on the fast check; a `\.` line does not.
+        @example(data=HEADER + b',memo\r1,a,1,2024-05-01,"see\r\\.\rend"\r2,b,2,2024-05-01,C:\\.x\r3,c,3,2024-05-01,\r')
+        @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r\\.\r3,c,3,2024-05-01\r")
+        @example(data=HEADER + b"\n1,a,1,2024-05-01\n2,b,2,2024-05-01\n\\.\r\n3,c,3,2024-05-01\n")
         # CR-only line ends: aiocsv dropped the last record.
         @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r")
         # A blank line in a one-column view: COPY reads a NULL row. An over-long field in an ignored column.

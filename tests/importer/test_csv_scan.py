@@ -13,10 +13,12 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from unittest.mock import patch
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from services.importer import csv_requote
 from services.importer.csv_count import RecordCount
 from services.importer.csv_fields import FieldLimit, FieldTooLong
 from services.importer.csv_requote import CopyFeed
@@ -219,3 +221,45 @@ def test_the_careful_paths_count_knows_a_quote_never_closed_and_the_records(data
     assert (count.never_closed is not None) == ends_in_an_open_quote(text), count.never_closed
     if count.never_closed is None and count.records is not None:
         assert count.records == len(reference(text))
+
+
+# Records COPY reads as the definition does, with a backslash-dot in every place but a line of its own.
+_PLAIN = ["1,a,x", "2,b,C:\\.cache", '3,"c, d","see\nbelow"', '4,"e","note\r\n\\.\r\nend"', "5,\\.,\\.x", '6,"\\.",f']
+# One unusual record ("": none) and the bytes COPY must get for it: written again only where COPY would misread.
+_ODD = {"": "", '7,5" screen,g': '7,"5"" screen",g', "\\.": '"\\."', '8,"ab"c,h': '8,"ab"c,h'}
+_GENERAL = csv_requote.clean_lines
+
+
+@st.composite
+def _plain_file(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A file of plain records in one line end with an odd one somewhere, and the bytes COPY must get for it."""
+    eol = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    records = draw(st.lists(st.sampled_from(_PLAIN), min_size=1, max_size=40))
+    odd = draw(st.sampled_from(sorted(_ODD)))
+    at = draw(st.integers(0, len(records)))
+    sent = [*records[:at], _ODD[odd], *records[at:]] if odd else records
+    records = [*records[:at], odd, *records[at:]] if odd else records
+    return eol.join(["h,d,e", *records, ""]).encode(), eol.join(["h,d,e", *sent, ""]).encode()
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(case=_plain_file(), size=st.integers(1, 120))
+@example(case=(b'h,d,e\r1,a,x\r4,"e","note\r\n\\.\r\nend"\r2,b,C:\\.cache\r', b""), size=20)
+def test_only_the_record_copy_would_misread_is_written_again(case: tuple[bytes, bytes], size: int) -> None:
+    """Issue 15: a backslash-dot that is not a line of its own (in text, in a quoted note), an inch mark or a
+    ``\\.`` line somewhere: COPY gets the file's bytes as they are but that one record, in any chunking and line
+    end, and once the file's line end is known no chunk goes back to the general check (``clean_lines``)."""
+    data, expected = case
+    expected = expected or data
+    checked: list[int] = []
+
+    def general(context: bytes, head: bytes) -> int | None:
+        checked.append(len(head))
+        return _GENERAL(context, head)
+
+    with patch.object(csv_requote, "clean_lines", general):
+        sent, feed = _fed(data, size)
+    assert sent == expected
+    assert feed.rewritten == (sent != data)
+    assert reference(sent.decode()) == reference(data.decode())
+    assert sum(checked) <= len(b"h,d,e\r\n") + size  # the header's chunk
