@@ -16,6 +16,10 @@ that keeps them (no swap: the fast path's MERGE), and one that deletes them
 table the rule's model says (the last copy that fits wins) and agree on the
 ledger's counts and rejects. The model, not only the other path, is the
 reference: the careful path tried the same MERGE first, so it was wrong alike.
+
+The fix asks ``MergePlan.repeats_key`` before any MERGE of staged rows; a second
+test holds its answer to the table's own primary key, for keys of one column and
+of several (hashed), each type's values written in ways PostgreSQL reads as one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conduit.db_cli import apply_migrations, read_migrations
+from services.importer.merge import STAGE, MergePlan
 from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
 from shared.db import create_pool
@@ -158,5 +163,76 @@ def test_a_key_repeated_over_yesterdays_rows_keeps_its_last_copy_on_every_path(
     finally:
         loop.run_until_complete(pool.release(conn))
         loop.run_until_complete(pool.close())
+        loop.run_until_complete(drop_schema(database_url, schema))
+        loop.close()
+
+
+# Key columns of each type, with texts PostgreSQL reads as one value (01 is 1, 1.00 is 1.0) and some it does not.
+_KEY_TEXTS = {
+    "bigint": ["1", "01", " 1", "2"],
+    "numeric": ["1.0", "1.00", "1", "2"],
+    "date": ["2024-05-01", "2024-5-1", "2024-05-02"],
+    "text": ["a", "A", "a ", "é"],
+}
+
+
+async def _repeats_as_the_key_says(conn: asyncpg.Connection, types: list[str], keys: list[tuple[str, ...]]) -> None:
+    """``repeats_key`` on the staged texts against the table's own primary key taking the cast rows or not."""
+    names = [f"k{i}" for i in range(len(types))]
+    columns = [{"name": n, "type": t} for n, t in zip(names, types, strict=True)]
+    module = ModuleDef.model_validate({"name": "rk", "table": "rk", "key": names, "columns": columns})
+    plan = MergePlan(module, names)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute(plan.create_stage())
+        records = [(*key, i, i + 1) for i, key in enumerate(keys, 1)]
+        await conn.copy_records_to_table(STAGE, records=records, columns=plan.copy_columns)
+        repeats = await conn.fetchval(plan.repeats_key())
+        typed = ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True))
+        await conn.execute(f"CREATE TEMP TABLE keyed ({typed}, PRIMARY KEY ({', '.join(names)})) ON COMMIT DROP")
+        try:
+            async with conn.transaction():
+                await conn.execute(f"INSERT INTO keyed SELECT {', '.join(plan.cast(n) for n in names)} FROM {STAGE}")
+            refused = False
+        except asyncpg.UniqueViolationError:
+            refused = True
+        assert repeats == refused, f"{types} {keys}: repeats_key says {repeats}, the primary key {refused}"
+    finally:
+        await tx.rollback()
+
+
+@st.composite
+def _staged_keys(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, ...]]]:
+    types = draw(st.lists(st.sampled_from(sorted(_KEY_TEXTS)), min_size=1, max_size=3))
+    key = st.tuples(*(st.sampled_from(_KEY_TEXTS[t]) for t in types))
+    return types, draw(st.lists(key, min_size=1, max_size=6))
+
+
+@pytest.mark.timeout(120)
+def test_repeats_key_finds_what_the_primary_key_refuses(database_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    schema, url = loop.run_until_complete(fresh_schema(database_url))
+    conn = loop.run_until_complete(asyncpg.connect(url))
+    try:
+
+        @settings(
+            max_examples=200,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+        @given(case=_staged_keys())
+        # One key, and two columns hashed: the same values written otherwise are the same key.
+        @example(case=(["bigint"], [("1",), ("01",)]))
+        @example(case=(["bigint", "text"], [("1", "a"), ("01", "a"), ("1", "A")]))
+        @example(case=(["numeric", "date"], [("1.0", "2024-05-01"), ("1.00", "2024-5-1")]))
+        def check(case: tuple[list[str], list[tuple[str, ...]]]) -> None:
+            loop.run_until_complete(_repeats_as_the_key_says(conn, *case))
+
+        check()
+    finally:
+        loop.run_until_complete(conn.close())
         loop.run_until_complete(drop_schema(database_url, schema))
         loop.close()
