@@ -80,11 +80,9 @@ def _debian_base() -> None:
         rootfs = Path(work) / "rootfs"
         run(["debootstrap", "--variant=minbase", "--include=python3.11", "bookworm", str(rootfs), DEBIAN_MIRROR])
         # podman import turns a tarball into an image without running anything.
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        try:
+        # The with closes our end of the pipe and waits for tar (a bare Popen left the pipe to the collector).
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
             run(["podman", "import", "-", BASE], stdin=tar.stdout)
-        finally:
-            tar.wait()
 
 
 def _uv_image(version: str, name: str) -> None:
@@ -98,11 +96,8 @@ def _uv_image(version: str, name: str) -> None:
                 target = Path(work) / tool
                 target.write_bytes(archive.read(f"uv-{version}.data/scripts/{tool}"))
                 target.chmod(0o755)
-        tar = subprocess.Popen(["tar", "-C", work, "-c", "uv", "uvx"], stdout=subprocess.PIPE)
-        try:
+        with subprocess.Popen(["tar", "-C", work, "-c", "uv", "uvx"], stdout=subprocess.PIPE) as tar:
             run(["podman", "import", "-", name], stdin=tar.stdout)
-        finally:
-            tar.wait()
 
 
 def build(tag: str = TAG, build_args: dict[str, str] | None = None, layers: bool = True, context: Path = ROOT) -> float:
