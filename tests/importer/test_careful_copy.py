@@ -221,7 +221,7 @@ def test_careful_first_load_copying_what_surely_fits_equals_staging_it_all(
     both = _Both(database_url, _careful_config(tmp_path, database_url), monkeypatch)
     try:
 
-        @_HYPOTHESIS
+        @settings(_HYPOTHESIS, max_examples=80)
         @given(rows=_rows())
         # A key twice, once in a row COPY takes and once in a held-back one ("+7" is an integer no pattern
         # vouches for): the last one wins, as when every row is staged.

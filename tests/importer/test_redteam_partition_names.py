@@ -31,7 +31,7 @@ from shared.tenants import NAME_PATTERN
 from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
 
 _HYPOTHESIS = settings(
-    max_examples=40,
+    max_examples=20,
     derandomize=True,
     deadline=None,
     database=None,
