@@ -3,8 +3,9 @@ real Redis, the fake export server, and a real arq worker in burst mode to run i
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.jobs import Job
 from arq.worker import Worker
+from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -91,6 +93,44 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     finally:
         await pool.close()
         await drop_schema(database_url, schema)
+
+
+# Generated tests that import into PostgreSQL: the same examples every run (a failure is reproduced by running
+# again), no example database, and no deadline (an example is a whole import); pass max_examples beside it.
+DB_EXAMPLES = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@dataclass
+class LoopDb:
+    """A migrated schema of the test's own, for a sync test driving its own loop (hypothesis tests cannot be
+    async): ``run`` runs a coroutine on ``loop``; ``conn`` is a pooled connection on that schema."""
+
+    loop: asyncio.AbstractEventLoop
+    conn: Any
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+@pytest.fixture
+def loop_db(database_url: str) -> Iterator[LoopDb]:
+    loop = asyncio.new_event_loop()
+    schema, url = loop.run_until_complete(fresh_schema(database_url))
+    pool = loop.run_until_complete(create_db_pool(url, min_size=1, max_size=1))
+    conn = loop.run_until_complete(pool.acquire())
+    try:
+        loop.run_until_complete(apply_migrations(conn, read_migrations(MIGRATIONS)))
+        yield LoopDb(loop, conn)
+    finally:
+        loop.run_until_complete(pool.release(conn))
+        loop.run_until_complete(pool.close())
+        loop.run_until_complete(drop_schema(database_url, schema))
+        loop.close()
 
 
 def write_tenants(directory: Path, tenants: tuple[str, ...] = TENANTS) -> Path:

@@ -16,7 +16,6 @@ scan's state crosses chunk boundaries all the time.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -26,9 +25,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 
-from conduit.db_cli import apply_migrations, read_migrations
 from services.importer import archive, ledger, zip_stream
 from services.importer.errors import ImportFailed
 from services.importer.pipeline import Run, import_download
@@ -37,9 +35,8 @@ from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
 from services.importer.stats import RunRecord
 from services.importer.validate import Rejects
-from shared.db import create_pool
 from shared.modules import ModuleDef, catalogue
-from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
+from tests.importer.conftest import DB_EXAMPLES, LoopDb
 from tests.importer.csv_strategies import csv_file
 from tests.importer.support import pieces, zip_bytes
 
@@ -144,7 +141,7 @@ async def compare(conn: asyncpg.Connection, fast: ImporterSettings, data: bytes)
 
 @pytest.mark.timeout(360)
 def test_first_load_fast_and_careful_paths_agree(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_db: LoopDb, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(archive, "_READ", 64)
     monkeypatch.setattr(zip_stream, "_OUT", 64)
@@ -154,49 +151,32 @@ def test_first_load_fast_and_careful_paths_agree(
         importer_max_field_chars=40,
         importer_copy_chunk_rows=3,
     )
-    loop = asyncio.new_event_loop()
-    schema, url = loop.run_until_complete(fresh_schema(database_url))
-    pool = loop.run_until_complete(create_pool(url, min_size=1, max_size=1))
-    conn = loop.run_until_complete(pool.acquire())
-    try:
-        loop.run_until_complete(apply_migrations(conn, read_migrations(MIGRATIONS)))
 
-        @settings(
-            max_examples=300,
-            derandomize=True,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
-        @given(data=csv_file())
-        # Found at aff0668: COPY stops at a `\.` line, and the fast path then deleted the rows after it.
-        @example(data=HEADER + b"\n1,a,1,2024-05-01\n\\.\n2,b,2,2024-05-01\n")
-        @example(data=HEADER + b"\r\n1,a,1,2024-05-01\r\n\\.\r\n2,b,2,2024-05-01\r\n")
-        # A quote inside a bare field: COPY merged the records up to the next quote into one value.
-        @example(data=HEADER + b',description\n1,a,1,2024-05-01,5" screen\n2,b,2,2024-05-01,3"\n')
-        # A space before a quote: COPY read ` a`, the careful path ` "a"`.
-        @example(data=HEADER + b',description\n1,a,1,2024-05-01, "a"\n')
-        # Issue 15: a backslash-dot not on a line of its own leaves the chunk on the fast check; a `\.` line does not.
-        @example(data=HEADER + b',memo\r1,a,1,2024-05-01,"see\r\\.\rend"\r2,b,2,2024-05-01,C:\\.x\r3,c,3,2024-05-01,\r')
-        @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r\\.\r3,c,3,2024-05-01\r")
-        @example(data=HEADER + b"\n1,a,1,2024-05-01\n2,b,2,2024-05-01\n\\.\r\n3,c,3,2024-05-01\n")
-        # CR-only line ends: aiocsv dropped the last record.
-        @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r")
-        # A blank line in a one-column view: COPY reads a NULL row. An over-long field in an ignored column.
-        @example(data=HEADER + b"\n\n1,a,1,2024-05-01\n")
-        @example(data=HEADER + b",Other\n1,a,1,2024-05-01," + b"x" * 41 + b"\n")
-        # A number that fits its type but not the field limit: the first load checked only text columns.
-        @example(data=HEADER + b",quantity\n1,a,1,2024-05-01," + b"0" * 44 + b"1\n")
-        # Characters, not bytes: 40 two-byte characters fit, 41 do not; across lines in a quoted field.
-        @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 40 + b"\n")
-        @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 41 + b"\n")
-        @example(data=HEADER + b',memo\r\n1,a,1,2024-05-01,"' + b"ab\r\n" * 10 + b'x"\r\n2,b,2,2024-05-01,"c"\r\n')
-        def check(data: bytes) -> None:
-            loop.run_until_complete(compare(conn, config, data))
+    @settings(DB_EXAMPLES, max_examples=300)
+    @given(data=csv_file())
+    # Found at aff0668: COPY stops at a `\.` line, and the fast path then deleted the rows after it.
+    @example(data=HEADER + b"\n1,a,1,2024-05-01\n\\.\n2,b,2,2024-05-01\n")
+    @example(data=HEADER + b"\r\n1,a,1,2024-05-01\r\n\\.\r\n2,b,2,2024-05-01\r\n")
+    # A quote inside a bare field: COPY merged the records up to the next quote into one value.
+    @example(data=HEADER + b',description\n1,a,1,2024-05-01,5" screen\n2,b,2,2024-05-01,3"\n')
+    # A space before a quote: COPY read ` a`, the careful path ` "a"`.
+    @example(data=HEADER + b',description\n1,a,1,2024-05-01, "a"\n')
+    # Issue 15: a backslash-dot not on a line of its own leaves the chunk on the fast check; a `\.` line does not.
+    @example(data=HEADER + b',memo\r1,a,1,2024-05-01,"see\r\\.\rend"\r2,b,2,2024-05-01,C:\\.x\r3,c,3,2024-05-01,\r')
+    @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r\\.\r3,c,3,2024-05-01\r")
+    @example(data=HEADER + b"\n1,a,1,2024-05-01\n2,b,2,2024-05-01\n\\.\r\n3,c,3,2024-05-01\n")
+    # CR-only line ends: aiocsv dropped the last record.
+    @example(data=HEADER + b"\r1,a,1,2024-05-01\r2,b,2,2024-05-01\r")
+    # A blank line in a one-column view: COPY reads a NULL row. An over-long field in an ignored column.
+    @example(data=HEADER + b"\n\n1,a,1,2024-05-01\n")
+    @example(data=HEADER + b",Other\n1,a,1,2024-05-01," + b"x" * 41 + b"\n")
+    # A number that fits its type but not the field limit: the first load checked only text columns.
+    @example(data=HEADER + b",quantity\n1,a,1,2024-05-01," + b"0" * 44 + b"1\n")
+    # Characters, not bytes: 40 two-byte characters fit, 41 do not; across lines in a quoted field.
+    @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 40 + b"\n")
+    @example(data=HEADER + b",description\n1,a,1,2024-05-01," + "é".encode() * 41 + b"\n")
+    @example(data=HEADER + b',memo\r\n1,a,1,2024-05-01,"' + b"ab\r\n" * 10 + b'x"\r\n2,b,2,2024-05-01,"c"\r\n')
+    def check(data: bytes) -> None:
+        loop_db.run(compare(loop_db.conn, config, data))
 
-        check()
-    finally:
-        loop.run_until_complete(pool.release(conn))
-        loop.run_until_complete(pool.close())
-        loop.run_until_complete(drop_schema(database_url, schema))
-        loop.close()
+    check()

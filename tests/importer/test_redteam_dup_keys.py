@@ -32,16 +32,14 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conduit.db_cli import apply_migrations, read_migrations
 from services.importer.merge import STAGE, MergePlan
 from services.importer.schema import create_table_sql
 from services.importer.settings import ImporterSettings
-from shared.db import create_pool
 from shared.modules import ModuleDef
-from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
+from tests.importer.conftest import DB_EXAMPLES, LoopDb, drop_schema, fresh_schema
 from tests.importer.test_csv_paths import HEADER, MODULE, _import, _swap_module
 
 SEEDED = (1, 2, 3)  # keys 4 and 5 are new
@@ -128,43 +126,26 @@ async def _compare(conn: asyncpg.Connection, fast: ImporterSettings, module: Mod
 
 @pytest.mark.timeout(300)
 def test_a_key_repeated_over_yesterdays_rows_keeps_its_last_copy_on_every_path(
-    database_url: str, tmp_path: Path
+    loop_db: LoopDb, database_url: str, tmp_path: Path
 ) -> None:
     config = ImporterSettings(database_url=database_url, importer_temp_dir=tmp_path, importer_copy_chunk_rows=3)
-    loop = asyncio.new_event_loop()
-    schema, url = loop.run_until_complete(fresh_schema(database_url))
-    pool = loop.run_until_complete(create_pool(url, min_size=1, max_size=1))
-    conn = loop.run_until_complete(pool.acquire())
-    try:
-        loop.run_until_complete(apply_migrations(conn, read_migrations(MIGRATIONS)))
-        keep = MODULE.model_copy(update={"missing_rows": "keep"})
-        swap = loop.run_until_complete(_swap_module(conn, HEADER))
-        modules = [MODULE, keep, loop.run_until_complete(_partitioned_keep(conn)), swap]
+    keep = MODULE.model_copy(update={"missing_rows": "keep"})
+    swap = loop_db.run(_swap_module(loop_db.conn, HEADER))
+    modules = [MODULE, keep, loop_db.run(_partitioned_keep(loop_db.conn)), swap]
 
-        @settings(
-            max_examples=40,
-            derandomize=True,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
-        @given(copies=_COPIES, which=st.sampled_from(range(len(modules))))
-        # Found on main: the changed copy first, the stored one last; MERGE skipped the stored copy, kept the
-        # changed one, and counted no duplicate (both paths: the careful one tried the same MERGE first).
-        @example(copies=[(1, "changed"), (1, "stored")], which=0)
-        @example(copies=[(1, "changed"), (1, "stored")], which=1)
-        @example(copies=[(1, "changed"), (1, "stored")], which=2)
-        # The stored copy first: the right row by chance, but the duplicate went uncounted.
-        @example(copies=[(1, "stored"), (2, "again"), (1, "changed"), (4, "again")], which=1)
-        def check(copies: list[Copy], which: int) -> None:
-            loop.run_until_complete(_compare(conn, config, modules[which], copies))
+    @settings(DB_EXAMPLES, max_examples=40)
+    @given(copies=_COPIES, which=st.sampled_from(range(len(modules))))
+    # Found on main: the changed copy first, the stored one last; MERGE skipped the stored copy, kept the
+    # changed one, and counted no duplicate (both paths: the careful one tried the same MERGE first).
+    @example(copies=[(1, "changed"), (1, "stored")], which=0)
+    @example(copies=[(1, "changed"), (1, "stored")], which=1)
+    @example(copies=[(1, "changed"), (1, "stored")], which=2)
+    # The stored copy first: the right row by chance, but the duplicate went uncounted.
+    @example(copies=[(1, "stored"), (2, "again"), (1, "changed"), (4, "again")], which=1)
+    def check(copies: list[Copy], which: int) -> None:
+        loop_db.run(_compare(loop_db.conn, config, modules[which], copies))
 
-        check()
-    finally:
-        loop.run_until_complete(pool.release(conn))
-        loop.run_until_complete(pool.close())
-        loop.run_until_complete(drop_schema(database_url, schema))
-        loop.close()
+    check()
 
 
 # Key columns of each type, with texts PostgreSQL reads as one value (01 is 1, 1.00 is 1.0) and some it does not.
@@ -216,13 +197,7 @@ def test_repeats_key_finds_what_the_primary_key_refuses(database_url: str) -> No
     conn = loop.run_until_complete(asyncpg.connect(url))
     try:
 
-        @settings(
-            max_examples=200,
-            derandomize=True,
-            deadline=None,
-            database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
+        @settings(DB_EXAMPLES, max_examples=200)
         @given(case=_staged_keys())
         # One key, and two columns hashed: the same values written otherwise are the same key.
         @example(case=(["bigint"], [("1",), ("01",)]))
