@@ -278,7 +278,7 @@ def test_sorting_out_held_rows_a_row_at_a_time_when_the_columns_find_no_reason_g
     both = _Both(database_url, _careful_config(tmp_path, database_url), monkeypatch)
     try:
 
-        @settings(_HYPOTHESIS, max_examples=40)
+        @settings(_HYPOTHESIS, max_examples=25)
         @given(rows=_rows())
         def check(rows: list[list[str]]) -> None:
             with monkeypatch.context() as patched:

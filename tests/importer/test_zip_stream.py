@@ -119,7 +119,7 @@ def _case(data: bytes, piece: int = 64, inflated: int = 1 << 20) -> dict[str, ob
     return {"data": data, "limits": LIMITS[0], "piece": piece, "header_pieces": 1, "inflated": inflated}
 
 
-@settings(max_examples=500, derandomize=True, database=None, deadline=None)
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
 @given(
     data=hostile(),
     limits=st.sampled_from(LIMITS),

@@ -102,7 +102,7 @@ def test_children_that_exit_by_themselves_end_the_parent_with_their_code() -> No
         assert finish(proc, mark)[0] == 137
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(delay=st.floats(0, 0.3), kill_one=st.booleans(), twice=st.booleans())
 @example(delay=0.0, kill_one=False, twice=False)
 @example(delay=0.0, kill_one=False, twice=True)
