@@ -66,28 +66,37 @@ async def daily(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     modules = str(snapshot_modules())
     stack.env["CONDUIT_MODULES_DIR"] = modules
     stack.serve_exports(0, {b.MODULE: opts.rows})
-    files = {s: b._extract(b._build(b.MODULE, "acme-demo", DAYS[s], opts.rows)) for s in ("first", "all_changed")}
-    files["again"] = files["first"]
-    files["one_percent"] = b._extract(one_percent_changed(opts.rows))
     await b._sql(stack, b._comparison_tables())
     await b._sql(stack, f"TRUNCATE {b.MODULE}; SELECT conduit_partition_by_tenant('{b.MODULE}')")
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
-    psql: dict[str, list[float]] = {s: [] for s in SCENARIOS}
-    for i in range(opts.repeat):
-        await b._sql(stack, f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
-        for scenario in SCENARIOS:
-            sides = ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]
-            for side in sides:
-                if side == "psql":
-                    psql[scenario].append(await b._psql(stack, files[scenario]))
-                else:
-                    runs[scenario].append(await b._conduit(stack, f"daily-{i}-{scenario}", DAYS[scenario]))
-            run = runs[scenario][-1]
-            print(f"  daily {scenario}: conduit {run['total']:.2f} s ({run['path']}, {run['changed']} changed), "
-                  f"psql {psql[scenario][-1]:.2f} s", flush=True)  # fmt: skip
+    runs, psql = await paired_scenarios(stack, opts, "daily", f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
     memory = await _memory(stack, opts)
     disk = await _disk(stack, opts)
     return {"runs": runs, "psql": psql, "memory": memory, "disk": disk}
+
+
+async def paired_scenarios(
+    stack: b._Stack, opts: argparse.Namespace, tag: str, reset: str
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[float]]]:
+    """Every scenario ``opts.repeat`` times, each import paired with psql \\copy of its CSV, order alternating;
+    ``reset`` (SQL) empties the tenant's rows before each repetition. Returns Conduit's runs and psql's seconds."""
+    files = {s: b._extract(b._build(b.MODULE, "acme-demo", DAYS[s], opts.rows)) for s in ("first", "all_changed")}
+    files["again"] = files["first"]
+    files["one_percent"] = b._extract(one_percent_changed(opts.rows))
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
+    psql: dict[str, list[float]] = {s: [] for s in SCENARIOS}
+    for i in range(opts.repeat):
+        await b._sql(stack, reset)
+        for scenario in SCENARIOS:
+            for side in ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]:
+                if side == "psql":
+                    psql[scenario].append(await b._psql(stack, files[scenario]))
+                else:
+                    runs[scenario].append(await b._conduit(stack, f"{tag}-{i}-{scenario}", DAYS[scenario]))
+            run = runs[scenario][-1]
+            print(f"  {tag} {scenario}: conduit {run['total']:.2f} s ({run['path']}, {run['changed']} changed, "
+                  f"merge {run['stages'].get('merge', 0):.2f} s), psql {psql[scenario][-1]:.2f} s, "
+                  f"ratio {psql[scenario][-1] / run['total']:.2f}", flush=True)  # fmt: skip
+    return runs, psql
 
 
 async def _memory(stack: b._Stack, opts: argparse.Namespace) -> dict[str, float]:

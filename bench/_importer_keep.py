@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from bench import importer as b
-from bench._importer_daily import DAYS, SCENARIOS, one_percent_changed
+from bench._importer_daily import SCENARIOS, paired_scenarios
 
 _NAMES = {"first": "first load", "again": "same export again", "all_changed": "next day, all changed",
           "one_percent": "next day, 1% changed"}  # fmt: skip
@@ -21,25 +21,8 @@ _NAMES = {"first": "first load", "again": "same export again", "all_changed": "n
 async def keep(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     """Each scenario ``opts.repeat`` times, paired with psql."""
     stack.serve_exports(0, {b.MODULE: opts.rows})
-    files = {s: b._extract(b._build(b.MODULE, "acme-demo", DAYS[s], opts.rows)) for s in ("first", "all_changed")}
-    files["again"] = files["first"]
-    files["one_percent"] = b._extract(one_percent_changed(opts.rows))
     await b._sql(stack, b._comparison_tables())
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
-    psql: dict[str, list[float]] = {s: [] for s in SCENARIOS}
-    for i in range(opts.repeat):
-        await b._sql(stack, f"TRUNCATE {b.MODULE}")
-        for scenario in SCENARIOS:
-            sides = ["conduit", "psql"] if i % 2 == 0 else ["psql", "conduit"]
-            for side in sides:
-                if side == "psql":
-                    psql[scenario].append(await b._psql(stack, files[scenario]))
-                else:
-                    runs[scenario].append(await b._conduit(stack, f"keep-{i}-{scenario}", DAYS[scenario]))
-            run = runs[scenario][-1]
-            print(f"  keep {scenario}: conduit {run['total']:.2f} s ({run['path']}, {run['changed']} changed, "
-                  f"merge {run['stages'].get('merge', 0):.2f} s), psql {psql[scenario][-1]:.2f} s, "
-                  f"ratio {psql[scenario][-1] / run['total']:.2f}", flush=True)  # fmt: skip
+    runs, psql = await paired_scenarios(stack, opts, "keep", f"TRUNCATE {b.MODULE}")
     return {"runs": runs, "psql": psql}
 
 

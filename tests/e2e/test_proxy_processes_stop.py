@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.processes import Service, Services, wait_ready
+from tests.process_marks import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,20 +37,6 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:  # the parent has exited
         return []
-
-
-def marked(mark: str) -> list[int]:
-    """Processes whose environment holds ``mark``: the proxy and whatever it started, orphaned or not."""
-    needle = f"CONDUIT_TEST_MARK={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:  # gone meanwhile, or not ours
-                pass
-    return found
 
 
 async def until(done: Callable[[], bool], proxy: Service, what: str) -> None:

@@ -23,6 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.auth_proxy.supervisor import exit_code
+from tests.process_marks import marked
 
 PARENT = r"""
 import os, signal, sys
@@ -49,19 +50,6 @@ def parent(count: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
         finally:
             for pid in marked(mark):
                 os.kill(pid, signal.SIGKILL)
-
-
-def marked(mark: str) -> list[int]:
-    needle = f"CONDUIT_TEST_MARK={mark}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:  # gone meanwhile
-                pass
-    return found
 
 
 def finish(proc: subprocess.Popen[str], mark: str) -> tuple[int, list[int]]:
