@@ -100,9 +100,10 @@ class MergePlan:
         value = f"NULLIF({source}{quote(name)}, '')"
         return value if kind == "text" else f"{value}::{kind}"
 
-    def _merge(self, source: str) -> str:
-        """MERGE ``source`` (rows with the staged column names) into the module's table for tenant $1."""
-        target = quote(self.module.table_name)
+    def _merge(self, source: str, into: str | None = None) -> str:
+        """MERGE ``source`` (rows with the staged column names) into the module's table (or ``into``, the
+        tenant's partition) for tenant $1."""
+        target = quote(into or self.module.table_name)
         on = " AND ".join([f"t.{TENANT_COLUMN} = $1::text", *(f"t.{quote(k)} = s.{quote(k)}" for k in self.module.key)])
         cols = ", ".join(quote(c) for c in self.columns)
         values = ", ".join(f"s.{quote(c)}" for c in self.columns)
@@ -119,9 +120,9 @@ class MergePlan:
         casts = ", ".join(f"{self.cast(c)} AS {quote(c)}" for c in self.columns)
         return self._merge(f"SELECT {casts} FROM {STAGE}")
 
-    def typed_merge(self) -> str:
+    def typed_merge(self, source: str = TYPED, into: str | None = None) -> str:
         cols = ", ".join(quote(c) for c in self.columns)
-        return self._merge(f"SELECT {cols} FROM {TYPED}")
+        return self._merge(f"SELECT {cols} FROM {quote(source)}", into)
 
     def repeats_key(self) -> str:
         """SQL: whether the staged file holds a key twice, as the table's key compares (``01`` is ``1``).
@@ -213,6 +214,13 @@ async def write_merge(conn: asyncpg.Connection, plan: MergePlan, tenant: str) ->
     """
     await conn.execute(_SETTINGS)
     return await _merge_once(conn, plan, tenant)
+
+
+async def merge_table(conn: asyncpg.Connection, plan: MergePlan, tenant: str, source: str, into: str) -> int:
+    """MERGE the typed, keyed table ``source`` (a file COPYed in: swap.py) into the tenant's partition ``into``;
+    returns the rows it inserted or changed. Nothing to refuse: the values are cast and the keys unique."""
+    await conn.execute(_SETTINGS)
+    return _count(await conn.execute(plan.typed_merge(source, into), tenant))
 
 
 async def _merge_once(conn: asyncpg.Connection, plan: MergePlan, tenant: str) -> int:

@@ -270,8 +270,8 @@ async def _copy_and_merge(
     path, merged = target.path, Merged(changed=copied.rows)
     if path is ImportPath.SWAP:
         await run.progress.stage("swap")
-        swapped = await swap.swap_in(conn, plan, tenant, timings, copied.rows)
-        path, merged = (ImportPath.SWAP if swapped.replaced else ImportPath.FIRST_LOAD), swapped.merged
+        swapped = await swap.swap_in(conn, plan, tenant, timings, copied.rows, run.settings.importer_temp_dir)
+        path, merged = swapped.path, swapped.merged
     elif path is ImportPath.FAST:
         await run.progress.stage("merge")
         merged = await merge_staged(conn, plan, tenant, timings)

@@ -32,7 +32,7 @@ TENANT_DEFAULT = "current_setting('conduit.tenant_id'::text)"
 def create_table_sql(module: ModuleDef) -> str:
     """The ``CREATE TABLE`` for a module: tenant_id first, then the columns, keyed on (tenant_id, *key).
 
-    A ``missing_rows: delete`` module's table is partitioned by tenant; the importer adds the partitions.
+    Partitioned by tenant (migrations/0006, 0009); the importer adds the partitions.
 
     tenant_id defaults to the session's ``conduit.tenant_id``, so a first load can COPY straight into the table.
     """
@@ -44,9 +44,8 @@ def create_table_sql(module: ModuleDef) -> str:
     lines.append(f"    PRIMARY KEY ({key})")
     comment = module.description.replace("'", "''")
     body = ",\n".join(lines)
-    # A full snapshot is partitioned by tenant: its imports swap the tenant's partition (migrations/0006).
-    partitioned = f" PARTITION BY LIST ({TENANT_COLUMN})" if module.missing_rows == "delete" else ""
-    ddl = f"CREATE TABLE {quote(module.table_name)} (\n{body}\n){partitioned};\n"
+    # An import swaps the tenant's partition for a new table (services/importer/swap.py).
+    ddl = f"CREATE TABLE {quote(module.table_name)} (\n{body}\n) PARTITION BY LIST ({TENANT_COLUMN});\n"
     if comment:
         ddl += f"COMMENT ON TABLE {quote(module.table_name)} IS 'Module {module.name}: {comment}';\n"
     return ddl

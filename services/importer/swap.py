@@ -1,13 +1,22 @@
-"""The daily import of a full snapshot (``missing_rows: delete``): a new table, swapped in for the tenant's partition.
+"""The daily import of a module's export: a new table, swapped in for the tenant's partition.
 
-Such a module's table is partitioned by tenant (migrations/0006). Its import
-COPYs the export into a new table of the tenant's own (``COPY ... FREEZE``,
-created in the same transaction: no MVCC bookkeeping per row later), builds
-the primary key once the rows are in (one sort instead of a b-tree insert per
-row), counts what changed against the tenant's current partition, then drops
-that partition and attaches the new table in its place. No row is rewritten
-by an UPDATE or removed by a DELETE, so nothing is left for VACUUM: the
-module's disk is one day's rows, whatever the number of days.
+Every module's table is partitioned by tenant (migrations/0006, 0009). An
+import of a file holding every column COPYs it into a new table of the
+tenant's own (``COPY ... FREEZE``, created in the same transaction: no MVCC
+bookkeeping per row later), builds the primary key once the rows are in (one
+sort instead of a b-tree insert per row), counts what changed against the
+tenant's current partition, then drops that partition and attaches the new
+table in its place. No row is rewritten by an UPDATE or removed by a DELETE,
+so nothing is left for VACUUM: the module's disk is one day's rows, whatever
+the number of days.
+
+A module that keeps rows missing from its export (``missing_rows: keep``)
+swaps the same way, with those rows carried over from the old partition into
+the new table first (frozen too: :func:`carry_missing`). Where the file is
+the smaller part of what the tenant has (an export of the day's changes, not
+of everything), rewriting all the rest each day would cost more than the
+file: the new table is then MERGEd into the partition instead and dropped
+(:func:`swap_in`).
 
 All of it is in the import's transaction, with its ledger row: a run that dies
 anywhere (SIGKILL, PostgreSQL restarting) leaves the old partition as it was
@@ -22,20 +31,22 @@ are never touched; their readers wait only for that lock.
 
 The counts are the MERGE's: rows inserted or updated (``rows_changed``, a
 row counts as updated when some column ``IS DISTINCT FROM`` yesterday's as stored: merge.rows_differ) and
-rows deleted, from one join of the old partition and the new table on the
-key; docs/benchmarks.md has what it costs and the alternatives measured.
+rows deleted (for a snapshot; carried over otherwise), from one join of the old partition and the new table on
+the key; docs/benchmarks.md has what it costs and the alternatives measured.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
-from services.importer.merge import MergePlan, rows_differ
+from services.importer.merge import MergePlan, merge_table, rows_differ
 from services.importer.schema import quote
-from services.importer.stats import Merged, Timings
+from services.importer.stats import ImportPath, Merged, Timings
 from services.importer.validate import Layout
 from shared.modules import TENANT_COLUMN, ModuleDef
 
@@ -50,6 +61,9 @@ WHERE i.inhparent = to_regclass($1) AND pg_get_expr(c.relpartbound, c.oid) = 'FO
     '''', '''''') || ''')'
 """
 
+# Carried rows held in memory up to this size on their way back in, then in a file.
+_CARRY_MEMORY = 16 * 1024 * 1024
+
 
 async def is_partitioned(conn: asyncpg.Connection, module: ModuleDef) -> bool:
     """Whether the module's table is partitioned by tenant (migrations/0006), so an import can swap."""
@@ -58,12 +72,8 @@ async def is_partitioned(conn: asyncpg.Connection, module: ModuleDef) -> bool:
 
 
 def can_swap(module: ModuleDef, layout: Layout) -> bool:
-    """A snapshot file that holds every column: a column the file lacks would keep yesterday's value in a MERGE."""
-    return (
-        module.missing_rows == "delete"
-        and not layout.ignored
-        and set(layout.columns) == {c.name for c in module.columns}
-    )
+    """A file that holds every column: a column the file lacks would keep yesterday's value in a MERGE."""
+    return not layout.ignored and set(layout.columns) == {c.name for c in module.columns}
 
 
 def load_table(module: ModuleDef, tenant: str) -> str:
@@ -81,27 +91,49 @@ async def create_load_table(conn: asyncpg.Connection, module: ModuleDef, tenant:
 
 @dataclass(frozen=True)
 class Swapped:
-    """What a swap did: the MERGE's counts, and whether it replaced a partition (else: the tenant's first load)."""
+    """What a swap did: how the rows went in (a swap, the tenant's first load, or a MERGE) and the counts."""
 
-    replaced: bool
+    path: ImportPath
     merged: Merged
 
 
-async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, rows: int) -> Swapped:
+async def swap_in(
+    conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, rows: int, temp_dir: Path | None
+) -> Swapped:
     """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
 
+    A module that keeps missing rows carries them over into the new table first (spooled in ``temp_dir``), or
+    MERGEs the new table in where the file is less than half the tenant's rows (:func:`_merges_in`).
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
     table, load = module.table_name, load_table(module, tenant)
+    keeps = module.missing_rows != "delete"
     with timings.timed("index"):
         await conn.execute("SELECT conduit_add_parent_key($1, $2)", table, load)
     old = await conn.fetchval(_CURRENT, quote(table), tenant)
-    with timings.timed("count"):
-        if old is None:
-            merged = Merged(changed=rows)
-        else:
+    if old is None:
+        merged, path = Merged(changed=rows), ImportPath.FIRST_LOAD
+    elif keeps and await _merges_in(conn, old, rows):
+        with timings.timed("merge"):
+            changed = await merge_table(conn, plan, tenant, load, old)
+            await conn.execute(f"DROP TABLE {quote(load)}")
+        return Swapped(ImportPath.FAST, Merged(changed=changed))
+    elif keeps:
+        with timings.timed("count"):
+            changes = await find_changes(conn, module, old, load, rows)
+        if changes.few:
+            with timings.timed("write"):
+                await write_in_place(conn, module, old, load, changes)
+            return Swapped(ImportPath.FAST, changes.merged)
+        merged, path = changes.merged, ImportPath.SWAP
+        if changes.missing:
+            with timings.timed("carry"):
+                await carry_missing(conn, module, old, load, temp_dir)
+    else:
+        with timings.timed("count"):
             merged = await count_changes(conn, module, old, load, rows)
+        path = ImportPath.SWAP
     with timings.timed("swap"):
         if old is not None:
             await conn.execute(f"DROP TABLE {quote(old)}")
@@ -109,7 +141,114 @@ async def swap_in(conn: asyncpg.Connection, plan: MergePlan, tenant: str, timing
         await conn.execute(f"ALTER TABLE {quote(table)} ATTACH PARTITION {quote(load)} FOR VALUES IN ({literal})")
         # Names no other tenant's partition or key can take, counted in bytes (migrations/0007).
         await conn.execute("SELECT conduit_name_tenant_partition($1, $2, $3::regclass)", table, tenant, quote(load))
-    return Swapped(old is not None, merged)
+    return Swapped(path, merged)
+
+
+async def _merges_in(conn: asyncpg.Connection, old: str, rows: int) -> bool:
+    """Whether a file of ``rows`` rows is less than half the rows of the tenant's partition ``old``: then a swap
+    would copy more rows it does not hold than rows it brings, and MERGEing it in writes only what changed.
+
+    The partition's rows as last counted by ANALYZE, or counted now where nothing has analyzed it (a partition
+    swapped in, until autovacuum comes by).
+    """
+    estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)", quote(old))
+    if estimate is None or estimate < 0:
+        estimate = await conn.fetchval(f"SELECT count(*) FROM {quote(old)}")
+    return bool(rows * 2 < estimate)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a file would change in a partition: the counts, and where few rows changed, which (the new table's
+    rows by ctid, to insert and to update; None where there were more than a tenth of the file)."""
+
+    merged: Merged
+    missing: int
+    inserts: list[tuple[int, int]] | None
+    updates: list[tuple[int, int]] | None
+
+    @property
+    def few(self) -> bool:
+        return self.inserts is not None and self.updates is not None
+
+
+# A file changing more than a tenth of its rows (and more than a thousand) swaps instead of writing in place: a row
+# written in place costs an index probe, a new row version and an index entry (a swapped-in table's pages are
+# full: no HOT update), so past some share rewriting every row by COPY costs less; and the rows' ctids are held
+# in memory on their way.
+def in_place_limit(rows: int) -> int:
+    return max(rows // 10, 1000)
+
+
+async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, rows: int) -> Changes:
+    """One merge join of the new table (``rows`` rows) and the old partition on the key: the counts, and the rows
+    to insert and update while they are few."""
+    await _plan_count(conn)
+    limit = in_place_limit(rows)
+    row = await conn.fetchrow(changes_sql(module, old, new), limit + 1)
+    await _plan_default(conn)
+    matched, updated, before = row["matched"], row["updated"], row["before"]
+    inserts, updates = row["inserts"] or [], row["updates"] or []
+    few = len(inserts) + len(updates) <= limit
+    return Changes(
+        Merged(changed=rows - matched + updated), before - matched, inserts if few else None, updates if few else None
+    )
+
+
+def changes_sql(module: ModuleDef, old: str, new: str) -> str:
+    """Rows matched by key, those of them updated, the old table's rows, and up to $1 of the new table's rows to
+    insert and to update (ctids): a left join of the new table to the old on the key."""
+    on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
+    others = [c.name for c in module.columns if c.name not in module.key]
+    changed = rows_differ(module, others, "o", "n") if others else "false"
+    # OFFSET 0: the subquery is not pulled up, so each row's comparison runs once, not once per use of `what`.
+    joined = (
+        f"SELECT n.ctid AS tid, CASE WHEN o.{TENANT_COLUMN} IS NULL THEN 'i' WHEN {changed} THEN 'u' END AS what "
+        f"FROM {quote(new)} n LEFT JOIN {quote(old)} o ON {on} OFFSET 0"
+    )
+    return (
+        "SELECT count(*) FILTER (WHERE what IS DISTINCT FROM 'i') AS matched, "
+        "count(*) FILTER (WHERE what = 'u') AS updated, "
+        f"(SELECT count(*) FROM {quote(old)}) AS before, "
+        "(array_agg(tid) FILTER (WHERE what = 'i'))[1:$1] AS inserts, "
+        f"(array_agg(tid) FILTER (WHERE what = 'u'))[1:$1] AS updates FROM ({joined}) j"
+    )
+
+
+async def write_in_place(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, changes: Changes) -> None:
+    """Insert and update in the old partition the few rows of the new table that changed, then drop it."""
+    columns = [TENANT_COLUMN, *(c.name for c in module.columns)]
+    names = ", ".join(quote(c) for c in columns)
+    if changes.inserts:
+        await conn.execute(
+            f"INSERT INTO {quote(old)} ({names}) SELECT {names} FROM {quote(new)} WHERE ctid = ANY($1::tid[])",
+            changes.inserts,
+        )
+    others = [c.name for c in module.columns if c.name not in module.key]
+    if changes.updates and others:
+        sets = ", ".join(f"{quote(c)} = n.{quote(c)}" for c in others)
+        on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
+        await conn.execute(
+            f"UPDATE {quote(old)} o SET {sets} FROM {quote(new)} n WHERE n.ctid = ANY($1::tid[]) AND {on}",
+            changes.updates,
+        )
+    await conn.execute(f"DROP TABLE {quote(new)}")
+
+
+async def carry_missing(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, temp_dir: Path | None) -> None:
+    """Copy the rows of ``old`` whose key is not in ``new`` into ``new``, frozen like the file's rows.
+
+    Through the worker, by binary COPY out to a spooled file and COPY ... FREEZE in, because no INSERT freezes
+    its rows: an INSERT's would be the only rows of the new table that a REPEATABLE READ snapshot older than
+    the swap cannot see, and it would read the file's rows without them, a mix. Spooled, so the worker's
+    memory stays flat however many rows are carried.
+    """
+    match = " AND ".join(f"n.{quote(k)} = o.{quote(k)}" for k in module.key)
+    query = f"SELECT o.* FROM {quote(old)} o WHERE NOT EXISTS (SELECT 1 FROM {quote(new)} n WHERE {match})"
+    with tempfile.SpooledTemporaryFile(_CARRY_MEMORY, dir=None if temp_dir is None else str(temp_dir)) as spool:
+        await conn.copy_from_query(query, output=spool, format="binary")
+        spool.seek(0)
+        await conn.copy_to_table(new, source=spool, format="binary", freeze=True)
 
 
 # The plan of the count, for this transaction (docs/benchmarks.md has the figures). Nothing has ANALYZEd the
@@ -123,11 +262,21 @@ _COUNT_PLAN = {"enable_nestloop": "off", "enable_hashjoin": "off", "max_parallel
 
 async def count_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, rows: int) -> Merged:
     """What a MERGE of ``new`` (``rows`` rows) into ``old`` would have counted: rows inserted or updated, deleted."""
-    settings = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _COUNT_PLAN.items())
-    await conn.execute(f"SELECT {settings}")
+    await _plan_count(conn)
     row = await conn.fetchrow(count_sql(module, old, new))
     matched, updated, before = row["matched"], row["updated"], row["before"]
     return Merged(changed=rows - matched + updated, deleted=before - matched)
+
+
+async def _plan_count(conn: asyncpg.Connection) -> None:
+    settings = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _COUNT_PLAN.items())
+    await conn.execute(f"SELECT {settings}")
+
+
+async def _plan_default(conn: asyncpg.Connection) -> None:
+    """The planner's settings as the session began, for what follows the count (a write of a few rows by key)."""
+    reset = "SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY($1)"
+    await conn.execute(reset, list(_COUNT_PLAN))
 
 
 def count_sql(module: ModuleDef, old: str, new: str) -> str:

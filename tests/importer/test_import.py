@@ -206,7 +206,7 @@ async def test_progress_events_are_published_on_redis(importer: Importer, export
     kinds = [e["event"] for e in events]
     assert kinds[0] == "started" and kinds[-1] == "finished" and kinds.count("progress") >= 1
     # A first load: straight to COPY, no merge.
-    assert [e["stage"] for e in events if e["event"] == "stage"] == ["download", "copy", "record"]
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["download", "copy", "swap", "record"]
     # The fast path counts lines as they stream to COPY (a quoted field may span several).
     progress = [e["rows"] for e in events if e["event"] == "progress"]
     assert progress == sorted(progress) and 200 <= progress[-1] <= len(demo_csv("transactions", 1000).splitlines())

@@ -110,8 +110,7 @@ async def _stage(
     for table in tables:
         await conn.execute(create_table_sql(_module(table)))
         for tenant in (TENANT, OTHER):
-            if _module(table).missing_rows == "delete":
-                await conn.execute(f"CREATE TABLE {table}_{tenant} PARTITION OF {table} FOR VALUES IN ('{tenant}')")
+            await conn.execute(f"CREATE TABLE {table}_{tenant} PARTITION OF {table} FOR VALUES IN ('{tenant}')")
             await conn.executemany(
                 f"INSERT INTO {table} (tenant_id, {', '.join(NAMES)}) SELECT $1, $2::bigint, "
                 "NULLIF($3, ''), NULLIF($4, '')::numeric, NULLIF($5, '')::integer, NULLIF($6, '')::date, "

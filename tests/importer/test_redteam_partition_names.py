@@ -70,7 +70,7 @@ async def _swap(conn: asyncpg.Connection, module: ModuleDef, tenant: str, name: 
         await conn.execute(
             f"INSERT INTO {quote(load)} (tenant_id, code, name, decimals) VALUES ($1, 'AUD', $2, 2)", tenant, name
         )
-        await swap.swap_in(conn, plan, tenant, Timings(), 1)
+        await swap.swap_in(conn, plan, tenant, Timings(), 1, None)
 
 
 async def _careful(conn: asyncpg.Connection, module: ModuleDef, tenant: str, name: str) -> None:

@@ -128,12 +128,12 @@ async def test_the_count_walks_both_keys_once_and_never_probes_a_key_per_row(
     async with db.pool.acquire() as conn, conn.transaction():
         load = await swap.create_load_table(conn, module, "acme")
         await conn.execute(fill.format(quote(load)), "A", rows)
-        await swap.swap_in(conn, plan, "acme", Timings(), rows)  # a first load: nothing to count
+        await swap.swap_in(conn, plan, "acme", Timings(), rows, None)  # a first load: nothing to count
         load = await swap.create_load_table(conn, module, "acme")
         await conn.execute(fill.format(quote(load)), "B", rows)
         monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", explaining)
         with pytest.raises(Planned):
-            await swap.swap_in(conn, plan, "acme", Timings(), rows)
+            await swap.swap_in(conn, plan, "acme", Timings(), rows, None)
 
     assert len(plans) == 1 and "Merge Join" in plans[0], plans
     assert not plans[0] & {"Nested Loop", "Hash Join", "Gather"}, plans
