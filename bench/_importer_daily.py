@@ -67,7 +67,7 @@ async def daily(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     stack.env["CONDUIT_MODULES_DIR"] = modules
     stack.serve_exports(0, {b.MODULE: opts.rows})
     await b._sql(stack, b._comparison_tables())
-    await b._sql(stack, f"TRUNCATE {b.MODULE}; SELECT conduit_partition_by_tenant('{b.MODULE}')")
+    await b._sql(stack, f"TRUNCATE {b.MODULE}")
     runs, psql = await paired_scenarios(stack, opts, "daily", f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
     memory = await _memory(stack, opts)
     disk = await _disk(stack, opts)
