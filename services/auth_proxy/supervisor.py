@@ -94,7 +94,7 @@ class _Supervisor:
             self._reap()
             if not self.stopping:
                 self._start_due()
-            if not any(slot.child or slot.due is not None for slot in self.slots):
+            if all(slot.child is None and slot.due is None for slot in self.slots):
                 return
             info = self._take()
             if info is not None and info.si_signo in STOPS:
