@@ -108,9 +108,9 @@ class _Supervisor:
             child.join()
 
     def _start(self, slot: _Slot) -> None:
-        slot.child = self.context.Process(target=_child, args=(os.getpid(), self.target, self.args))
-        slot.child.start()
-        slot.started, slot.due = time.monotonic(), None
+        child = self.context.Process(target=_child, args=(os.getpid(), self.target, self.args))
+        child.start()  # only a started child goes in its slot: ``abandon`` joins what is there
+        slot.child, slot.started, slot.due = child, time.monotonic(), None
 
     def _reap(self) -> None:
         for slot in self.slots:
