@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
 from shared.config_errors import ConfigError, ListenError, TokenKeyError
 from shared.urls import redact_url
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class StoreUnreachable(click.ClickException):
@@ -34,6 +36,8 @@ class StoreUnreachable(click.ClickException):
 
 def guard(action: Any) -> Any:
     """Configuration problems (and a port already taken) end the command with their message, not a traceback."""
+    from pydantic import ValidationError  # not at the top: a service holds its stops before pydantic loads
+
     try:
         return action()
     except (ConfigError, TokenKeyError, ListenError) as exc:

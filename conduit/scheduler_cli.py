@@ -1,15 +1,16 @@
-"""`conduit scheduler`: run the scheduler, or `conduit scheduler plan` to see what it would enqueue."""
+"""`conduit scheduler`: run the scheduler, or `conduit scheduler plan` to see what it would enqueue.
+
+`conduit scheduler` loads this module before it holds SIGTERM/SIGINT, so what only `plan` needs (asyncio,
+orjson, tabulate) is imported in `plan`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
 import click
-import orjson
-from tabulate import tabulate
 
 from conduit.cli_support import StoreUnreachable, guard, hold_stops, reaching_redis
 
@@ -41,6 +42,8 @@ def plan(day: datetime | None, tenant: str | None, module: str | None, as_json: 
     The state column says whether the schedulers already enqueued the job (read from Redis;
     "?" when Redis cannot be reached: the plan is printed all the same, and the exit code is 1).
     """
+    import asyncio
+
     on = day.date() if day else datetime.now(UTC).date()
     rows, unreachable = guard(lambda: asyncio.run(_plan_rows(on, tenant, module)))
     _print_plan(rows, on, as_json)
@@ -50,6 +53,9 @@ def plan(day: datetime | None, tenant: str | None, module: str | None, as_json: 
 
 
 def _print_plan(rows: list[dict[str, Any]], on: date, as_json: bool) -> None:
+    import orjson
+    from tabulate import tabulate
+
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return

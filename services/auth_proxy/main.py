@@ -1,7 +1,7 @@
 """Running the proxy as a process: logging, one or more worker processes, clean SIGTERM.
 
-With ``--processes N`` the parent only starts the children and passes signals on.
-It imports the settings and nothing of the app (aiohttp, Redis, cryptography...):
+With ``--processes N`` the parent only starts (and restarts) the children, passes signals on
+and logs. It imports the settings and nothing of the app (aiohttp, Redis, cryptography...):
 ``serve`` imports those, in each child. That keeps the parent small, and free of
 threads, sockets and event loops, which is what makes forking it safe.
 """
@@ -116,4 +116,7 @@ def main(processes: int = 1, settings: ProxySettings | None = None) -> None:
     if processes <= 1:
         serve(settings)
         return
+    from shared.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)  # the parent logs each child that died
     raise SystemExit(supervise(serve, (settings, True), processes))

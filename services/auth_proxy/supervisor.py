@@ -1,4 +1,4 @@
-"""The parent of ``conduit proxy --processes N``: start the children, pass one stop on, collect their exit codes.
+"""The parent of ``conduit proxy --processes N``: keep N children serving, pass one stop on, collect their exit codes.
 
 It handles no signal with a Python handler. A handler runs wherever the main thread happens to be, and an
 exception it raises comes out there: a handler that signalled a child the parent had already reaped got
@@ -6,77 +6,187 @@ ProcessLookupError, which surfaced inside ``os.waitpid`` in multiprocessing's ``
 takes every OSError for "child not created yet" and returns None, so ``join`` returned with the other child
 still running and never told to stop; multiprocessing's atexit hook then joined it for ever. Instead,
 SIGTERM, SIGINT and SIGCHLD stay blocked from before the first fork, and one loop takes them with
-``sigwaitinfo`` and reaps: a stop that comes at any moment (while forking, while a child starts, while
-idle, after a child died) waits for that loop, and a child is signalled only while it is not reaped yet, so
-its pid cannot belong to another process. (Hand-written: multiprocessing has no supervisor, and gunicorn's
-arbiter would bring a second server and its own worker model for these few lines.)
+``sigtimedwait``, reaps and restarts: a stop that comes at any moment (while forking, while a child starts,
+while idle, after a child died, while one is restarted) waits for that loop, and a child is signalled only
+while it is not reaped yet, so its pid cannot belong to another process.
+
+A child that dies before any stop (the OOM killer, a crash in C code, a stray kill) is started again, at
+once if it had served :data:`STEADY` seconds, else after a back-off that doubles, so one that crashes at once
+does not spin. Exit code 1 is the exception: it is the proxy's "could not be done" (invalid configuration,
+a taken port), which a restart would only repeat; the parent then stops the others and exits 1, as one
+process would. Each child dies with the parent (``PR_SET_PDEATHSIG``): a parent killed by SIGKILL leaves
+no child serving on, unsupervised. (Hand-written: multiprocessing has no supervisor, and gunicorn's arbiter
+would bring a second server and its own worker model for these few lines.)
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from shared.logging import get_logger
 from shared.stops import STOPS
 
 _WATCHED = STOPS | {signal.SIGCHLD}
+# A child that lived this long had started fine: its successor starts at once and its back-off starts over.
+STEADY = 10.0
+# Back-off after a child that died sooner: 0.1 s, doubling with each such death in a row, at most 30 s.
+FIRST_DELAY = 0.1
+MAX_DELAY = 30.0
+_COULD_NOT_START = 1  # the proxy's own exit code for configuration and listen errors (docs/operations.md)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+log = get_logger(__name__)
+
+
+@dataclass
+class _Slot:
+    """One of the N places a child serves from, across its restarts."""
+
+    child: BaseProcess | None = None
+    started: float = 0.0
+    quick_deaths: int = 0  # in a row, each before STEADY
+    due: float | None = None  # when its next child starts; None while one runs (or none will)
 
 
 def supervise(target: Callable[..., None], args: tuple[Any, ...], count: int) -> int:
-    """Run ``count`` forked copies of ``target(*args)`` until they all exit; the first SIGTERM/SIGINT goes to
-    each of them. Returns their exit code (:func:`exit_code`).
+    """Keep ``count`` forked copies of ``target(*args)`` running until the first SIGTERM/SIGINT, which goes to
+    each of them, then wait for them all. Returns their exit code (:func:`exit_code`).
 
     ``target`` starts with SIGTERM and SIGINT blocked and unblocks them once it handles them (``serve`` does).
     Call it from the main thread of a process that has no other threads.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
-    # fork, not spawn: spawn starts multiprocessing's resource tracker, one more Python
-    # process (13 MB) watching for semaphores the proxy never makes, and has each child
-    # import the `conduit` command again. Safe while the parent stays one thread, with
-    # no event loop and nothing open but stdio.
-    context = multiprocessing.get_context("fork")
-    children: list[BaseProcess] = []
+    supervisor = _Supervisor(target, args, count)
     try:
-        for _ in range(count):
-            child = context.Process(target=_child, args=(target, args))
-            child.start()
-            children.append(child)
-        _wait(children)
+        supervisor.run()
     finally:
-        # Only if something above raised (a fork refused): no child outlives the parent.
-        _signal_running(children, signal.SIGTERM)
-        for started in children:
-            started.join()
-    return exit_code([started.exitcode for started in children])
+        supervisor.abandon()
+    return exit_code(supervisor.codes)
 
 
-def _child(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+class _Supervisor:
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], count: int) -> None:
+        # fork, not spawn: spawn starts multiprocessing's resource tracker, one more Python
+        # process (13 MB) watching for semaphores the proxy never makes, and has each child
+        # import the `conduit` command again. Safe while the parent stays one thread, with
+        # no event loop and nothing open but stdio.
+        self.context = multiprocessing.get_context("fork")
+        self.target, self.args = target, args
+        self.slots = [_Slot() for _ in range(count)]
+        self.stopping = False
+        # The codes that end the run: each child's once stopping, and the one that could not start.
+        self.codes: list[int] = []
+
+    def run(self) -> None:
+        for slot in self.slots:
+            self._start(slot)
+        while True:
+            # Reaps every child that has exited (``exitcode`` does), each round. A child exiting after the
+            # check leaves SIGCHLD pending, so sigtimedwait returns at once: no exit is missed.
+            self._reap()
+            if not self.stopping:
+                self._start_due()
+            if all(slot.child is None and slot.due is None for slot in self.slots):
+                return
+            info = self._take()
+            if info is not None and info.si_signo in STOPS:
+                self._stop(info.si_signo)
+
+    def abandon(self) -> None:
+        """Only if ``run`` raised (a fork refused): no child outlives the parent."""
+        running = self._running()
+        _signal(running, signal.SIGTERM)
+        for child in running:
+            child.join()
+
+    def _start(self, slot: _Slot) -> None:
+        child = self.context.Process(target=_child, args=(os.getpid(), self.target, self.args))
+        child.start()  # only a started child goes in its slot: ``abandon`` joins what is there
+        slot.child, slot.started, slot.due = child, time.monotonic(), None
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            if slot.child is not None and slot.child.exitcode is not None:
+                self._ended(slot, slot.child.pid, slot.child.exitcode)
+
+    def _ended(self, slot: _Slot, pid: int | None, code: int) -> None:
+        slot.child = None
+        if self.stopping:
+            self.codes.append(code)
+            return
+        if code == _COULD_NOT_START:
+            log.error("proxy process exited", pid=pid, status=_status(code), restart_in=None)
+            self.codes.append(code)
+            self._stop(signal.SIGTERM)
+            return
+        lived = time.monotonic() - slot.started
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < STEADY else 0
+        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (slot.quick_deaths - 1)) if slot.quick_deaths else 0.0
+        slot.due = time.monotonic() + delay
+        log.warning("proxy process exited", pid=pid, status=_status(code), restart_in=round(delay, 3))
+
+    def _start_due(self) -> None:
+        if signal.sigpending() & STOPS:  # a stop is waiting for this loop: starting a child now only delays it
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.due is not None and slot.due <= now:
+                self._start(slot)
+
+    def _take(self) -> signal.struct_siginfo | None:
+        """The next watched signal, or None once a restart is due."""
+        due = [slot.due for slot in self.slots if slot.due is not None]
+        if not due:
+            return signal.sigwaitinfo(_WATCHED)
+        return signal.sigtimedwait(_WATCHED, max(0.0, min(due) - time.monotonic()))
+
+    def _stop(self, signum: int) -> None:
+        # Once: a child already drains, and one that has closed its event loop would take a second
+        # SIGTERM by the default action.
+        if not self.stopping:
+            self.stopping = True
+            for slot in self.slots:
+                slot.due = None
+            _signal(self._running(), signum)
+
+    def _running(self) -> list[BaseProcess]:
+        return [slot.child for slot in self.slots if slot.child is not None and slot.child.exitcode is None]
+
+
+def _child(parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    _die_with(parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     target(*args)
 
 
-def _wait(children: Sequence[BaseProcess]) -> None:
-    told = False
-    # ``exitcode`` reaps a child that has exited (every child, each round: a zombie is not left for later). A
-    # child exiting after the check leaves SIGCHLD pending, so sigwaitinfo returns at once: no exit is missed.
-    while [child for child in children if child.exitcode is None]:
-        signum = signal.sigwaitinfo(_WATCHED).si_signo
-        if signum in STOPS and not told:
-            # Once: a child already drains, and one that has closed its event loop would take a second
-            # SIGTERM by the default action.
-            told = True
-            _signal_running(children, signum)
+def _die_with(parent: int) -> None:
+    """SIGTERM when the parent dies, however it dies: the child then drains and stops as if the parent had
+    passed a stop on. (prctl through ctypes: no dependency offers it for one call.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before prctl, so the signal will never come: there is no one to serve for
+        raise SystemExit(0)
 
 
-def _signal_running(children: Sequence[BaseProcess], signum: int) -> None:
+def _signal(children: Sequence[BaseProcess], signum: int) -> None:
     for child in children:
         # Not reaped (only this thread reaps), so the pid is still this child's, alive or a zombie.
-        if child.exitcode is None and child.pid is not None:
+        if child.pid is not None:
             os.kill(child.pid, signum)
+
+
+def _status(code: int) -> str:
+    """An exit status as an operator reads it: ``exit code 3`` or ``killed by SIGKILL``."""
+    return f"exit code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
 
 
 def exit_code(codes: Sequence[int | None]) -> int:

@@ -126,7 +126,9 @@ def test_version() -> None:
 
 def _commands(group: click.Group, path: list[str]) -> list[list[str]]:
     found = [path]
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):  # the lazy ones too (conduit/cli.py)
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             found += _commands(command, [*path, name])
         else:

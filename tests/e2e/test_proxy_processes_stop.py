@@ -1,7 +1,9 @@
-"""`conduit proxy --processes 2` stops on SIGTERM whenever it comes, and leaves no process behind.
+"""`conduit proxy --processes 2` stops on SIGTERM whenever it comes, and leaves no process behind; a child that
+dies is replaced; a parent killed by SIGKILL takes its children with it.
 
 The moment is generated: while the parent starts, while it forks, while a child builds its app, when all
-serve, just after a child was SIGKILLed and once the parent has reaped that child. The last one used to hang:
+serve, just after a child was SIGKILLed, once the parent has reaped that child (and waits to restart it) and
+once its replacement serves. The "reaped" one used to hang:
 the parent's signal handler signalled the reaped child, raised ProcessLookupError inside multiprocessing's
 ``join``, which swallowed it and returned, and the atexit hook then joined the other child, never told to stop.
 
@@ -29,7 +31,8 @@ from tests.process_marks import marked
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-MOMENTS = ["launched", "forking", "child starting", "serving", "child killed", "child reaped"]
+MOMENTS = ["launched", "forking", "child starting", "serving", "child killed", "child reaped", "child replaced"]
+KILLED = ("child killed", "child reaped", "child replaced")
 
 
 def children(pid: int) -> list[int]:
@@ -39,12 +42,12 @@ def children(pid: int) -> list[int]:
         return []
 
 
-async def until(done: Callable[[], bool], proxy: Service, what: str) -> None:
+async def until(done: Callable[[], bool], proxy: Service, what: str, parent_alive: bool = True) -> None:
     """Wait for a state of processes we do not control, failing with the proxy's log if it never comes."""
     for _ in range(3000):
         if done():
             return
-        assert proxy.proc.poll() is None, f"exited before {what}:\n{proxy.output()[-3000:]}"
+        assert proxy.proc.poll() is None or not parent_alive, f"exited before {what}:\n{proxy.output()[-3000:]}"
         await asyncio.sleep(0.01)  # polling /proc and the log: a pause between looks, not a stand-in for an event
     raise AssertionError(f"never {what}:\n{proxy.output()[-3000:]}")
 
@@ -61,15 +64,17 @@ async def reach(moment: str, proxy: Service) -> None:
         await until(lambda: len(children(parent)) >= 1, proxy, "forked")
     elif moment == "child starting":
         await until(lambda: '"proxy starting"' in proxy.output(), proxy, "a child started")
-    elif moment in ("serving", "child killed", "child reaped"):
+    elif moment in ("serving", *KILLED):
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, proxy)
         await until(lambda: proxy.output().count('"proxy starting"') == 2, proxy, "both children started")
-    if moment in ("child killed", "child reaped"):
+    if moment in KILLED:
         kid = children(parent)[0]
         os.kill(kid, signal.SIGKILL)
         if moment == "child reaped":
             await until(lambda: gone(kid), proxy, "reaped the killed child")
+        elif moment == "child replaced":
+            await until(lambda: proxy.output().count('"proxy starting"') == 3, proxy, "replaced the killed child")
 
 
 async def stop_at(moment: str, delay: float, proxy_process: Callable[..., tuple[Services, Service]]) -> None:
@@ -92,9 +97,16 @@ async def stop_at(moment: str, delay: float, proxy_process: Callable[..., tuple[
     assert left == [], f"left behind at {moment}:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]
     started, stopped = output.count('"proxy starting"'), output.count('"proxy stopped"')
-    if moment in ("child killed", "child reaped"):
-        # 128 + 9, as a shell reports it; the other child stopped cleanly (0) and once hid it.
-        assert (code, started, stopped) == (137, 2, 1), output[-3000:]
+    if moment in KILLED:
+        # Dead before the stop: the parent took the SIGTERM before the SIGCHLD, so the child died stopping:
+        # 128 + 9, as a shell reports it (the other child stopped cleanly, with 0, and once hid it).
+        if code == 137:
+            assert (moment, started, stopped) == ("child killed", 2, 1), output[-3000:]
+        else:  # or it was seen dead first, logged, and replaced (the replacement perhaps not started yet)
+            assert (code, stopped) == (0, started - 1) and started in (2, 3), output[-3000:]
+            assert '"status":"killed by SIGKILL"' in output, output[-3000:]
+        if moment == "child replaced":
+            assert started == 3, output[-3000:]
     elif code == -signal.SIGTERM:
         # Only before any of its code ran (the interpreter and click starting): nothing to stop then.
         assert moment == "launched" and started == 0, output[-3000:]
@@ -103,11 +115,31 @@ async def stop_at(moment: str, delay: float, proxy_process: Callable[..., tuple[
         assert (code, started, stopped) == (0, 2, 2), output[-3000:]
 
 
-async def test_a_child_killed_by_a_signal_is_not_hidden_by_the_parents_exit_code(
+async def test_sigterm_after_the_parent_reaped_a_killed_child_stops_every_process(
     proxy_process: Callable[..., tuple[Services, Service]],
 ) -> None:
-    # SIGTERM once the parent has reaped the killed child: the parent used to hang here for ever.
+    # The parent used to hang here for ever.
     await stop_at("child reaped", 0.0, proxy_process)
+
+
+async def test_the_children_stop_cleanly_when_the_parent_is_killed(
+    proxy_process: Callable[..., tuple[Services, Service]],
+) -> None:
+    mark = secrets.token_hex(8)
+    services, proxy = proxy_process("--processes", "2", CONDUIT_TEST_MARK=mark)
+    try:
+        await reach("serving", proxy)
+        kids = children(proxy.proc.pid)
+        proxy.proc.kill()
+        # PR_SET_PDEATHSIG: the kernel sends each child SIGTERM, and it drains and stops as if the parent had.
+        await until(lambda: not marked(mark), proxy, "stopped the orphaned children", parent_alive=False)
+    finally:
+        for pid in marked(mark):
+            os.kill(pid, signal.SIGKILL)
+        services.stop_all()
+    output = proxy.output()
+    assert len(kids) == 2 and output.count('"proxy stopped"') == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,6 +149,8 @@ async def test_a_child_killed_by_a_signal_is_not_hidden_by_the_parents_exit_code
 @example(moment="child starting", delay=0.0)
 @example(moment="serving", delay=0.0)
 @example(moment="child killed", delay=0.0)
+@example(moment="child reaped", delay=0.05)  # while the parent waits out the back-off (0.1 s) to restart it
+@example(moment="child replaced", delay=0.0)
 async def test_sigterm_at_any_moment_stops_every_process(
     proxy_process: Callable[..., tuple[Services, Service]], moment: str, delay: float
 ) -> None:
