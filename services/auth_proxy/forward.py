@@ -14,6 +14,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from services.auth_proxy.access_log import ACCESS_LOGGER, AccessLog
+from services.auth_proxy.echo import mask_body, mask_headers
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.errors import ProxyError
 from services.auth_proxy.headers import (
@@ -136,9 +137,10 @@ class Forwarder:
         record = await self._token(ex)
         upstream = await self._send(request, target, body, record, ex)
         if upstream.status == 401 and replayable:
-            upstream = await self._retry_after_401(request, target, body, record, upstream, ex)
+            upstream, record = await self._retry_after_401(request, target, body, record, upstream, ex)
+        assert record.access_token is not None
         try:
-            await self._respond(request, upstream, ex, cache_key, cache_ttl)
+            await self._respond(request, upstream, ex, cache_key, cache_ttl, record.access_token.get_secret_value())
         finally:
             upstream.release()
 
@@ -212,16 +214,19 @@ class Forwarder:
 
     async def _retry_after_401(
         self, request: Exchange, target: str, body: Body, record: TokenRecord, first: UpstreamResponse, ex: _Trace
-    ) -> UpstreamResponse:
-        """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
+    ) -> tuple[UpstreamResponse, TokenRecord]:
+        """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back.
+
+        Returns the answer and the record whose token it was sent with.
+        """
         try:
             newer = await self._tokens.rejected(record)
         except NoToken:
-            return first
+            return first, record
         if newer.generation == record.generation:
-            return first
+            return first, record
         first.release()
-        return await self._send(request, target, body, newer, ex)
+        return await self._send(request, target, body, newer, ex), newer
 
     async def _respond(
         self,
@@ -230,8 +235,11 @@ class Forwarder:
         ex: _Trace,
         cache_key: str | None,
         cache_ttl: float | None,
+        token: str,
     ) -> None:
+        """The upstream's answer to the caller, the token it was sent with masked wherever it could be echoed."""
         headers = downstream_headers(upstream.headers, ex.req_id)
+        mask_headers(headers, token)
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
         buffer_limit = self._buffer_limit
@@ -244,6 +252,7 @@ class Forwarder:
                 raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} stopped sending") from None
             except aiohttp.ClientError as exc:
                 raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
+            payload = mask_body(payload, token)
             await self._maybe_store(cache_key, cache_ttl, upstream, headers, payload, ex)
             request.answer(upstream.status, headers, payload)
             return

@@ -1,0 +1,85 @@
+"""The tenant boundary and the token against an attacker inside the cluster, beyond the strict-head tests.
+
+A caller of one tenant must never get the token the proxy holds for it, however
+the provider echoes it back; and nothing written to Redis by someone without the
+token key may make one tenant's requests carry another tenant's token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from shared import redis_keys
+from tests.proxy.conftest import Proxy
+from tests.third_party import ECHOES, ThirdParty, running_third_party
+
+
+@pytest.fixture
+async def base64_party() -> AsyncIterator[ThirdParty]:
+    """Tokens with '+', '/' and '=' in them, which URL-encoding and JSON spell otherwise."""
+    async with running_third_party(lifetime=60, token_suffix="+/9=") as tp:
+        yield tp
+
+
+@pytest.fixture
+async def echoing(start_proxy: Callable[..., Any], base64_party: ThirdParty) -> AsyncIterator[Proxy]:
+    routes = [{"prefix": "/echo-token/", "ttl": 30}]
+    async with start_proxy(base64_party, proxy_cache_enabled=True, proxy_cache_routes=routes) as proxy:
+        yield proxy
+
+
+def _spellings(token: str) -> set[str]:
+    return {token, quote(token, safe=""), quote(token, safe="").lower(), quote_plus(token), token.replace("/", "\\/")}
+
+
+@settings(
+    max_examples=25,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    spelling=st.sampled_from(sorted(ECHOES)),
+    status=st.sampled_from(["200", "400", "401", "403", "500"]),
+    tenant=st.sampled_from(["acme", "globex"]),
+)
+async def test_a_provider_echoing_the_token_never_hands_it_to_the_caller(
+    echoing: Proxy, spelling: str, status: str, tenant: str
+) -> None:
+    # Twice: the second answer of a 200 comes from the cache, which must not hold the token either.
+    for _ in range(2):
+        response = await echoing.get(f"/echo-token/{spelling}/{status}", tenant=tenant)
+        seen = "\n".join(f"{k}: {v}" for k, v in response.headers.items()) + "\n" + await response.text()
+        assert response.status == int(status)
+        assert response.headers["X-Debug-Authorization"].startswith(ECHOES[spelling]("Bearer "))
+        for token in echoing.party.tokens:
+            for form in _spellings(token):
+                assert form not in seen, f"the caller got a token, spelled {spelling}"
+
+
+@pytest.mark.parametrize("moved_to", [("globex", "demo"), ("acme", "billing")])
+async def test_a_token_record_moved_to_another_pairs_key_is_never_used(
+    start_proxy: Callable[..., Any], party: ThirdParty, redis: Redis, moved_to: tuple[str, str]
+) -> None:
+    """Someone who can write Redis but has no token key copies acme's sealed record under another pair's key."""
+    async with running_third_party(lifetime=60) as billing, start_proxy(party, extra={"billing": billing}) as proxy:
+        answer = await proxy.get("/x", headers={"X-Provider": "demo"})
+        assert (await answer.json())["client"] == "acme-demo"
+        sealed = await redis.hget(redis_keys.token("acme", "demo"), "sealed")
+        await redis.hset(redis_keys.token(*moved_to), "sealed", sealed)
+
+        tenant, provider = moved_to
+        response = await proxy.get("/x", tenant=tenant, headers={"X-Provider": provider})
+        body = await response.json()
+        assert response.status == 503, body
+        assert body["error"] == "no_token"
+        assert "sealed for acme/demo" in body["message"]
+        assert [c.tenant_client for c in party.api_calls + billing.api_calls] == ["acme-demo"]
