@@ -19,12 +19,16 @@ from multidict import CIMultiDict
 MASK = "***"
 
 
+# What every spelling leaves as it is: URL-encoding and JSON escape only other characters.
+_KEPT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 @dataclass(frozen=True, slots=True)
 class _Spellings:
-    text: tuple[str, ...]
-    raw: tuple[bytes, ...]
-    text_pattern: re.Pattern[str]
-    raw_pattern: re.Pattern[bytes]
+    needle: str  # in every spelling: where it is absent (nearly always), one search was the whole cost
+    raw_needle: bytes
+    text: re.Pattern[str]
+    raw: re.Pattern[bytes]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -32,10 +36,10 @@ def _spellings(token: str) -> _Spellings:
     """Every spelling of the token an echo may use: as sent, URL-encoded (either hex case), '/' escaped in JSON."""
     encoded = {quote(token, safe=""), quote_plus(token)}
     forms = {token, token.replace("/", "\\/"), *encoded, *(re.sub("%[0-9A-F]{2}", _lower, e) for e in encoded)}
-    text = tuple(sorted(forms, key=len, reverse=True))  # longest first: a form inside another is masked whole
-    alternatives = "|".join(map(re.escape, text))
-    raw = tuple(form.encode() for form in text)
-    return _Spellings(text, raw, re.compile(alternatives), re.compile(alternatives.encode()))
+    # Longest first, so that a spelling inside another is masked whole.
+    alternatives = "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
+    needle = max(_KEPT.findall(token), key=len, default="")  # "": found everywhere, the patterns decide
+    return _Spellings(needle, needle.encode(), re.compile(alternatives), re.compile(alternatives.encode()))
 
 
 def _lower(match: re.Match[str]) -> str:
@@ -45,10 +49,9 @@ def _lower(match: re.Match[str]) -> str:
 def mask_headers(headers: CIMultiDict[str], token: str) -> None:
     """Mask the token in every header value, in place."""
     spellings = _spellings(token)
-    values = "\n".join(headers.values())
-    if not any(form in values for form in spellings.text):
+    if spellings.needle not in "\n".join(headers.values()):
         return
-    masked = [(name, spellings.text_pattern.sub(MASK, value)) for name, value in headers.items()]
+    masked = [(name, spellings.text.sub(MASK, value)) for name, value in headers.items()]
     headers.clear()
     headers.extend(masked)
 
@@ -56,6 +59,6 @@ def mask_headers(headers: CIMultiDict[str], token: str) -> None:
 def mask_body(body: bytes, token: str) -> bytes:
     """The body with every spelling of the token masked (the same bytes when there is none)."""
     spellings = _spellings(token)
-    if not any(form in body for form in spellings.raw):
+    if spellings.raw_needle not in body:
         return body
-    return spellings.raw_pattern.sub(MASK.encode(), body)
+    return spellings.raw.sub(MASK.encode(), body)
