@@ -26,6 +26,7 @@ _CALLER_ONLY = frozenset({"host", "authorization", "cookie", "x-tenant-id", "x-p
 _DROP_UPSTREAM = HOP_BY_HOP | _CALLER_ONLY
 # aiohttp recomputes the length of what it sends back.
 _DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+_ROUTING_VARY = "X-Tenant-ID, X-Provider"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -80,7 +81,13 @@ def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id:
 
 
 def downstream_headers(headers: CIMultiDictProxy[str], req_id: str) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones, tagged with the request id."""
+    """The upstream's response headers minus hop-by-hop ones, tagged with the request id.
+
+    The answer depends on the tenant and provider headers as much as on the URL: ``Vary`` says so
+    (RFC 9110 §12.5.5), else an HTTP cache between the callers and the proxy, keyed on the URL,
+    would hand one tenant's answer to the next tenant asking for the same path.
+    """
     out = _without(headers, _DROP_DOWNSTREAM)
+    out.add("Vary", _ROUTING_VARY)
     out["X-Request-ID"] = req_id
     return out

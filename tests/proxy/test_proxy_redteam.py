@@ -83,3 +83,20 @@ async def test_a_token_record_moved_to_another_pairs_key_is_never_used(
         assert body["error"] == "no_token"
         assert "sealed for acme/demo" in body["message"]
         assert [c.tenant_client for c in party.api_calls + billing.api_calls] == ["acme-demo"]
+
+
+@pytest.mark.parametrize("path", ["/x", "/status/404", "/cached", "/echo-cache/varied"])
+async def test_every_answer_tells_http_caches_it_depends_on_the_tenant(
+    start_proxy: Callable[..., Any], party: ThirdParty, path: str
+) -> None:
+    """A cache between the callers and the proxy keys on the URL and the headers Vary names (RFC 9111 §4.1):
+    without X-Tenant-ID there, the next tenant asking for the path would get this tenant's answer."""
+    party.cache_profiles["/echo-cache/varied"] = [("Vary", "Accept-Language"), ("Cache-Control", "max-age=60")]
+    routes = [{"prefix": "/cached", "ttl": 30}]
+    async with start_proxy(party, proxy_cache_enabled=True, proxy_cache_routes=routes) as proxy:
+        for tenant in ("acme", "acme", "globex"):  # the second acme answer of /cached is a cache hit
+            answer = await proxy.get(path, tenant=tenant)
+            varied = {v.strip().lower() for line in answer.headers.getall("Vary", ()) for v in line.split(",")}
+            assert {"x-tenant-id", "x-provider"} <= varied, (path, answer.headers.getall("Vary", ()))
+            if path == "/echo-cache/varied":
+                assert "accept-language" in varied  # the upstream's own Vary is kept
