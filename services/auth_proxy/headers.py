@@ -24,8 +24,9 @@ HOP_BY_HOP = frozenset(
 # The caller's credentials and routing headers never reach the third party.
 _CALLER_ONLY = frozenset({"host", "authorization", "cookie", "x-tenant-id", "x-provider", "x-request-id"})
 _DROP_UPSTREAM = HOP_BY_HOP | _CALLER_ONLY
-# aiohttp recomputes the length of what it sends back.
-_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+# The length is recomputed for what goes back. A cookie the provider sets is a session minted from the
+# tenant's token: no use through the proxy (the caller's Cookie never goes upstream), only away from it.
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "set-cookie", "set-cookie2"}
 _ROUTING_VARY = "X-Tenant-ID, X-Provider"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

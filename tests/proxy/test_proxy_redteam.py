@@ -100,3 +100,14 @@ async def test_every_answer_tells_http_caches_it_depends_on_the_tenant(
             assert {"x-tenant-id", "x-provider"} <= varied, (path, answer.headers.getall("Vary", ()))
             if path == "/echo-cache/varied":
                 assert "accept-language" in varied  # the upstream's own Vary is kept
+
+
+async def test_a_session_the_provider_opens_for_the_token_never_reaches_the_caller(proxy: Proxy) -> None:
+    """A provider that answers a bearer request with a session cookie hands out a credential as good as the
+    token, usable without the proxy; through the proxy it is useless (the caller's Cookie never goes up)."""
+    cookies = [("Set-Cookie", "sid=s3ss10n; HttpOnly"), ("Set-Cookie2", "a=1")]
+    proxy.party.cache_profiles["/echo-cache/session"] = cookies
+    answer = await proxy.get("/echo-cache/session")
+    assert answer.status == 200
+    assert "Set-Cookie" not in answer.headers and "Set-Cookie2" not in answer.headers
+    assert "s3ss10n" not in str(answer.raw_headers)
