@@ -20,6 +20,7 @@ from services.auth_proxy.errors import ProxyError
 from services.auth_proxy.headers import (
     AmbiguousHeader,
     downstream_headers,
+    refuse_underscored_routing,
     request_id,
     single_value,
     upstream_headers,
@@ -52,6 +53,11 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 _NO_BODY_STATUS = frozenset({204, 304})
 _NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
 SPLICED, COPIED = STREAMED.labels("splice"), STREAMED.labels("copy")
+_AMBIGUOUS = {
+    "X-Request-ID": "ambiguous_request_id",
+    "X-Tenant-ID": "ambiguous_tenant",
+    "X-Provider": "ambiguous_provider",
+}
 
 
 @dataclass(slots=True)
@@ -148,16 +154,13 @@ class Forwarder:
         """The request id, tenant and provider, each from exactly one header: decided here and nowhere else."""
         headers = request.headers
         try:
+            refuse_underscored_routing(headers)
             ex.req_id = request_id(single_value(headers, "X-Request-ID"))
-        except AmbiguousHeader as exc:
-            ex.req_id = request_id(None)
-            raise ProxyError(400, "ambiguous_request_id", str(exc)) from None
-        try:
             tenant_id = single_value(headers, "X-Tenant-ID")
             provider = single_value(headers, "X-Provider")
         except AmbiguousHeader as exc:
-            code = "ambiguous_tenant" if exc.name == "X-Tenant-ID" else "ambiguous_provider"
-            raise ProxyError(400, code, str(exc)) from None
+            ex.req_id = ex.req_id or request_id(None)
+            raise ProxyError(400, _AMBIGUOUS[exc.name], str(exc)) from None
         if not tenant_id:
             raise ProxyError(400, "missing_tenant", "the X-Tenant-ID header is required")
         tenant = self._tenants.tenants.get(tenant_id)

@@ -31,12 +31,30 @@ _ROUTING_VARY = "X-Tenant-ID, X-Provider"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+_ROUTING = {name.lower(): name for name in ("X-Tenant-ID", "X-Provider", "X-Request-ID")}
+
+
 class AmbiguousHeader(ValueError):
     """A routing header given twice, or with a comma in it: which value counts is not for the proxy to guess."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"the {name} header must be given once, with one value (no comma)")
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"the {name} header must be given once, with one value (no comma)")
         self.name = name
+
+
+def refuse_underscored_routing(headers: CIMultiDictProxy[str]) -> None:
+    """AmbiguousHeader for a routing header spelled with '_' for '-' (``X_Tenant_ID``).
+
+    The proxy reads only ``X-Tenant-ID``; CGI, WSGI, PHP and Rack servers read both as
+    ``HTTP_X_TENANT_ID``, so the provider would be told another tenant than the token's.
+    """
+    names = headers.keys()
+    if "_" not in "".join(names):  # nearly every request: one join and one search
+        return
+    for name in names:
+        canonical = _ROUTING.get(name.replace("_", "-").lower())
+        if canonical is not None and "_" in name:
+            raise AmbiguousHeader(canonical, f"a header spelled with '_' for '-' reads as {canonical} to many servers")
 
 
 def single_value(headers: CIMultiDictProxy[str], name: str) -> str | None:

@@ -111,3 +111,42 @@ async def test_a_session_the_provider_opens_for_the_token_never_reaches_the_call
     assert answer.status == 200
     assert "Set-Cookie" not in answer.headers and "Set-Cookie2" not in answer.headers
     assert "s3ss10n" not in str(answer.raw_headers)
+
+
+@st.composite
+def underscored(draw: st.DrawFn) -> tuple[str, str]:
+    """A routing header's name with at least one '-' spelled '_', in any case, and the code refusing it."""
+    name, code = draw(st.sampled_from(list(AMBIGUOUS.items())))
+    parts = name.split("-")
+    seps = draw(
+        st.lists(st.sampled_from("-_"), min_size=len(parts) - 1, max_size=len(parts) - 1).filter(lambda s: "_" in s)
+    )
+    spelled = parts[0] + "".join(sep + part for sep, part in zip(seps, parts[1:], strict=True))
+    return draw(st.sampled_from([spelled, spelled.lower(), spelled.upper()])), code
+
+
+AMBIGUOUS = {
+    "X-Tenant-ID": "ambiguous_tenant",
+    "X-Provider": "ambiguous_provider",
+    "X-Request-ID": "ambiguous_request_id",
+}
+
+
+@settings(
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(spelling=underscored(), value=st.sampled_from(["globex", "demo", "r-1"]))
+async def test_a_routing_header_spelled_with_underscores_is_refused(
+    proxy: Proxy, spelling: tuple[str, str], value: str
+) -> None:
+    """CGI, WSGI, PHP and Rack read X_Tenant_ID as X-Tenant-ID: forwarded, it would tell the provider
+    another tenant than the one whose token goes with it."""
+    name, code = spelling
+    proxy.party.api_calls.clear()
+    answer = await proxy.get("/x", headers={name: value})
+    assert (answer.status, (await answer.json())["error"]) == (400, code)
+    assert not proxy.party.api_calls
