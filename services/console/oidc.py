@@ -144,7 +144,10 @@ class Oidc:
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         s = self.settings
-        email = str(claims.get("email") or "").lower() if claims.get("email_verified", True) else ""
+        # Only a verified address counts: where the provider leaves email_verified out, the address may be
+        # one its user typed (Entra ID lets users set it), and anyone could name an admin's ("nOAuth").
+        verified = claims.get("email_verified")
+        email = str(claims.get("email") or "").lower() if verified is True or verified == "true" else ""
         raw_groups = claims.get(s.console_oidc_groups_claim) or []
         groups = {str(g) for g in (raw_groups if isinstance(raw_groups, list) else [raw_groups])}
         name = email or str(claims.get("preferred_username") or claims.get("sub"))

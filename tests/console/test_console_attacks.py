@@ -196,7 +196,7 @@ async def test_a_sign_in_started_in_another_browser_does_not_sign_this_one_in(
                                     console_allowed_emails="mallory@example.com", console_port=unused_tcp_port,
                                     console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
         async with serve_console(settings) as console:
-            idp.user = {"sub": "m", "email": "mallory@example.com"}
+            idp.user = {"sub": "m", "email": "mallory@example.com", "email_verified": True}
             async with console.session() as attacker:
                 async with attacker.get("/login/oidc", allow_redirects=False) as start:
                     authorize = start.headers["Location"]
@@ -217,3 +217,26 @@ async def test_a_sign_in_started_in_another_browser_does_not_sign_this_one_in(
                     callback = at_idp.headers["Location"]
                 async with browser.get(callback) as answer:
                     assert answer.status == 200 and "mallory@example.com · read-only" in await answer.text()
+
+
+@pytest.mark.parametrize("verified", [None, False, "false", "True", 1])
+async def test_an_email_the_provider_does_not_say_it_verified_grants_nothing(
+    console_settings: Callable[..., ConsoleSettings], redis: Redis, unused_tcp_port: int, verified: Any
+) -> None:
+    """Where a provider lets users set their own address (Entra ID's email claim, sent without email_verified),
+    anyone naming an admin's address would sign in as admin."""
+    async with running_idp() as idp:
+        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
+                                    console_admin_emails="boss@example.com", console_port=unused_tcp_port,
+                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        async with serve_console(settings) as console:
+            idp.user = {
+                "sub": "m",
+                "email": "Boss@Example.com",
+                **({} if verified is None else {"email_verified": verified}),
+            }
+            async with console.session() as client, client.get("/login/oidc") as answer:
+                assert answer.status == 403 and "not allowed" in await answer.text()
+            idp.user["email_verified"] = True
+            async with console.session() as client, client.get("/login/oidc") as answer:
+                assert answer.status == 200 and "boss@example.com · admin" in await answer.text()
