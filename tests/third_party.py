@@ -202,7 +202,7 @@ class ThirdParty:
         if tail.startswith("echo-cache/"):
             return await _echo_cache(request, client, self.cache_profiles.get("/" + tail, []))
         if tail.startswith("echo-token/"):
-            return _echo_token(request, *tail.split("/")[1:3])
+            return await _echo_token(request, *tail.split("/")[1:4])
         return await self._route(request, tail, client)
 
     async def _route(self, request: web.Request, tail: str, client: str) -> web.StreamResponse:
@@ -317,16 +317,30 @@ ECHOES = {
 }
 
 
-def _echo_token(request: web.Request, spelling: str, status: str) -> web.Response:
-    """``echo-token/<spelling>/<status>``: the Authorization header repeated in two headers and the body."""
+async def _echo_token(request: web.Request, framing: str, spelling: str, status: str) -> web.StreamResponse:
+    """``echo-token/<framing>/<spelling>/<status>``: the Authorization header repeated in two headers and the body.
+
+    The body is ``sized`` (small, with its length), ``chunked`` (written a few bytes at a time, so the
+    token is cut between reads) or ``large`` (chunked too, past the proxy's buffer limit).
+    """
     echoed = ECHOES[spelling](request.headers["Authorization"])
     headers = {
         "WWW-Authenticate": f'Bearer error="invalid_token", error_description="not valid: {echoed}"',
         "X-Debug-Authorization": echoed,
         "Cache-Control": "max-age=60",
+        "Content-Type": "application/json",
     }
-    body = f'{{"error": "invalid_token", "got": "{echoed}"}}'
-    return web.Response(status=int(status), text=body, content_type="application/json", headers=headers)
+    pad = " " * (100_000 if framing == "large" else 0)
+    body = f'{{"error": "invalid_token",{pad} "got": "{echoed}", "again": "{echoed}"}}'.encode()
+    if framing == "sized":
+        return web.Response(status=int(status), body=body, headers=headers)
+    response = web.StreamResponse(status=int(status), headers=headers)
+    await response.prepare(request)
+    step = 7 if framing == "chunked" else 40_000
+    for at in range(0, len(body), step):
+        await response.write(body[at : at + step])
+    await response.write_eof()
+    return response
 
 
 def pattern_bytes(size: int) -> bytes:
