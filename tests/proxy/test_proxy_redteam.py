@@ -153,3 +153,17 @@ async def test_a_routing_header_spelled_with_underscores_is_refused(
     answer = await proxy.get("/x", headers={name: value})
     assert (answer.status, (await answer.json())["error"]) == (400, code)
     assert not proxy.party.api_calls
+
+
+async def test_a_path_that_always_answers_401_cannot_make_the_proxy_churn_the_tenants_token(proxy: Proxy) -> None:
+    """A 401 that a new token does not cure (a scope the client lacks, a path that is always 401) must not
+    cost a token request per call: that hammers the token endpoint, whose rate limits then refuse the
+    tenant's real refreshes, and spends a rotating refresh token on every call."""
+    await proxy.get("/x")
+    for _ in range(8):
+        answer = await proxy.get("/status/401")
+        assert answer.status == 401
+    # The first 401 is worth one refresh (the token may have been revoked); the retry's 401 says it was not.
+    assert len(proxy.party.token_calls) == 2
+    assert (await proxy.get("/x")).status == 200
+    assert len(proxy.party.token_calls) == 2
