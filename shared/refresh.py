@@ -43,6 +43,8 @@ class RefreshPolicy:
     permanent_pause: float = 3600.0
     # A token this close to its expiry counts as expired (capped at a tenth of its lifetime).
     expiry_skew: float = 30.0
+    # A token fetched because of an upstream 401 is not replaced because of another 401 for this long.
+    reject_interval: float = 30.0
 
 
 class RefreshBlocked(Exception):
@@ -115,9 +117,19 @@ class Refresher:
         if force or record is None or record.access_token is None:
             return True
         if rejected_generation is not None:
-            return record.generation <= rejected_generation
+            return record.generation <= rejected_generation and not self._refused_again(record)
         now = time.time()
         return now >= record.refresh_due_at or not record.usable(now, self.policy.expiry_skew)
+
+    def _refused_again(self, record: TokenRecord) -> bool:
+        """A token fetched for a 401 and soon refused too: the token is not what the upstream refuses.
+
+        A scope the client lacks, a path that is always 401: a new token per call would not help, would
+        cost a token request per call (the provider's rate limit then refuses the real refreshes) and
+        spend a rotating refresh token each time. So one refresh per ``reject_interval`` at most.
+        """
+        fetched_for_401 = (record.last_refresh_how or "").endswith("(upstream_401)")
+        return fetched_for_401 and time.time() - (record.last_refresh_at or 0.0) < self.policy.reject_interval
 
     def _check_blocked(self, record: TokenRecord | None, force: bool) -> None:
         if force or record is None:

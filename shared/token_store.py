@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
 from shared import redis_keys
-from shared.crypto import Sealer
+from shared.crypto import RecordUnreadable, Sealer
 from shared.token_expiry import usable_until
 
 ErrorKind = Literal["transient", "permanent"]
@@ -114,7 +114,7 @@ class TokenStore:
         sealed = await self.redis.hget(redis_keys.token(tenant, provider), "sealed")  # type: ignore[misc]
         if sealed is None:
             return None
-        return _decode(self._sealer.open(sealed))
+        return self._open(sealed, tenant, provider)
 
     async def next_fence(self, tenant: str, provider: str) -> int:
         """A number larger than every fence handed out before for this pair."""
@@ -160,3 +160,17 @@ class TokenStore:
             sealed = await self.redis.hget(key, "sealed")  # type: ignore[misc]
             if sealed is not None:
                 yield _decode(self._sealer.open(sealed))
+
+    def _open(self, sealed: bytes, tenant: str, provider: str) -> TokenRecord:
+        """The record under this pair's key, refused unless it is this pair's own.
+
+        The key is not sealed, only the record: one moved to another pair's key (by anyone who can
+        write Redis but has no token key) would still open, and that pair's requests would carry
+        the other tenant's token. The pair sealed inside the record is what decides.
+        """
+        record = _decode(self._sealer.open(sealed))
+        if (record.tenant, record.provider) != (tenant, provider):
+            raise RecordUnreadable(
+                f"the token record stored for {tenant}/{provider} is sealed for {record.tenant}/{record.provider}"
+            )
+        return record

@@ -10,6 +10,7 @@ import array
 import asyncio
 import base64
 import contextlib
+import re
 import secrets
 import ssl
 import time
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from aiohttp import web
 from joserfc import jwt
@@ -65,6 +67,8 @@ class ThirdParty:
     # Access tokens as signed JWTs whose exp is this many seconds after issue (expires_in still says
     # `lifetime`): the token stops working at exp, as a provider's resource server would have it.
     jwt_lifetime: float | None = None
+    # Appended to every opaque access token: a base64 tail ("+/9=") makes each way of escaping it differ.
+    token_suffix: str = ""
     # Put into every successful token response (DROP removes the key): junk expires_in and the like.
     body_overrides: dict[str, Any] = field(default_factory=dict)
     # API calls that came with a token this endpoint issued, after it expired: how late each was.
@@ -149,7 +153,7 @@ class ThirdParty:
     def _new_access_token(self, client_id: str) -> tuple[str, float]:
         now = time.time()
         if self.jwt_lifetime is None:
-            return f"at-{client_id}-" + secrets.token_urlsafe(12), now + float(self.lifetime)
+            return f"at-{client_id}-" + secrets.token_urlsafe(12) + self.token_suffix, now + float(self.lifetime)
         exp = round(now + self.jwt_lifetime, 3)  # RFC 7519 NumericDate may have a fraction
         claims = {"sub": client_id, "iat": int(now), "exp": exp, "jti": secrets.token_urlsafe(8)}
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, _JWT_KEY), exp
@@ -197,6 +201,8 @@ class ThirdParty:
             return web.json_response({"error": "invalid_token"}, status=401)
         if tail.startswith("echo-cache/"):
             return await _echo_cache(request, client, self.cache_profiles.get("/" + tail, []))
+        if tail.startswith("echo-token/"):
+            return await _echo_token(request, *tail.split("/")[1:4])
         return await self._route(request, tail, client)
 
     async def _route(self, request: web.Request, tail: str, client: str) -> web.StreamResponse:
@@ -299,6 +305,42 @@ async def _echo_cache(request: web.Request, client: str, profile: list[tuple[str
     answer["nonce"] = secrets.token_hex(8)
     status = 206 if "Range" in request.headers else 200
     return web.json_response(answer, status=status, headers=CIMultiDict(profile))
+
+
+# How a careless provider repeats the Authorization header it got: as is, URL-encoded, or in JSON.
+ECHOES = {
+    "raw": lambda value: value,
+    "quote": lambda value: quote(value, safe=""),
+    "quote-lower": lambda value: re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(value, safe="")),
+    "quote_plus": quote_plus,
+    "json": lambda value: value.replace("/", "\\/"),
+}
+
+
+async def _echo_token(request: web.Request, framing: str, spelling: str, status: str) -> web.StreamResponse:
+    """``echo-token/<framing>/<spelling>/<status>``: the Authorization header repeated in two headers and the body.
+
+    The body is ``sized`` (small, with its length), ``chunked`` (written a few bytes at a time, so the
+    token is cut between reads) or ``large`` (chunked too, past the proxy's buffer limit).
+    """
+    echoed = ECHOES[spelling](request.headers["Authorization"])
+    headers = {
+        "WWW-Authenticate": f'Bearer error="invalid_token", error_description="not valid: {echoed}"',
+        "X-Debug-Authorization": echoed,
+        "Cache-Control": "max-age=60",
+        "Content-Type": "application/json",
+    }
+    pad = " " * (100_000 if framing == "large" else 0)
+    body = f'{{"error": "invalid_token",{pad} "got": "{echoed}", "again": "{echoed}"}}'.encode()
+    if framing == "sized":
+        return web.Response(status=int(status), body=body, headers=headers)
+    response = web.StreamResponse(status=int(status), headers=headers)
+    await response.prepare(request)
+    step = 7 if framing == "chunked" else 40_000
+    for at in range(0, len(body), step):
+        await response.write(body[at : at + step])
+    await response.write_eof()
+    return response
 
 
 def pattern_bytes(size: int) -> bytes:

@@ -14,11 +14,13 @@ import aiohttp
 from multidict import CIMultiDict
 
 from services.auth_proxy.access_log import ACCESS_LOGGER, AccessLog
+from services.auth_proxy.echo import BodyMask, mask_body, mask_headers
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.errors import ProxyError
 from services.auth_proxy.headers import (
     AmbiguousHeader,
     downstream_headers,
+    refuse_underscored_routing,
     request_id,
     single_value,
     upstream_headers,
@@ -51,6 +53,11 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 _NO_BODY_STATUS = frozenset({204, 304})
 _NOT_CACHED_HEADERS = frozenset({"date", "age", "x-request-id"})
 SPLICED, COPIED = STREAMED.labels("splice"), STREAMED.labels("copy")
+_AMBIGUOUS = {
+    "X-Request-ID": "ambiguous_request_id",
+    "X-Tenant-ID": "ambiguous_tenant",
+    "X-Provider": "ambiguous_provider",
+}
 
 
 @dataclass(slots=True)
@@ -136,9 +143,10 @@ class Forwarder:
         record = await self._token(ex)
         upstream = await self._send(request, target, body, record, ex)
         if upstream.status == 401 and replayable:
-            upstream = await self._retry_after_401(request, target, body, record, upstream, ex)
+            upstream, record = await self._retry_after_401(request, target, body, record, upstream, ex)
+        assert record.access_token is not None
         try:
-            await self._respond(request, upstream, ex, cache_key, cache_ttl)
+            await self._respond(request, upstream, ex, cache_key, cache_ttl, record.access_token.get_secret_value())
         finally:
             upstream.release()
 
@@ -146,16 +154,13 @@ class Forwarder:
         """The request id, tenant and provider, each from exactly one header: decided here and nowhere else."""
         headers = request.headers
         try:
+            refuse_underscored_routing(headers)
             ex.req_id = request_id(single_value(headers, "X-Request-ID"))
-        except AmbiguousHeader as exc:
-            ex.req_id = request_id(None)
-            raise ProxyError(400, "ambiguous_request_id", str(exc)) from None
-        try:
             tenant_id = single_value(headers, "X-Tenant-ID")
             provider = single_value(headers, "X-Provider")
         except AmbiguousHeader as exc:
-            code = "ambiguous_tenant" if exc.name == "X-Tenant-ID" else "ambiguous_provider"
-            raise ProxyError(400, code, str(exc)) from None
+            ex.req_id = ex.req_id or request_id(None)
+            raise ProxyError(400, _AMBIGUOUS[exc.name], str(exc)) from None
         if not tenant_id:
             raise ProxyError(400, "missing_tenant", "the X-Tenant-ID header is required")
         tenant = self._tenants.tenants.get(tenant_id)
@@ -212,16 +217,19 @@ class Forwarder:
 
     async def _retry_after_401(
         self, request: Exchange, target: str, body: Body, record: TokenRecord, first: UpstreamResponse, ex: _Trace
-    ) -> UpstreamResponse:
-        """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back."""
+    ) -> tuple[UpstreamResponse, TokenRecord]:
+        """Refresh once (single-flight everywhere) and send once more; else pass the first 401 back.
+
+        Returns the answer and the record whose token it was sent with.
+        """
         try:
             newer = await self._tokens.rejected(record)
         except NoToken:
-            return first
+            return first, record
         if newer.generation == record.generation:
-            return first
+            return first, record
         first.release()
-        return await self._send(request, target, body, newer, ex)
+        return await self._send(request, target, body, newer, ex), newer
 
     async def _respond(
         self,
@@ -230,8 +238,11 @@ class Forwarder:
         ex: _Trace,
         cache_key: str | None,
         cache_ttl: float | None,
+        token: str,
     ) -> None:
+        """The upstream's answer to the caller, the token it was sent with masked wherever it could be echoed."""
         headers = downstream_headers(upstream.headers, ex.req_id)
+        mask_headers(headers, token)
         length = upstream.content_length
         no_body = request.method == "HEAD" or upstream.status in _NO_BODY_STATUS
         buffer_limit = self._buffer_limit
@@ -244,24 +255,27 @@ class Forwarder:
                 raise ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} stopped sending") from None
             except aiohttp.ClientError as exc:
                 raise ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}") from None
+            payload = mask_body(payload, token)
             await self._maybe_store(cache_key, cache_ttl, upstream, headers, payload, ex)
             request.answer(upstream.status, headers, payload)
             return
         request.begin(upstream.status, headers, length)
         try:
-            if no_body or await self._copy_body(request, upstream, ex):
+            if no_body or await self._copy_body(request, upstream, ex, token):
                 await request.finish()
         except ConnectionError:
             pass  # the caller hung up: nothing to answer, and not the upstream's fault
 
-    async def _copy_body(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool:
+    async def _copy_body(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace, token: str) -> bool:
         """The body by ``splice`` where both legs allow it, else through the process; False if the caller left."""
         spliced = await self._splice(request, upstream, ex)
         if spliced is not None:
             SPLICED.inc()
             return spliced
         COPIED.inc()
-        return await self._stream(request, upstream, ex)
+        # Masking reads every byte (about 0.4 ns a byte): paid for answers of unknown length, where small
+        # dynamic ones (an error page, an echo) come chunked, not for large sized ones (echo.py).
+        return await self._stream(request, upstream, ex, BodyMask(token) if upstream.content_length is None else None)
 
     async def _splice(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool | None:
         """None where splicing is not possible: TLS on either leg, no known length, or an answer already read."""
@@ -289,22 +303,26 @@ class Forwarder:
         upstream.body_relayed()
         return True
 
-    async def _stream(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace) -> bool:
-        """Copy the body with backpressure; False if the caller went away before the end."""
+    async def _stream(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace, mask: BodyMask | None) -> bool:
+        """Copy the body with backpressure (the token masked, given a mask); False if the caller left before the end."""
         content = upstream.content
         while True:
             try:
                 chunk = await content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 return _cut_short(request, ex, type(exc).__name__)
-            if not chunk:
-                return True
+            ended = not chunk
+            if mask is not None:
+                chunk = mask.rest() if ended else mask.feed(chunk)
             try:
-                # write() waits for the caller to drain: backpressure keeps memory flat.
-                await request.write(chunk)
+                if chunk:
+                    # write() waits for the caller to drain: backpressure keeps memory flat.
+                    await request.write(chunk)
             except ConnectionError:
                 # The caller hung up: not the upstream's fault, and nothing to answer.
                 return False
+            if ended:
+                return True
 
     def close(self) -> None:
         if self._pipes is not None:

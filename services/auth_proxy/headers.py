@@ -24,17 +24,37 @@ HOP_BY_HOP = frozenset(
 # The caller's credentials and routing headers never reach the third party.
 _CALLER_ONLY = frozenset({"host", "authorization", "cookie", "x-tenant-id", "x-provider", "x-request-id"})
 _DROP_UPSTREAM = HOP_BY_HOP | _CALLER_ONLY
-# aiohttp recomputes the length of what it sends back.
-_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length"}
+# The length is recomputed for what goes back. A cookie the provider sets is a session minted from the
+# tenant's token: no use through the proxy (the caller's Cookie never goes upstream), only away from it.
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "set-cookie", "set-cookie2"}
+_ROUTING_VARY = "X-Tenant-ID, X-Provider"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+_ROUTING = {name.lower(): name for name in ("X-Tenant-ID", "X-Provider", "X-Request-ID")}
 
 
 class AmbiguousHeader(ValueError):
     """A routing header given twice, or with a comma in it: which value counts is not for the proxy to guess."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"the {name} header must be given once, with one value (no comma)")
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"the {name} header must be given once, with one value (no comma)")
         self.name = name
+
+
+def refuse_underscored_routing(headers: CIMultiDictProxy[str]) -> None:
+    """AmbiguousHeader for a routing header spelled with '_' for '-' (``X_Tenant_ID``).
+
+    The proxy reads only ``X-Tenant-ID``; CGI, WSGI, PHP and Rack servers read both as
+    ``HTTP_X_TENANT_ID``, so the provider would be told another tenant than the token's.
+    """
+    names = headers.keys()
+    if "_" not in "".join(names):  # nearly every request: one join and one search
+        return
+    for name in names:
+        canonical = _ROUTING.get(name.replace("_", "-").lower())
+        if canonical is not None and "_" in name:
+            raise AmbiguousHeader(canonical, f"a header spelled with '_' for '-' reads as {canonical} to many servers")
 
 
 def single_value(headers: CIMultiDictProxy[str], name: str) -> str | None:
@@ -80,7 +100,13 @@ def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id:
 
 
 def downstream_headers(headers: CIMultiDictProxy[str], req_id: str) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones, tagged with the request id."""
+    """The upstream's response headers minus hop-by-hop ones, tagged with the request id.
+
+    The answer depends on the tenant and provider headers as much as on the URL: ``Vary`` says so
+    (RFC 9110 §12.5.5), else an HTTP cache between the callers and the proxy, keyed on the URL,
+    would hand one tenant's answer to the next tenant asking for the same path.
+    """
     out = _without(headers, _DROP_DOWNSTREAM)
+    out.add("Vary", _ROUTING_VARY)
     out["X-Request-ID"] = req_id
     return out

@@ -99,7 +99,9 @@ class TokenCache:
         """The store's record if it is usable (and newer than ``newer_than``), else a refresh."""
         try:
             record = await self._store.get(*pair)
-        except (RedisError, OSError, RecordUnreadable) as exc:
+        except RecordUnreadable as exc:
+            return self._fallback(pair, str(exc), 1.0)  # says which key and, for a moved record, whose it is
+        except (RedisError, OSError) as exc:
             return self._fallback(pair, f"token store unavailable: {type(exc).__name__}", 1.0)
         fresh_enough = record is not None and (newer_than is None or record.generation > newer_than)
         if record is not None and fresh_enough and record.usable(time.time(), self._skew):

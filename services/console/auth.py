@@ -26,6 +26,9 @@ log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = frozenset({*OPS_PATHS, "/login", "/login/oidc", "/login/callback", "/favicon.ico"})
 LOGIN_CSRF = "conduit_console_login"
+# Ties an OpenID Connect sign-in to the browser that started it (oidc.Oidc.finish).
+OIDC_BROWSER = "conduit_console_oidc"
+_BROWSER_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 USER = web.RequestKey("user", User)
 
 
@@ -137,12 +140,19 @@ async def oidc_start(request: web.Request) -> web.StreamResponse:
     oidc = request.app[keys.OIDC]
     if oidc is None:
         raise web.HTTPNotFound(text="OIDC sign-in is not configured")
+    browser = request.cookies.get(OIDC_BROWSER, "")
+    if not _BROWSER_SECRET.fullmatch(browser):
+        browser = secrets.token_urlsafe(32)
     try:
-        url = await oidc.start(_next(request.query.get("next")))
+        url = await oidc.start(_next(request.query.get("next")), browser)
     except Exception as exc:  # the provider is down or its discovery document is broken
         log.warning("oidc provider unreachable", error=type(exc).__name__)
         return await login_page(request, "The identity provider cannot be reached; try again later.", status=502)
-    raise web.HTTPSeeOther(url)
+    response = web.HTTPSeeOther(url)
+    # Lax, not Strict: the provider sends the browser back by a cross-site top-level GET, which Lax lets through.
+    response.set_cookie(OIDC_BROWSER, browser, httponly=True, samesite="Lax", secure=secure(request),
+                        path="/login", max_age=600)  # fmt: skip
+    raise response
 
 
 async def oidc_callback(request: web.Request) -> web.StreamResponse:
@@ -155,7 +165,7 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
     if not code or not state:
         return await login_page(request, "The sign-in answer lacks its code or state.", status=400)
     try:
-        identity, next_path = await oidc.finish(code, state)
+        identity, next_path = await oidc.finish(code, state, request.cookies.get(OIDC_BROWSER))
     except SignInRefused as exc:
         return await login_page(request, str(exc), status=403)
     return await _signed_in(request, identity.name, identity.role, "oidc", _next(next_path))

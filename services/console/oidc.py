@@ -11,6 +11,8 @@ a role.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -76,13 +78,13 @@ class Oidc:
         self._metadata = (time.monotonic() + _METADATA_TTL, found)
         return found
 
-    async def start(self, next_path: str) -> str:
-        """Where to send the browser to sign in."""
+    async def start(self, next_path: str, browser: str) -> str:
+        """Where to send the browser to sign in; ``browser`` is the secret its cookie holds (see ``finish``)."""
         from authlib.common.security import generate_token
 
         meta = await self.metadata()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), generate_token(64)
-        pending = orjson.dumps({"verifier": verifier, "nonce": nonce, "next": next_path})
+        pending = orjson.dumps({"verifier": verifier, "nonce": nonce, "next": next_path, "browser": _digest(browser)})
         await self.redis.set(f"{PREFIX}:console:oidc:{state}", pending, ex=_PENDING_TTL)
         async with self._client() as client:
             url, _ = client.create_authorization_url(
@@ -90,12 +92,20 @@ class Oidc:
             )
         return str(url)
 
-    async def finish(self, code: str, state: str) -> tuple[Identity, str]:
-        """The signed-in identity and the page to go back to."""
+    async def finish(self, code: str, state: str, browser: str | None) -> tuple[Identity, str]:
+        """The signed-in identity and the page to go back to.
+
+        Only in the browser that started the sign-in (its cookie's secret): a callback URL is a
+        valid code and state whoever opens it, so without this, anyone could stop at their own
+        callback and have an operator's browser open it, signed in as them (RFC 6749 §10.12).
+        """
         raw = await self.redis.getdel(f"{PREFIX}:console:oidc:{state[:100]}")
         if raw is None:
             raise SignInRefused("the sign-in expired or was already used; start again")
         pending = orjson.loads(raw)
+        if not browser or not hmac.compare_digest(_digest(browser), pending["browser"]):
+            log.warning("oidc callback refused: the sign-in was started in another browser")
+            raise SignInRefused("this sign-in was started in another browser; start again here")
         meta = await self.metadata()
         async with self._client() as client:
             try:
@@ -134,7 +144,10 @@ class Oidc:
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         s = self.settings
-        email = str(claims.get("email") or "").lower() if claims.get("email_verified", True) else ""
+        # Only a verified address counts: where the provider leaves email_verified out, the address may be
+        # one its user typed (Entra ID lets users set it), and anyone could name an admin's ("nOAuth").
+        verified = claims.get("email_verified")
+        email = str(claims.get("email") or "").lower() if verified is True or verified == "true" else ""
         raw_groups = claims.get(s.console_oidc_groups_claim) or []
         groups = {str(g) for g in (raw_groups if isinstance(raw_groups, list) else [raw_groups])}
         name = email or str(claims.get("preferred_username") or claims.get("sub"))
@@ -145,3 +158,8 @@ class Oidc:
             return Identity(name, "readonly")
         log.info("oidc sign-in not allowed", user=name)
         raise SignInRefused(f"{name} is not allowed to use the console")
+
+
+def _digest(browser: str) -> str:
+    # Only a digest is kept in Redis: reading Redis must not be enough to finish someone's sign-in.
+    return hashlib.sha256(browser.encode()).hexdigest()

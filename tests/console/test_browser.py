@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
@@ -25,6 +26,7 @@ from services.scheduler.import_plan import MIN_SPREAD
 from shared import events
 from shared.schedules import import_entries
 from tests.console.conftest import ADMIN_TOKEN, Console, serve_console
+from tests.console.idp import CLIENT_ID, running_idp
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, export_body
 
@@ -162,3 +164,31 @@ async def test_the_board_reconnects_by_itself_after_the_console_restarts(
         events.emit(redis, "job", "queued", job_id="import:acme:users:2024-05-03", tenant="acme", module="users")
         row = page.locator('tr[data-tenant="acme"][data-module="users"] td.queued')
         await expect(row).to_contain_text("2024-05-03", timeout=10_000)
+
+
+async def test_oidc_signs_in_only_the_browser_that_started_it(
+    browser: Browser, console_settings: Callable[..., ConsoleSettings], redis: Redis, unused_tcp_port: int
+) -> None:
+    """In chromium: the provider's redirect back carries the sign-in cookie (SameSite=Lax), and an attacker's
+    callback URL opened in an operator's browser signs no one in (login CSRF)."""
+    async with running_idp() as idp:
+        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
+                                    console_allowed_emails="mallory@example.com", console_port=unused_tcp_port,
+                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        async with serve_console(settings) as console:
+            idp.user = {"sub": "m", "email": "mallory@example.com", "email_verified": True}
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as attacker:
+                async with attacker.get(console.url + "/login/oidc", allow_redirects=False) as start:
+                    authorize = start.headers["Location"]
+                async with attacker.get(authorize, allow_redirects=False) as at_idp:
+                    callback = at_idp.headers["Location"]
+            operator = await (await browser.new_context()).new_page()
+            await operator.goto(callback)
+            await expect(operator.get_by_text("this sign-in was started in another browser")).to_be_visible()
+            await shot(operator, "oidc-refused", full_page=False)
+            await operator.goto(console.url + "/imports")
+            await expect(operator.get_by_role("heading", name="Sign in to the Conduit console")).to_be_visible()
+            # The same steps in one browser sign in.
+            await operator.get_by_role("link", name="Sign in with your company account").click()
+            await expect(operator.get_by_text("mallory@example.com · read-only")).to_be_visible()
+            await expect(operator.get_by_role("heading", name="Imports")).to_be_visible()

@@ -319,12 +319,12 @@ async def test_oidc_sign_in_with_pkce_admin_by_group_and_refused_when_not_allowe
                                     console_port=unused_tcp_port,
                                     console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
         async with serve_console(settings) as console:
-            idp.user = {"sub": "1", "email": "boss@example.com", "groups": ["conduit-admins"]}
+            idp.user = {"sub": "1", "email": "boss@example.com", "email_verified": True, "groups": ["conduit-admins"]}
             async with console.session() as client, client.get("/login/oidc?next=/tokens") as answer:
                 assert answer.status == 200 and str(answer.url).endswith("/tokens")
                 assert "boss@example.com · admin" in await answer.text()
             assert idp.token_requests[-1]["code_verifier"]  # PKCE: the verifier went to the token endpoint
-            idp.user = {"sub": "2", "email": "viewer@example.com"}
+            idp.user = {"sub": "2", "email": "viewer@example.com", "email_verified": True}
             async with console.session() as client, client.get("/login/oidc") as answer:
                 assert "viewer@example.com · read-only" in await answer.text()
             idp.user = {"sub": "3", "email": "stranger@example.com", "groups": ["other"]}
@@ -332,7 +332,10 @@ async def test_oidc_sign_in_with_pkce_admin_by_group_and_refused_when_not_allowe
                 assert answer.status == 403 and "not allowed" in await answer.text()
                 async with client.get("/imports") as page:
                     assert page.status == 401
-            idp.user, idp.wrong_audience = {"sub": "1", "email": "boss@example.com", "groups": ["conduit-admins"]}, True
+            idp.user, idp.wrong_audience = (
+                {"sub": "1", "email": "boss@example.com", "email_verified": True, "groups": ["conduit-admins"]},
+                True,
+            )
             async with console.session() as client, client.get("/login/oidc") as answer:
                 assert answer.status == 403 and "did not check out" in await answer.text()
 
