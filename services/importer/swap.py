@@ -114,7 +114,7 @@ async def swap_in(
     old = await conn.fetchval(_CURRENT, quote(table), tenant)
     if old is None:
         merged, path = Merged(changed=rows), ImportPath.FIRST_LOAD
-    elif keeps and await _merges_in(conn, old, rows):
+    elif keeps and await _merges_in(conn, old, load):
         with timings.timed("merge"):
             changed = await merge_table(conn, plan, tenant, load, old)
             await conn.execute(f"DROP TABLE {quote(load)}")
@@ -127,7 +127,7 @@ async def swap_in(
                 await write_in_place(conn, module, old, load, changes)
             return Swapped(ImportPath.FAST, changes.merged)
         merged, path = changes.merged, ImportPath.SWAP
-        if changes.missing:
+        if await conn.fetchval(f"SELECT count(*) FROM {quote(old)}") > changes.matched:
             with timings.timed("carry"):
                 await carry_missing(conn, module, old, load, temp_dir)
     else:
@@ -144,17 +144,16 @@ async def swap_in(
     return Swapped(path, merged)
 
 
-async def _merges_in(conn: asyncpg.Connection, old: str, rows: int) -> bool:
-    """Whether a file of ``rows`` rows is less than half the rows of the tenant's partition ``old``: then a swap
-    would copy more rows it does not hold than rows it brings, and MERGEing it in writes only what changed.
+async def _merges_in(conn: asyncpg.Connection, old: str, new: str) -> bool:
+    """Whether the file (in ``new``) is less than half the tenant's partition ``old``: then a swap would copy
+    more rows it does not hold than rows it brings, and MERGEing it in writes only what changed.
 
-    The partition's rows as last counted by ANALYZE, or counted now where nothing has analyzed it (a partition
-    swapped in, until autovacuum comes by).
+    By their size on disk, exact where the row counts are not (a partition swapped in has no statistics until
+    autovacuum comes by, and counting its rows costs a scan); the old partition's dead row versions, left by
+    rows written in place, count in its size, which errs towards the MERGE near the border.
     """
-    estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = to_regclass($1)", quote(old))
-    if estimate is None or estimate < 0:
-        estimate = await conn.fetchval(f"SELECT count(*) FROM {quote(old)}")
-    return bool(rows * 2 < estimate)
+    sizes = "SELECT pg_relation_size(to_regclass($1)) * 2 < pg_relation_size(to_regclass($2))"
+    return bool(await conn.fetchval(sizes, quote(new), quote(old)))
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ class Changes:
     rows by ctid, to insert and to update; None where there were more than a tenth of the file)."""
 
     merged: Merged
-    missing: int
+    matched: int
     inserts: list[tuple[int, int]] | None
     updates: list[tuple[int, int]] | None
 
@@ -187,17 +186,16 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
     limit = in_place_limit(rows)
     row = await conn.fetchrow(changes_sql(module, old, new), limit + 1)
     await _plan_default(conn)
-    matched, updated, before = row["matched"], row["updated"], row["before"]
+    matched, updated = row["matched"], row["updated"]
     inserts, updates = row["inserts"] or [], row["updates"] or []
-    few = len(inserts) + len(updates) <= limit
-    return Changes(
-        Merged(changed=rows - matched + updated), before - matched, inserts if few else None, updates if few else None
-    )
+    if len(inserts) + len(updates) > limit:
+        return Changes(Merged(changed=rows - matched + updated), matched, None, None)
+    return Changes(Merged(changed=rows - matched + updated), matched, inserts, updates)
 
 
 def changes_sql(module: ModuleDef, old: str, new: str) -> str:
-    """Rows matched by key, those of them updated, the old table's rows, and up to $1 of the new table's rows to
-    insert and to update (ctids): a left join of the new table to the old on the key."""
+    """Rows matched by key, those of them updated, and up to $1 of the new table's rows to insert and to update
+    (ctids): a left join of the new table to the old on the key."""
     on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
     others = [c.name for c in module.columns if c.name not in module.key]
     changed = rows_differ(module, others, "o", "n") if others else "false"
@@ -209,7 +207,6 @@ def changes_sql(module: ModuleDef, old: str, new: str) -> str:
     return (
         "SELECT count(*) FILTER (WHERE what IS DISTINCT FROM 'i') AS matched, "
         "count(*) FILTER (WHERE what = 'u') AS updated, "
-        f"(SELECT count(*) FROM {quote(old)}) AS before, "
         "(array_agg(tid) FILTER (WHERE what = 'i'))[1:$1] AS inserts, "
         f"(array_agg(tid) FILTER (WHERE what = 'u'))[1:$1] AS updates FROM ({joined}) j"
     )

@@ -173,3 +173,23 @@ async def test_a_snapshot_older_than_the_swap_sees_the_carried_rows_with_the_fil
             assert outcome["parse_path"] == "swap" and outcome["table"][1] == (2, "b", "2", "2024-05-01")
             seen = await reader.fetch(f"SELECT transaction_id FROM {MODULE.table_name} ORDER BY 1")
     assert [r[0] for r in seen] == [1, 2, 3, 4]
+
+
+async def test_a_file_of_a_small_part_of_the_tenants_rows_is_merged_in_and_a_large_one_is_not(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    """An export of the day's changes (10 rows against 3,000) is MERGEd in: a swap would copy the 2,990 rows it
+    lacks. An export of about everything is not."""
+    config = ImporterSettings(database_url=database_url, importer_temp_dir=tmp_path)
+    stored = {k: ("a", "1", "2024-05-01") for k in range(1, 3001)}
+    small = "\n".join([HEADER, *(f"{k},b,2,2024-05-01" for k in range(1, 11))]).encode() + b"\n"
+    large = "\n".join([HEADER, *(f"{k},a,1,2024-05-01" for k in range(1, 2001))]).encode() + b"\n"
+    async with db.pool.acquire() as conn:
+        await conn.execute(create_table_sql(MODULE))
+        for tenant, data in (("small", small), ("large", large)):
+            await _seed(conn, tenant, stored)
+            with mock.patch.object(swap, "merge_table", wraps=swap.merge_table) as merged:
+                outcome = await _outcome(conn, config, data, tenant)
+            assert merged.called == (tenant == "small"), tenant
+            assert outcome["rows_changed"] == (10 if tenant == "small" else 0)
+            assert len(outcome["table"]) == 3000
