@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Test files run on this many processes (each leases its own Redis database; PostgreSQL schemas are per test).
+# Test files run on this many processes (each leases its own Redis database; PostgreSQL databases are per test).
 TEST_PROCESSES ?= 2
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 

@@ -1,4 +1,4 @@
-"""Console fixtures: a migrated schema, real Redis, a tenants file, and the console serving on 127.0.0.1."""
+"""Console fixtures: a migrated database, real Redis, a tenants file, and the console serving on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ from pydantic import SecretStr
 
 from services.console.app import create_app
 from services.console.settings import ConsoleSettings
-from tests.importer.conftest import Database, database_url, db, exports, importer, write_tenants  # noqa: F401
+from tests.importer.conftest import (  # noqa: F401
+    Database,
+    database_url,
+    db,
+    exports,
+    importer,
+    migrated_database,
+    migrated_databases,
+    write_tenants,
+)
 
 ADMIN_TOKEN = "console-admin-token-9f3b"
 READONLY_TOKEN = "console-readonly-token-77aa"

@@ -1,4 +1,4 @@
-"""Fixtures for the importer: a fresh PostgreSQL schema per test (migrated, dropped afterwards),
+"""Fixtures for the importer: a migrated PostgreSQL database per test (a template's copy, dropped afterwards),
 real Redis, the fake export server, and a real arq worker in burst mode to run import jobs."""
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from conduit.db_cli import apply_migrations, read_migrations
+from conduit.db_cli import read_migrations
 from services.importer.settings import ImporterSettings
 from services.importer.worker import functions, shutdown, startup
 from shared.db import create_pool as create_db_pool
 from shared.jobs import IMPORT_EXPORT, import_job_id
 from shared.modules import catalogue
 from shared.tenants import TenantsConfig, load_tenants
+from tests.importer.migrated_databases import MigratedDatabases
 from tests.importer.support import Exports, running_exports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,6 @@ def with_search_path(dsn: str, schema: str) -> str:
 @dataclass
 class Database:
     url: str
-    schema: str
     pool: asyncpg.Pool
 
     async def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -64,6 +64,7 @@ def database_url(server_urls: dict[str, str]) -> str:
 
 
 async def fresh_schema(database_url: str) -> tuple[str, str]:
+    """An empty schema and a URL on it, for tests that migrate (or make tables) themselves."""
     schema = f"test_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(database_url)
     try:
@@ -81,18 +82,34 @@ async def drop_schema(database_url: str, schema: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    """A schema of its own, migrated; every connection of the test (and its workers) uses it."""
-    schema, url = await fresh_schema(database_url)
-    pool = await create_db_pool(url, min_size=1, max_size=4)
+@pytest.fixture(scope="session")
+def migrated_databases(database_url: str) -> Iterator[MigratedDatabases]:
+    """This test process's template, migrated once; ``migrated_database`` copies it for each test."""
+    databases = MigratedDatabases(database_url, read_migrations(MIGRATIONS))
     try:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn, read_migrations(MIGRATIONS))
-        yield Database(url, schema, pool)
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def migrated_database(migrated_databases: MigratedDatabases) -> Iterator[str]:
+    """The URL of a migrated database of the test's own, dropped afterwards."""
+    url = migrated_databases.create()
+    try:
+        yield url
+    finally:
+        migrated_databases.drop(url)
+
+
+@pytest.fixture
+async def db(migrated_database: str) -> AsyncIterator[Database]:
+    """A migrated database of its own; every connection of the test (and its workers) uses it."""
+    pool = await create_db_pool(migrated_database, min_size=1, max_size=4)
+    try:
+        yield Database(migrated_database, pool)
     finally:
         await pool.close()
-        await drop_schema(database_url, schema)
 
 
 # Generated tests that import into PostgreSQL: the same examples every run (a failure is reproduced by running
@@ -107,8 +124,8 @@ DB_EXAMPLES = settings(
 
 @dataclass
 class LoopDb:
-    """A migrated schema of the test's own, for a sync test driving its own loop (hypothesis tests cannot be
-    async): ``run`` runs a coroutine on ``loop``; ``conn`` is a pooled connection on that schema."""
+    """A migrated database of the test's own, for a sync test driving its own loop (hypothesis tests cannot be
+    async): ``run`` runs a coroutine on ``loop``; ``conn`` is a pooled connection to it."""
 
     loop: asyncio.AbstractEventLoop
     conn: Any
@@ -118,18 +135,17 @@ class LoopDb:
 
 
 @pytest.fixture
-def loop_db(database_url: str) -> Iterator[LoopDb]:
+def loop_db(migrated_database: str) -> Iterator[LoopDb]:
     loop = asyncio.new_event_loop()
-    schema, url = loop.run_until_complete(fresh_schema(database_url))
-    pool = loop.run_until_complete(create_db_pool(url, min_size=1, max_size=1))
-    conn = loop.run_until_complete(pool.acquire())
     try:
-        loop.run_until_complete(apply_migrations(conn, read_migrations(MIGRATIONS)))
-        yield LoopDb(loop, conn)
+        pool = loop.run_until_complete(create_db_pool(migrated_database, min_size=1, max_size=1))
+        conn = loop.run_until_complete(pool.acquire())
+        try:
+            yield LoopDb(loop, conn)
+        finally:
+            loop.run_until_complete(pool.release(conn))
+            loop.run_until_complete(pool.close())
     finally:
-        loop.run_until_complete(pool.release(conn))
-        loop.run_until_complete(pool.close())
-        loop.run_until_complete(drop_schema(database_url, schema))
         loop.close()
 
 

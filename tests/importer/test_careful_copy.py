@@ -26,15 +26,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conduit.db_cli import apply_migrations, read_migrations
 from services.importer import archive, merge, pipeline
 from services.importer.careful_copy import SURE, NotDirect
 from services.importer.csv_route import RecordRouter
 from services.importer.merge import MergePlan
 from services.importer.schema import quote as quote_name
 from services.importer.settings import ImporterSettings
-from shared.db import create_pool
-from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
+from tests.importer.conftest import LoopDb
 from tests.importer.csv_strategies import csv_file
 from tests.importer.test_csv_paths import MODULE, _import
 
@@ -179,14 +177,9 @@ class _Both:
     """Imports a file twice on one connection, as a tenant's first load by the careful path: with the rows
     that surely fit COPYed into the table, and with every row staged; the two must agree."""
 
-    def __init__(self, database_url: str, config: ImporterSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, db: LoopDb, config: ImporterSettings, monkeypatch: pytest.MonkeyPatch) -> None:
         self.config, self.monkeypatch = config, monkeypatch
-        self.loop = asyncio.new_event_loop()
-        self.schema, url = self.loop.run_until_complete(fresh_schema(database_url))
-        self.database_url = database_url
-        self.pool = self.loop.run_until_complete(create_pool(url, min_size=1, max_size=1))
-        self.conn = self.loop.run_until_complete(self.pool.acquire())
-        self.loop.run_until_complete(apply_migrations(self.conn, read_migrations(MIGRATIONS)))
+        self.loop, self.conn = db.loop, db.conn
 
     def __call__(self, data: bytes) -> None:
         n, checks_for = next(_tenants), pipeline.checks_for
@@ -195,12 +188,6 @@ class _Both:
         staged = self.loop.run_until_complete(_import(self.conn, self.config, data, f"s{n}"))
         self.monkeypatch.setattr(pipeline, "checks_for", checks_for)
         assert direct == staged, data
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.pool.release(self.conn))
-        self.loop.run_until_complete(self.pool.close())
-        self.loop.run_until_complete(drop_schema(self.database_url, self.schema))
-        self.loop.close()
 
 
 def _careful_config(tmp_path: Path, database_url: str, **settings: int) -> ImporterSettings:
@@ -216,58 +203,48 @@ def _careful_config(tmp_path: Path, database_url: str, **settings: int) -> Impor
 
 @pytest.mark.timeout(240)
 def test_careful_first_load_copying_what_surely_fits_equals_staging_it_all(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_db: LoopDb, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    both = _Both(database_url, _careful_config(tmp_path, database_url), monkeypatch)
-    try:
+    both = _Both(loop_db, _careful_config(tmp_path, database_url), monkeypatch)
 
-        @settings(_HYPOTHESIS, max_examples=80)
-        @given(rows=_rows())
-        # A key twice, once in a row COPY takes and once in a held-back one ("+7" is an integer no pattern
-        # vouches for): the last one wins, as when every row is staged.
-        @example(
-            rows=[["1", "a", "1", "2024-05-01", "", "", "", "first"], ["1", "a", "1", "2024-05-01", "+7", "", "", ""]]
-        )
-        @example(
-            rows=[["1", "a", "1", "2024-05-01", "+7", "", "", "first"], ["1", "a", "1", "2024-05-01", "", "", "", ""]]
-        )
-        # A backslash-dot line inside a quoted value: data to COPY, not the end of it.
-        @example(
-            rows=[["1", "a", "1", "2024-05-01", "", "", "", "a\n\\.\nb"], ["2", "a", "1", "2024-05-01", "", "", "", ""]]
-        )
-        def check(rows: list[list[str]]) -> None:
-            both(_csv(rows))
+    @settings(_HYPOTHESIS, max_examples=80)
+    @given(rows=_rows())
+    # A key twice, once in a row COPY takes and once in a held-back one ("+7" is an integer no pattern
+    # vouches for): the last one wins, as when every row is staged.
+    @example(rows=[["1", "a", "1", "2024-05-01", "", "", "", "first"], ["1", "a", "1", "2024-05-01", "+7", "", "", ""]])
+    @example(rows=[["1", "a", "1", "2024-05-01", "+7", "", "", "first"], ["1", "a", "1", "2024-05-01", "", "", "", ""]])
+    # A backslash-dot line inside a quoted value: data to COPY, not the end of it.
+    @example(
+        rows=[["1", "a", "1", "2024-05-01", "", "", "", "a\n\\.\nb"], ["2", "a", "1", "2024-05-01", "", "", "", ""]]
+    )
+    def check(rows: list[list[str]]) -> None:
+        both(_csv(rows))
 
-        check()
-    finally:
-        both.close()
+    check()
 
 
 @pytest.mark.timeout(300)
 def test_careful_first_load_of_hostile_files_equals_staging_it_all(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_db: LoopDb, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hostile files of the paths' differential test (CR/LF mixes, blank and \\. lines, NULs, BOM, fields at
     the limit, ragged records): the byte-level router gives up or agrees, line numbers of rejects included."""
     monkeypatch.setattr(archive, "_READ", 64)
-    both = _Both(database_url, _careful_config(tmp_path, database_url, importer_max_field_chars=40), monkeypatch)
-    try:
+    both = _Both(loop_db, _careful_config(tmp_path, database_url, importer_max_field_chars=40), monkeypatch)
 
-        @_HYPOTHESIS
-        @given(data=csv_file())
-        @example(data=b"Transaction ID,account_code,amount,value_date\r1,a,1,2024-05-01\r\r\r2,b,x,2024-05-01\r")
-        @example(data=b"Transaction ID,account_code,amount,value_date\n1,a,x\x00,2024-05-01\n2,,1,2024-05-01")
-        def check(data: bytes) -> None:
-            both(data)
+    @_HYPOTHESIS
+    @given(data=csv_file())
+    @example(data=b"Transaction ID,account_code,amount,value_date\r1,a,1,2024-05-01\r\r\r2,b,x,2024-05-01\r")
+    @example(data=b"Transaction ID,account_code,amount,value_date\n1,a,x\x00,2024-05-01\n2,,1,2024-05-01")
+    def check(data: bytes) -> None:
+        both(data)
 
-        check()
-    finally:
-        both.close()
+    check()
 
 
 @pytest.mark.timeout(240)
 def test_sorting_out_held_rows_a_row_at_a_time_when_the_columns_find_no_reason_gives_the_same_rejects(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_db: LoopDb, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """merge._sort_out_held finds each bad row's column set-based; should the rows left still not insert, every
     held row is tried alone as before. Forced here by finding no reason in any column."""
@@ -275,16 +252,13 @@ def test_sorting_out_held_rows_a_row_at_a_time_when_the_columns_find_no_reason_g
     async def no_reason(*_: object) -> None:
         return None
 
-    both = _Both(database_url, _careful_config(tmp_path, database_url), monkeypatch)
-    try:
+    both = _Both(loop_db, _careful_config(tmp_path, database_url), monkeypatch)
 
-        @settings(_HYPOTHESIS, max_examples=25)
-        @given(rows=_rows())
-        def check(rows: list[list[str]]) -> None:
-            with monkeypatch.context() as patched:
-                patched.setattr(merge, "_column_reason", no_reason)
-                both(_csv(rows))
+    @settings(_HYPOTHESIS, max_examples=25)
+    @given(rows=_rows())
+    def check(rows: list[list[str]]) -> None:
+        with monkeypatch.context() as patched:
+            patched.setattr(merge, "_column_reason", no_reason)
+            both(_csv(rows))
 
-        check()
-    finally:
-        both.close()
+    check()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from conduit.db_cli import MigrationError, apply_migrations, migrate, read_migra
 from services.importer.schema import SchemaMismatch, check_schema, create_table_sql
 from shared.modules import catalogue
 from tests.importer.conftest import MIGRATIONS, Database, drop_schema, fresh_schema
+from tests.importer.migrated_databases import MigratedDatabases
 
 CONDUIT = str(Path(sys.executable).with_name("conduit"))
 
@@ -196,3 +198,71 @@ async def test_0009_partitions_every_other_module_table_keeping_rows_key_comment
 def test_ddl_of_every_module_is_partitioned_by_tenant() -> None:
     assert create_table_sql(catalogue().get("stock_levels")).split(";")[0].endswith(") PARTITION BY LIST (tenant_id)")
     assert create_table_sql(catalogue().get("invoice_lines")).split(";")[0].endswith(") PARTITION BY LIST (tenant_id)")
+
+
+# What the migrations leave in a schema, as text that does not name the schema.
+_SHAPE = (
+    "SELECT 'column', c.relname || '.' || a.attname || ' ' || c.relkind::text || ' '"
+    " || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '"
+    " || coalesce(pg_get_expr(d.adbin, d.adrelid), '')"
+    " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+    " LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (c.oid, a.attnum)"
+    " WHERE c.relnamespace = current_schema()::regnamespace"
+    " UNION ALL SELECT 'constraint', conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)"
+    " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace"
+    " UNION ALL SELECT 'function', proname || '(' || pg_get_function_identity_arguments(oid) || ') ' || md5(prosrc)"
+    " FROM pg_proc WHERE pronamespace = current_schema()::regnamespace"
+    " UNION ALL SELECT 'comment', c.relname || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '')"
+    " FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace"
+    " UNION ALL SELECT 'migration', version || ' ' || checksum FROM schema_migrations"
+)
+
+
+async def test_a_tests_database_holds_what_migrating_a_schema_makes(db: Database, database_url: str) -> None:
+    """Tests get copies of one template migrated once (migrated_databases.py): the copy must hold what
+    migrating a schema of its own makes, table by table, column by column, key, function and comment."""
+    schema, url = await fresh_schema(database_url)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await apply_migrations(conn, read_migrations(MIGRATIONS))
+            migrated = sorted(tuple(r) for r in await conn.fetch(_SHAPE))
+        finally:
+            await conn.close()
+    finally:
+        await drop_schema(database_url, schema)
+    copied = sorted(tuple(r) for r in await db.pool.fetch(_SHAPE))
+    assert len(migrated) > 500
+    assert copied == migrated
+
+
+def test_each_copy_is_a_database_of_its_own_and_is_dropped(database_url: str) -> None:
+    databases = MigratedDatabases(database_url, read_migrations(MIGRATIONS))
+    names = [databases.template]
+    try:
+        first, second = databases.create(), databases.create()
+        names += [urlsplit(first).path[1:], urlsplit(second).path[1:]]
+
+        async def write_one_read_other() -> int:
+            one, other = await asyncpg.connect(first), await asyncpg.connect(second)
+            try:
+                await one.execute("INSERT INTO users (tenant_id, user_id, login) VALUES ('acme', 1, 'a')")
+                return int(await other.fetchval("SELECT count(*) FROM users"))
+            finally:
+                await one.close()
+                await other.close()
+
+        assert asyncio.run(write_one_read_other()) == 0
+        databases.drop(first)
+        databases.drop(second)
+    finally:
+        databases.close()
+
+    async def left() -> list[str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [r[0] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname = ANY($1)", names)]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(left()) == []

@@ -12,7 +12,6 @@ bytes): the tenants file refuses those, but a function that builds names must no
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 
@@ -28,7 +27,7 @@ from services.importer.schema import create_table_sql, quote
 from services.importer.stats import Timings
 from shared.modules import ModuleDef, catalogue
 from shared.tenants import NAME_PATTERN
-from tests.importer.conftest import MIGRATIONS, drop_schema, fresh_schema
+from tests.importer.conftest import MIGRATIONS, LoopDb, drop_schema, fresh_schema
 
 _HYPOTHESIS = settings(
     max_examples=20,
@@ -106,45 +105,31 @@ async def _every_tenant_twice(conn: asyncpg.Connection, table: str, tenants: lis
     assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'conduit\\_load\\_%'") == 0
 
 
-def _run(database_url: str, check: object) -> None:
-    loop = asyncio.new_event_loop()
-    schema, url = loop.run_until_complete(fresh_schema(database_url))
-    conn = loop.run_until_complete(asyncpg.connect(database_url, server_settings={"search_path": schema}))
-    try:
-        loop.run_until_complete(apply_migrations(conn, read_migrations(MIGRATIONS)))
-        check(loop, conn)  # type: ignore[operator]
-    finally:
-        loop.run_until_complete(conn.close())
-        loop.run_until_complete(drop_schema(database_url, schema))
-        loop.close()
-
-
 @pytest.mark.timeout(300)
-def test_tenants_the_tenants_file_allows_never_share_a_relation_name(database_url: str) -> None:
-    def run(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
-        @_HYPOTHESIS
-        @given(table=st.sampled_from(TABLES), tenants=_TENANTS, paths=_PATHS)
-        # The index name cut at 58 characters: two tenants that share their first 47 (after "currencies$").
-        @example(
-            table="currencies",
-            tenants=[
-                "acme-corporation-international-holdings-and-sons-01",
-                "acme-corporation-international-holdings-and-sons-02",
-            ],
-            paths=["swap", "swap", "swap", "swap"],
-        )
-        # A tenant's partition named as another tenant's key index.
-        @example(table="currencies", tenants=["acme", "acme_pkey"], paths=["swap", "swap", "swap", "swap"])
-        @example(table="currencies", tenants=["acme_pkey", "acme"], paths=["careful", "careful", "swap", "swap"])
-        @example(table="currencies", tenants=["acme", "acme_pkey"], paths=["careful", "careful", "swap", "swap"])
-        @example(table="currencies", tenants=["Acme", "acme", "ACME"], paths=["swap", "careful", "swap", "swap"])
-        def check(table: str, tenants: list[str], paths: list[str]) -> None:
-            assert all(re.fullmatch(NAME_PATTERN, t) for t in tenants)
-            loop.run_until_complete(_every_tenant_twice(conn, table, tenants, paths))
+def test_tenants_the_tenants_file_allows_never_share_a_relation_name(loop_db: LoopDb) -> None:
+    loop, conn = loop_db.loop, loop_db.conn
 
-        check()
+    @_HYPOTHESIS
+    @given(table=st.sampled_from(TABLES), tenants=_TENANTS, paths=_PATHS)
+    # The index name cut at 58 characters: two tenants that share their first 47 (after "currencies$").
+    @example(
+        table="currencies",
+        tenants=[
+            "acme-corporation-international-holdings-and-sons-01",
+            "acme-corporation-international-holdings-and-sons-02",
+        ],
+        paths=["swap", "swap", "swap", "swap"],
+    )
+    # A tenant's partition named as another tenant's key index.
+    @example(table="currencies", tenants=["acme", "acme_pkey"], paths=["swap", "swap", "swap", "swap"])
+    @example(table="currencies", tenants=["acme_pkey", "acme"], paths=["careful", "careful", "swap", "swap"])
+    @example(table="currencies", tenants=["acme", "acme_pkey"], paths=["careful", "careful", "swap", "swap"])
+    @example(table="currencies", tenants=["Acme", "acme", "ACME"], paths=["swap", "careful", "swap", "swap"])
+    def check(table: str, tenants: list[str], paths: list[str]) -> None:
+        assert all(re.fullmatch(NAME_PATTERN, t) for t in tenants)
+        loop.run_until_complete(_every_tenant_twice(conn, table, tenants, paths))
 
-    _run(database_url, run)
+    check()
 
 
 _HOSTILE = [
@@ -166,27 +151,26 @@ _HOSTILE = [
 
 
 @pytest.mark.timeout(300)
-def test_the_partition_functions_take_any_tenant_text(database_url: str) -> None:
-    def run(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
-        @_HYPOTHESIS
-        @given(
-            tenants=st.lists(
-                st.one_of(st.sampled_from(_HOSTILE), st.text(st.characters(exclude_characters="\x00"), max_size=70)),
-                min_size=2,
-                max_size=4,
-                unique=True,
-            ),
-            paths=_PATHS,
-        )
-        @example(tenants=["é" * 26, "é" * 27], paths=["swap", "swap", "swap", "swap"])
-        @example(tenants=["back\\slash", "o'brien"], paths=["careful", "swap", "swap", "swap"])
-        @example(tenants=["back\\slash", "o'brien"], paths=["swap", "swap", "swap", "swap"])
-        def check(tenants: list[str], paths: list[str]) -> None:
-            loop.run_until_complete(_every_tenant_twice(conn, "currencies", tenants, paths))
+def test_the_partition_functions_take_any_tenant_text(loop_db: LoopDb) -> None:
+    loop, conn = loop_db.loop, loop_db.conn
 
-        check()
+    @_HYPOTHESIS
+    @given(
+        tenants=st.lists(
+            st.one_of(st.sampled_from(_HOSTILE), st.text(st.characters(exclude_characters="\x00"), max_size=70)),
+            min_size=2,
+            max_size=4,
+            unique=True,
+        ),
+        paths=_PATHS,
+    )
+    @example(tenants=["é" * 26, "é" * 27], paths=["swap", "swap", "swap", "swap"])
+    @example(tenants=["back\\slash", "o'brien"], paths=["careful", "swap", "swap", "swap"])
+    @example(tenants=["back\\slash", "o'brien"], paths=["swap", "swap", "swap", "swap"])
+    def check(tenants: list[str], paths: list[str]) -> None:
+        loop.run_until_complete(_every_tenant_twice(conn, "currencies", tenants, paths))
 
-    _run(database_url, run)
+    check()
 
 
 async def test_partitions_made_before_0007_get_names_of_their_own(database_url: str) -> None:
