@@ -246,6 +246,7 @@ def test_each_copy_is_a_database_of_its_own_and_is_dropped(database_url: str) ->
         async def write_one_read_other() -> int:
             one, other = await asyncpg.connect(first), await asyncpg.connect(second)
             try:
+                await one.execute("SELECT conduit_add_tenant_partition('users', 'acme')")
                 await one.execute("INSERT INTO users (tenant_id, user_id, login) VALUES ('acme', 1, 'a')")
                 return int(await other.fetchval("SELECT count(*) FROM users"))
             finally:
