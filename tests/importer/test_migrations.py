@@ -119,75 +119,57 @@ async def test_the_worker_refuses_to_start_naming_module_and_column(
     assert "Traceback" not in err.decode()
 
 
-async def test_0006_partitions_snapshot_tables_by_tenant_keeping_rows_key_comment_and_grants(database_url: str) -> None:
+# A migration that partitions module tables by tenant, a table it partitions, rows put in before it (a key of
+# acme's written again is refused after), and what the table holds after it, read back as text.
+_PARTITIONING = {
+    "0006": (
+        "stock_levels",
+        "(tenant_id, item_id, warehouse_id, on_hand) VALUES ('acme', 1, 1, 5), ('acme', 2, 1, 7), ('globex', 1, 1, 6)",
+        "(tenant_id, item_id, warehouse_id, on_hand) VALUES ('acme', 1, 1, 9)",
+        "item_id::text",
+        [
+            ('"stock_levels$acme"', "acme", "1"),
+            ('"stock_levels$acme"', "acme", "2"),
+            ('"stock_levels$globex"', "globex", "1"),
+        ],
+    ),
+    "0009": (
+        "transactions",
+        "(tenant_id, transaction_id, account_code, amount, value_date) "
+        "VALUES ('acme', 1, 'a', 1.50, '2024-05-01'), ('globex', 1, 'b', 2, '2024-05-01')",
+        "(tenant_id, transaction_id, account_code, amount, value_date) VALUES ('acme', 1, 'c', 3, '2024-05-02')",
+        "amount::text",
+        [('"transactions$acme"', "acme", "1.50"), ('"transactions$globex"', "globex", "2")],
+    ),
+}
+
+
+@pytest.mark.parametrize("version", sorted(_PARTITIONING))
+async def test_a_partitioning_migration_keeps_rows_key_comment_and_grants(database_url: str, version: str) -> None:
+    table, rows, again, value, expected = _PARTITIONING[version]
     schema, url = await fresh_schema(database_url)
     try:
         conn = await asyncpg.connect(url)
         try:
             migrations = read_migrations(MIGRATIONS)
-            await apply_migrations(conn, [m for m in migrations if m.version < "0006"])
-            await conn.execute(
-                "INSERT INTO stock_levels (tenant_id, item_id, warehouse_id, on_hand) "
-                "VALUES ('acme', 1, 1, 5), ('acme', 2, 1, 7), ('globex', 1, 1, 6); "
-                "GRANT SELECT ON stock_levels TO PUBLIC"
-            )
+            await apply_migrations(conn, [m for m in migrations if m.version < version])
+            comment = await conn.fetchval("SELECT obj_description($1::regclass)", table)
+            await conn.execute(f"INSERT INTO {table} {rows}; GRANT SELECT ON {table} TO PUBLIC")
             await apply_migrations(conn, migrations)
 
-            rows = await conn.fetch(
-                "SELECT tableoid::regclass::text AS part, tenant_id, item_id FROM stock_levels ORDER BY 2, 3"
-            )
-            assert [tuple(r) for r in rows] == [
-                ('"stock_levels$acme"', "acme", 1),
-                ('"stock_levels$acme"', "acme", 2),
-                ('"stock_levels$globex"', "globex", 1),
-            ]
-            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = 'stock_levels'::regclass") == b"p"
-            assert await conn.fetchval("SELECT has_table_privilege('public', 'stock_levels', 'SELECT')")
-            assert "full snapshot" in await conn.fetchval("SELECT obj_description('stock_levels'::regclass)")
+            got = await conn.fetch(f"SELECT tableoid::regclass::text, tenant_id, {value} FROM {table} ORDER BY 2, 3")
+            assert [tuple(r) for r in got] == expected
+            assert await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = $1::regclass", table) == b"p"
+            assert await conn.fetchval("SELECT has_table_privilege('public', $1, 'SELECT')", table)
+            assert comment and await conn.fetchval("SELECT obj_description($1::regclass)", table) == comment
             with pytest.raises(asyncpg.UniqueViolationError):
-                await conn.execute(
-                    "INSERT INTO stock_levels (tenant_id, item_id, warehouse_id, on_hand) VALUES ('acme', 1, 1, 9)"
-                )
-            await check_schema(conn, catalogue())
-        finally:
-            await conn.close()
-    finally:
-        await drop_schema(database_url, schema)
-
-
-async def test_0009_partitions_every_other_module_table_keeping_rows_key_comment_and_grants(database_url: str) -> None:
-    schema, url = await fresh_schema(database_url)
-    try:
-        conn = await asyncpg.connect(url)
-        try:
-            migrations = read_migrations(MIGRATIONS)
-            await apply_migrations(conn, [m for m in migrations if m.version < "0009"])
-            await conn.execute(
-                "INSERT INTO transactions (tenant_id, transaction_id, account_code, amount, value_date) "
-                "VALUES ('acme', 1, 'a', 1.50, '2024-05-01'), ('globex', 1, 'b', 2, '2024-05-01'); "
-                "GRANT SELECT ON transactions TO PUBLIC"
-            )
-            await apply_migrations(conn, migrations)
-
-            rows = await conn.fetch(
-                "SELECT tableoid::regclass::text, tenant_id, amount::text FROM transactions ORDER BY 2"
-            )
-            assert [tuple(r) for r in rows] == [
-                ('"transactions$acme"', "acme", "1.50"),
-                ('"transactions$globex"', "globex", "2"),
-            ]
-            kinds = await conn.fetch(
-                "SELECT t, (SELECT relkind FROM pg_class WHERE oid = to_regclass(t)) AS kind FROM unnest($1::text[]) t",
+                await conn.execute(f"INSERT INTO {table} {again}")
+            unpartitioned = await conn.fetch(
+                "SELECT t FROM unnest($1::text[]) t "
+                "WHERE (SELECT relkind FROM pg_class WHERE oid = to_regclass(t)) <> 'p'",
                 [m.table_name for m in catalogue()],
             )
-            assert {r["t"] for r in kinds if r["kind"] != b"p"} == set()
-            assert await conn.fetchval("SELECT has_table_privilege('public', 'transactions', 'SELECT')")
-            assert await conn.fetchval("SELECT obj_description('transactions'::regclass)")
-            with pytest.raises(asyncpg.UniqueViolationError):
-                await conn.execute(
-                    "INSERT INTO transactions (tenant_id, transaction_id, account_code, amount, value_date) "
-                    "VALUES ('acme', 1, 'c', 3, '2024-05-02')"
-                )
+            assert unpartitioned == []  # after 0009, every module's table
             await check_schema(conn, catalogue())
         finally:
             await conn.close()
