@@ -95,3 +95,22 @@ async def running_idp() -> AsyncIterator[Idp]:
         yield idp
     finally:
         await runner.cleanup()
+
+
+def signing_in_with(idp: Idp, port: int) -> dict[str, Any]:
+    """Console settings for signing in with ``idp`` only (no token), served on ``port`` at its own public URL."""
+    return {
+        "console_token": None,
+        "console_oidc_issuer": idp.url,
+        "console_oidc_client_id": CLIENT_ID,
+        "console_port": port,
+        "console_public_url": f"http://127.0.0.1:{port}",
+    }
+
+
+async def callback_url(session: Any, start: str) -> str:
+    """The URL ``idp`` sends a sign-in back to, for a sign-in ``session`` (an aiohttp session) starts at ``start``."""
+    async with session.get(start, allow_redirects=False) as started:
+        authorize = started.headers["Location"]
+    async with session.get(authorize, allow_redirects=False) as at_idp:
+        return str(at_idp.headers["Location"])

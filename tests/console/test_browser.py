@@ -26,7 +26,7 @@ from services.scheduler.import_plan import MIN_SPREAD
 from shared import events
 from shared.schedules import import_entries
 from tests.console.conftest import ADMIN_TOKEN, Console, serve_console
-from tests.console.idp import CLIENT_ID, running_idp
+from tests.console.idp import callback_url, running_idp, signing_in_with
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, export_body
 
@@ -172,16 +172,12 @@ async def test_oidc_signs_in_only_the_browser_that_started_it(
     """In chromium: the provider's redirect back carries the sign-in cookie (SameSite=Lax), and an attacker's
     callback URL opened in an operator's browser signs no one in (login CSRF)."""
     async with running_idp() as idp:
-        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
-                                    console_allowed_emails="mallory@example.com", console_port=unused_tcp_port,
-                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        mallory = {"console_allowed_emails": "mallory@example.com"}
+        settings = console_settings(**signing_in_with(idp, unused_tcp_port), **mallory)
         async with serve_console(settings) as console:
             idp.user = {"sub": "m", "email": "mallory@example.com", "email_verified": True}
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as attacker:
-                async with attacker.get(console.url + "/login/oidc", allow_redirects=False) as start:
-                    authorize = start.headers["Location"]
-                async with attacker.get(authorize, allow_redirects=False) as at_idp:
-                    callback = at_idp.headers["Location"]
+                callback = await callback_url(attacker, console.url + "/login/oidc")
             operator = await (await browser.new_context()).new_page()
             await operator.goto(callback)
             await expect(operator.get_by_text("this sign-in was started in another browser")).to_be_visible()

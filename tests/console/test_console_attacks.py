@@ -25,7 +25,7 @@ from services.console.auth import _next
 from services.console.settings import ConsoleSettings
 from shared import events, pauses
 from tests.console.conftest import READONLY_TOKEN, Console, serve_console
-from tests.console.idp import CLIENT_ID, running_idp
+from tests.console.idp import callback_url, running_idp, signing_in_with
 from tests.console.test_console_http import add_run
 from tests.importer.conftest import Database
 
@@ -192,16 +192,12 @@ async def test_a_sign_in_started_in_another_browser_does_not_sign_this_one_in(
     """Login CSRF (RFC 6749 §10.12): the attacker starts a sign-in as themselves, stops at the callback
     URL and has an operator's browser open it; that browser must not end up signed in as the attacker."""
     async with running_idp() as idp:
-        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
-                                    console_allowed_emails="mallory@example.com", console_port=unused_tcp_port,
-                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        mallory = {"console_allowed_emails": "mallory@example.com"}
+        settings = console_settings(**signing_in_with(idp, unused_tcp_port), **mallory)
         async with serve_console(settings) as console:
             idp.user = {"sub": "m", "email": "mallory@example.com", "email_verified": True}
             async with console.session() as attacker:
-                async with attacker.get("/login/oidc", allow_redirects=False) as start:
-                    authorize = start.headers["Location"]
-                async with attacker.get(authorize, allow_redirects=False) as at_idp:
-                    callback = at_idp.headers["Location"]
+                callback = await callback_url(attacker, "/login/oidc")
             async with console.session() as victim:
                 async with victim.get(callback) as answer:
                     assert answer.status == 403
@@ -211,11 +207,7 @@ async def test_a_sign_in_started_in_another_browser_does_not_sign_this_one_in(
             assert not idp.token_requests, "the attacker's code was exchanged"
             # In the browser that started it, the same steps sign in.
             async with console.session() as browser:
-                async with browser.get("/login/oidc", allow_redirects=False) as start:
-                    authorize = start.headers["Location"]
-                async with browser.get(authorize, allow_redirects=False) as at_idp:
-                    callback = at_idp.headers["Location"]
-                async with browser.get(callback) as answer:
+                async with browser.get(await callback_url(browser, "/login/oidc")) as answer:
                     assert answer.status == 200 and "mallory@example.com · read-only" in await answer.text()
 
 
@@ -226,9 +218,7 @@ async def test_an_email_the_provider_does_not_say_it_verified_grants_nothing(
     """Where a provider lets users set their own address (Entra ID's email claim, sent without email_verified),
     anyone naming an admin's address would sign in as admin."""
     async with running_idp() as idp:
-        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
-                                    console_admin_emails="boss@example.com", console_port=unused_tcp_port,
-                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        settings = console_settings(**signing_in_with(idp, unused_tcp_port), console_admin_emails="boss@example.com")
         async with serve_console(settings) as console:
             idp.user = {
                 "sub": "m",

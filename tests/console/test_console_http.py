@@ -26,7 +26,7 @@ from shared import events
 from shared.crypto import Sealer
 from shared.token_store import TokenRecord, TokenStore
 from tests.console.conftest import READONLY_TOKEN, Console, serve_console
-from tests.console.idp import CLIENT_ID, running_idp
+from tests.console.idp import running_idp, signing_in_with
 from tests.importer.conftest import Database
 
 PAGES = ["/", "/imports", "/tokens", "/schedules", "/audit"]
@@ -314,10 +314,11 @@ async def test_oidc_sign_in_with_pkce_admin_by_group_and_refused_when_not_allowe
     console_settings: Callable[..., ConsoleSettings], redis: Redis, unused_tcp_port: int
 ) -> None:
     async with running_idp() as idp:
-        settings = console_settings(console_token=None, console_oidc_issuer=idp.url, console_oidc_client_id=CLIENT_ID,
-                                    console_admin_groups="conduit-admins", console_allowed_emails="viewer@example.com",
-                                    console_port=unused_tcp_port,
-                                    console_public_url=f"http://127.0.0.1:{unused_tcp_port}")  # fmt: skip
+        settings = console_settings(
+            **signing_in_with(idp, unused_tcp_port),
+            console_admin_groups="conduit-admins",
+            console_allowed_emails="viewer@example.com",
+        )
         async with serve_console(settings) as console:
             idp.user = {"sub": "1", "email": "boss@example.com", "email_verified": True, "groups": ["conduit-admins"]}
             async with console.session() as client, client.get("/login/oidc?next=/tokens") as answer:
