@@ -21,6 +21,7 @@ import aiocsv
 
 from services.importer.errors import BadExport
 from services.importer.stats import Timings
+from services.importer.streams import whole_start
 
 _UTF8_BOM = codecs.BOM_UTF8
 
@@ -53,7 +54,7 @@ async def decode_text(
     """Decode incrementally; a UTF-8 byte order mark is dropped (and means UTF-8) whatever the module says."""
     decoder: codecs.IncrementalDecoder | None = None
     newlines = 0
-    async for chunk in chunks:
+    async for chunk in whole_start(chunks, len(_UTF8_BOM)):
         with timings.timed("decode_text"):
             if decoder is None:
                 if chunk.startswith(_UTF8_BOM):
@@ -78,7 +79,8 @@ def _decode(decoder: codecs.IncrementalDecoder, data: bytes, encoding: str, newl
         return text
     except UnicodeDecodeError as exc:
         line = newlines + exc.object[: exc.start].count(b"\n") + 1
-        bad = exc.object[exc.start : exc.start + 4].hex(" ")
+        # The bytes the codec refuses, no more: what follows them depends on where the download was cut.
+        bad = exc.object[exc.start : exc.end].hex(" ")
         raise BadExport(
             "encoding",
             f"line {line}: bytes {bad} are not valid {encoding}; the module's encoding is {encoding} "
