@@ -174,10 +174,11 @@ async def compare(conn: asyncpg.Connection, fast: ImporterSettings, data: bytes,
     await _drop_partitions(conn, MODULE, swap)
     for a, b in ((first, empty), (first_swap, empty), (seeded_fast, seeded_careful), (seeded_swap, seeded_careful)):
         path = a["parse_path"]
-        # A run refused while reading says how far it read (bytes_csv, rows_read): with the download cut otherwise,
-        # a bad byte arrives with the header (refused before COPY) or after it (refused by the careful path's read).
+        # A run refused while reading says how far it read (bytes_csv, rows_read, the rejects met on the way): with
+        # the download cut otherwise, a bad byte arrives with the header (refused before COPY) or after it (refused
+        # by the careful path's read, past some ragged rows).
         refused = a["status"] == "failed" and a["error_class"] != "too_many_rejects"
-        unread = {"parse_path": None} | ({"bytes_csv": None, "rows_read": None} if refused else {})
+        unread = {"parse_path": None} | ({"bytes_csv": None, "rows_read": None, "rejects": None} if refused else {})
         same = {**a, **unread} == {**b, **unread}
         assert same, f"{path!r} and the careful path disagree on {data!r} ({cut}): {a} against {b}"
 
