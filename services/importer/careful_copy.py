@@ -240,8 +240,10 @@ async def check_no_overlap(
     """After the merge: a held-back row whose key a direct row also had was merged onto it, not beside it.
 
     The table held none of the tenant's rows before, so it must now hold exactly the direct rows and the
-    ``merged`` rows the merge inserted; fewer means the file repeats a key across the two, which only the
-    whole careful path (its duplicate rule: the last one wins) answers.
+    ``merged`` rows the merge wrote; fewer means the file repeats a key across the two, which only the
+    whole careful path (its duplicate rule: the last one wins, counted) answers. The merge writes (and so
+    counts) every held-back row that meets a direct one, equal or not (``merge(only_staged=True)``): an
+    equal copy passed over would leave the counts agreeing and the duplicate uncounted.
     """
     table = quote(plan.module.table_name)
     count = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {TENANT_COLUMN} = $1", tenant)

@@ -32,6 +32,7 @@ from services.importer.merge import STAGE, MergePlan
 from services.importer.pg_copy import until_lost
 from services.importer.progress import Progress
 from services.importer.stats import Timings
+from services.importer.streams import whole_start
 from services.importer.validate import Layout
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -161,7 +162,7 @@ async def _observed(
     of the chunk before, left asyncpg waiting forever on a cancelled COPY now and then: not done.)
     """
     first = True
-    async for chunk in chunks:
+    async for chunk in whole_start(chunks, len(_UTF8_BOM)):
         if first:
             first = False
             if chunk.startswith(_UTF8_BOM):

@@ -21,6 +21,7 @@ import aiocsv
 
 from services.importer.errors import BadExport
 from services.importer.stats import Timings
+from services.importer.streams import whole_start
 
 _UTF8_BOM = codecs.BOM_UTF8
 
@@ -52,33 +53,53 @@ async def decode_text(
 ) -> AsyncIterator[str]:
     """Decode incrementally; a UTF-8 byte order mark is dropped (and means UTF-8) whatever the module says."""
     decoder: codecs.IncrementalDecoder | None = None
-    newlines = 0
-    async for chunk in chunks:
+    lines = _Lines()
+    async for chunk in whole_start(chunks, len(_UTF8_BOM)):
         with timings.timed("decode_text"):
             if decoder is None:
                 if chunk.startswith(_UTF8_BOM):
                     chunk, encoding = chunk[len(_UTF8_BOM) :], "utf-8"
                 seen.encoding = encoding
                 decoder = codecs.getincrementaldecoder(encoding)("strict")
-            text = _decode(decoder, chunk, encoding, newlines)
-            newlines += text.count("\n")
+            text = _decode(decoder, chunk, encoding, lines)
+            lines.add(text)
             if "\x00" in text:
                 seen.saw_nul = True
         if text:
             yield text
     if decoder is not None:
-        tail = _decode(decoder, b"", encoding, newlines, final=True)
+        tail = _decode(decoder, b"", encoding, lines, final=True)
         if tail:
             yield tail
 
 
-def _decode(decoder: codecs.IncrementalDecoder, data: bytes, encoding: str, newlines: int, final: bool = False) -> str:
+@dataclass
+class _Lines:
+    """The line ends of the text decoded so far, as the definition counts them: LF, CRLF or CR alone, one each."""
+
+    ends: int = 0
+    after_cr: bool = False
+
+    def more(self, text: str) -> int:
+        """The line ends ``text`` adds to what passed (a CRLF cut in two between chunks is one)."""
+        n = text.count("\n") + text.count("\r") - text.count("\r\n")
+        return n - 1 if self.after_cr and text.startswith("\n") else n
+
+    def add(self, text: str) -> None:
+        if text:
+            self.ends += self.more(text)
+            self.after_cr = text.endswith("\r")
+
+
+def _decode(decoder: codecs.IncrementalDecoder, data: bytes, encoding: str, lines: _Lines, final: bool = False) -> str:
     try:
         text: str = decoder.decode(data, final)
         return text
     except UnicodeDecodeError as exc:
-        line = newlines + exc.object[: exc.start].count(b"\n") + 1
-        bad = exc.object[exc.start : exc.start + 4].hex(" ")
+        # The bytes before the refused ones decoded; their line ends counted as ASCII bytes (exact where ASCII is).
+        line = lines.ends + lines.more(exc.object[: exc.start].decode("latin-1")) + 1
+        # The bytes the codec refuses, no more: what follows them depends on where the download was cut.
+        bad = exc.object[exc.start : exc.end].hex(" ")
         raise BadExport(
             "encoding",
             f"line {line}: bytes {bad} are not valid {encoding}; the module's encoding is {encoding} "

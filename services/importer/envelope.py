@@ -231,12 +231,21 @@ def _check_module(found: str, expected: str) -> None:
 
 
 async def b64decode(chunks: AsyncIterator[bytes], timings: Timings) -> AsyncIterator[bytes]:
-    """Decode base64 text as it arrives, in whole 4-character groups; line breaks in it are allowed."""
+    """Decode base64 text as it arrives, in whole 4-character groups; line breaks in it are allowed.
+
+    The verdict is strict base64's on the whole text, wherever it is cut: padding ends it (a piece decoded
+    alone may end in padding that the whole text has in its middle).
+    """
     rest = b""
     offset = 0
+    padded = False
     async for chunk in chunks:
         with timings.timed("decode"):
             data = rest + chunk.translate(None, _WHITESPACE)
+            if padded and data:
+                raise BadExport(
+                    "invalid_base64", f"'data' is not valid base64 near character {offset}: Excess data after padding"
+                )
             cut = len(data) - len(data) % 4
             rest = data[cut:]
             if not cut:
@@ -248,6 +257,7 @@ async def b64decode(chunks: AsyncIterator[bytes], timings: Timings) -> AsyncIter
                     "invalid_base64", f"'data' is not valid base64 near character {offset}: {exc}"
                 ) from None
             offset += cut
+            padded = data.endswith(b"=", 0, cut)
         yield decoded
     if rest:
         raise BadExport("invalid_base64", f"'data' is not valid base64: {len(rest)} characters left over at the end")

@@ -100,29 +100,34 @@ class MergePlan:
         value = f"NULLIF({source}{quote(name)}, '')"
         return value if kind == "text" else f"{value}::{kind}"
 
-    def _merge(self, source: str, into: str | None = None) -> str:
+    def _merge(self, source: str, into: str | None = None, every_match: bool = False) -> str:
         """MERGE ``source`` (rows with the staged column names) into the module's table (or ``into``, the
-        tenant's partition) for tenant $1."""
+        tenant's partition) for tenant $1.
+
+        ``every_match``: write every row matched, changed or not, so the statement's count has it (a first
+        load's held-back rows, where a match is a key the rows COPYed straight in hold too:
+        careful_copy.check_no_overlap). Otherwise unchanged rows are not rewritten: a daily export is
+        mostly yesterday's rows again.
+        """
         target = quote(into or self.module.table_name)
         on = " AND ".join([f"t.{TENANT_COLUMN} = $1::text", *(f"t.{quote(k)} = s.{quote(k)}" for k in self.module.key)])
         cols = ", ".join(quote(c) for c in self.columns)
         values = ", ".join(f"s.{quote(c)}" for c in self.columns)
         insert = f"WHEN NOT MATCHED THEN INSERT ({TENANT_COLUMN}, {cols}) VALUES ($1::text, {values})"
         others = [c for c in self.columns if c not in self.module.key]
-        if not others:
+        if not others and not every_match:
             return f"MERGE INTO {target} t USING ({source}) s ON {on} {insert}"
-        sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in others)
-        # Unchanged rows are not rewritten: a daily export is mostly yesterday's rows again.
-        update = f"WHEN MATCHED AND {rows_differ(self.module, others, 't', 's')} THEN UPDATE SET {sets}"
-        return f"MERGE INTO {target} t USING ({source}) s ON {on} {update} {insert}"
+        sets = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in others or self.module.key)
+        when = "" if every_match else f" AND {rows_differ(self.module, others, 't', 's')}"
+        return f"MERGE INTO {target} t USING ({source}) s ON {on} WHEN MATCHED{when} THEN UPDATE SET {sets} {insert}"
 
-    def fast_merge(self) -> str:
+    def fast_merge(self, every_match: bool = False) -> str:
         casts = ", ".join(f"{self.cast(c)} AS {quote(c)}" for c in self.columns)
-        return self._merge(f"SELECT {casts} FROM {STAGE}")
+        return self._merge(f"SELECT {casts} FROM {STAGE}", every_match=every_match)
 
-    def typed_merge(self, source: str = TYPED, into: str | None = None) -> str:
+    def typed_merge(self, source: str = TYPED, into: str | None = None, every_match: bool = False) -> str:
         cols = ", ".join(quote(c) for c in self.columns)
-        return self._merge(f"SELECT {cols} FROM {quote(source)}", into)
+        return self._merge(f"SELECT {cols} FROM {quote(source)}", into, every_match)
 
     def repeats_key(self) -> str:
         """SQL: whether the staged file holds a key twice, as the table's key compares (``01`` is ``1``).
@@ -223,10 +228,10 @@ async def merge_table(conn: asyncpg.Connection, plan: MergePlan, tenant: str, so
     return _count(await conn.execute(plan.typed_merge(source, into), tenant))
 
 
-async def _merge_once(conn: asyncpg.Connection, plan: MergePlan, tenant: str) -> int:
+async def _merge_once(conn: asyncpg.Connection, plan: MergePlan, tenant: str, every_match: bool = False) -> int:
     if await conn.fetchval(plan.repeats_key()):
         raise RepeatedKey("the file repeats a key")
-    return _count(await conn.execute(plan.fast_merge(), tenant))
+    return _count(await conn.execute(plan.fast_merge(every_match), tenant))
 
 
 async def merge(
@@ -248,7 +253,8 @@ async def merge(
 
     ``refused_before``: the fast path's MERGE of this file already failed, so go straight to sorting out.
     ``only_staged``: the staging table holds only some of the file's rows (the others were COPYed into the
-    table, careful_copy.py), so what it lacks is not missing from the export: delete nothing.
+    table, careful_copy.py), so what it lacks is not missing from the export: delete nothing; and a staged
+    row matching one of them is written and counted even if equal (careful_copy.check_no_overlap).
     Raises :class:`TooManyRejects` past the threshold.
     """
     # Past the threshold already (ragged rows): still sort the values out, so every bad row is counted.
@@ -258,13 +264,13 @@ async def merge(
         with timings.timed("merge"):
             try:
                 async with conn.transaction():
-                    changed = await _merge_once(conn, plan, tenant)
+                    changed = await _merge_once(conn, plan, tenant, every_match=only_staged)
             except REFUSED:
                 typed = True
     if typed:
         duplicate = await _sort_out(conn, plan, rejects, threshold, timings, read, staged, row_by_row=only_staged)
         with timings.timed("merge"):
-            changed = _count(await conn.execute(plan.typed_merge(), tenant))
+            changed = _count(await conn.execute(plan.typed_merge(every_match=only_staged), tenant))
     if rejects.count == 0 and not only_staged:
         deleted = await _delete_missing(conn, plan, tenant, timings, typed)
     return Merged(changed, deleted, duplicate, rejects.count)

@@ -107,7 +107,10 @@ def _module_problems(module: ModuleDef, actual: dict[str, tuple[str, bool]] | No
             problems.append(f"{where}: column {name!r} is missing from the table")
             continue
         db_type, not_null = actual[name]
-        if db_type != sql_type and not (sql_type == "numeric" and db_type.startswith("numeric(")):
+        # Exactly the type, without a modifier: the importer casts to the definition's type (``::numeric``), so a
+        # numeric(12,2) column rounded each value after the comparison (an unchanged file counted every row
+        # changed) and refused a value after every check (the run failed where it rejects the row).
+        if db_type != sql_type:
             problems.append(f"{where}: column {name!r} is {db_type} in the database but {sql_type} in the definition")
         if not_null and not required:
             problems.append(f"{where}: column {name!r} is NOT NULL in the database but not required in the definition")

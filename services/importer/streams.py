@@ -11,6 +11,23 @@ T = TypeVar("T")
 _END = object()
 
 
+async def whole_start(source: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """``source`` with its first piece at least ``size`` bytes long (or the whole of it, if shorter).
+
+    For whatever looks at a stream's first bytes (a UTF-8 byte order mark): a download may be cut
+    anywhere, and the member streamed while it arrives (zip_stream.py) comes in the pieces it arrived in.
+    """
+    start = b""
+    async for piece in source:
+        start += piece
+        if len(start) >= size:
+            break
+    if start:
+        yield start
+    async for piece in source:
+        yield piece
+
+
 async def prefetch(source: AsyncIterator[T], depth: int) -> AsyncIterator[T]:
     """Run ``source`` ahead of its consumer by up to ``depth`` items.
 

@@ -38,6 +38,8 @@ _UNSTREAMABLE_FLAGS = 0x1 | 0x20 | 0x40  # encrypted, patched data, strong encry
 _DESCRIPTOR = 0x8  # sizes and CRC follow the data instead of being in the header
 _ZIP64 = 0xFFFFFFFF
 _OUT = 1 << 20  # largest decompressed piece: a bomb never inflates more than this per step
+# A header is a few hundred bytes; one that runs on past this is left to zipfile's read of the spool.
+HEAD_LIMIT = 16 << 20
 
 
 class NotStreamed(Exception):
@@ -127,6 +129,10 @@ class ZipStream:
             return None
         except _GiveUp as exc:
             await self._give_up(str(exc))
+
+    async def give_up(self, why: str) -> NoReturn:
+        """Stop streaming: the rest of the download is spooled, then :class:`NotStreamed`."""
+        await self._give_up(why)
 
     async def _give_up(self, why: str) -> NoReturn:
         self._gave_up = why
@@ -302,16 +308,29 @@ class Streamed:
         self._limits = limits
         self._timings = timings
         self._head: list[bytes] = []  # what has arrived of the CSV before COPY starts
+        self._head_bytes = 0
         self._ended = False
         self._reads = 0
 
     async def more(self) -> None:
-        """Take the stream's next piece into the head (raising the download's errors, outside any parser)."""
-        piece = await self._stream.next_chunk()
-        if piece is None:
-            self._ended = True
-        else:
+        """Take the stream's next pieces into the head (raising the download's errors, outside any parser).
+
+        Each parse of the head starts again from its first byte, so the head at least doubles between two:
+        a first record that arrives in a thousand pieces is parsed a dozen times, not a thousand. Past
+        ``HEAD_LIMIT`` the stream gives up (:class:`NotStreamed`) and zipfile's read of the spool decides.
+        """
+        if self._head_bytes > HEAD_LIMIT:
+            await self._stream.give_up(f"the CSV's first record is longer than {HEAD_LIMIT} bytes")
+        wanted = 2 * self._head_bytes
+        while True:
+            piece = await self._stream.next_chunk()
+            if piece is None:
+                self._ended = True
+                return
             self._head.append(piece)
+            self._head_bytes += len(piece)
+            if self._head_bytes >= wanted:
+                return
 
     async def head(self, size: Tally) -> AsyncIterator[bytes]:
         """What has arrived of the CSV; then its end, or :class:`NeedMore`."""

@@ -52,7 +52,7 @@ FAILED_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "not utf-8": (
         lambda: zipped(data="user_id,login\n1,ann\n2,zoë\n".encode("latin-1")),
         "encoding",
-        "line 3: bytes eb 0a are not valid utf-8",
+        "line 3: bytes eb are not valid utf-8",
     ),
     "missing required column": (lambda: zipped(data=b"user_id,email\n1,a@b.c\n"), "missing_columns", "'login'"),
     "empty file": (lambda: zipped(data=b""), "empty_file", "empty"),

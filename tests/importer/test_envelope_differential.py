@@ -12,6 +12,7 @@ never puts them there).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import json
 from collections.abc import AsyncIterator
 
@@ -20,8 +21,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.importer.envelope import base64_payload
+from services.importer.envelope import b64decode, base64_payload
 from services.importer.errors import BadExport
+from services.importer.stats import Timings
 
 _KEYS = ['"module_name"', '"data"', '"x"', '"d\\u0061ta"', '"module_\\u006eame"', '"y\\ud83d\\ude00"']
 # Pieces of JSON values, each valid or broken at one of the grammar's edges.
@@ -124,3 +126,33 @@ def test_a_skipped_member_is_bounded() -> None:
     huge = b'{"module_name":"m","data":"QUJD","x":[' + b"1," * (1 << 20) + b"1]}"
     with pytest.raises(BadExport, match=r"the value at byte 37 is longer than 1048576 bytes"):
         asyncio.run(_scan(huge, [100, 5000]))
+
+
+_B64_PIECES = ["QUJD", "QQ==", "QUI=", "QU", "=", "\n", " ", "Q", "*"]
+
+
+async def _decode(text: bytes, cuts: list[int]) -> bytes:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+            yield text[start:end]
+
+    return b"".join([part async for part in b64decode(chunks(), Timings())])
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_B64_PIECES), min_size=1, max_size=6), data=st.data())
+# Found at fb54f9a: padding in the middle, cut right after it, decoded as two pieces and accepted.
+@example(pieces=["QQ==", "QUJD"], data=None)
+def test_base64_in_any_cut_gets_strict_base64s_verdict_on_the_whole(pieces: list[str], data: st.DataObject) -> None:
+    text = "".join(pieces).encode()
+    cuts = [4] if data is None else sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=4)))
+    whole = text.translate(None, b" \n")
+    try:  # RFC 4648: whole 4-character groups (Python's strict mode lets a trailing "=" more pass)
+        expected = binascii.a2b_base64(whole, strict_mode=True) if len(whole) % 4 == 0 else None
+    except binascii.Error:
+        expected = None
+    if expected is None or not expected:
+        with pytest.raises(BadExport):
+            asyncio.run(_decode(text, cuts))
+    else:
+        assert asyncio.run(_decode(text, cuts)) == expected
