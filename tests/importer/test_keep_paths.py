@@ -6,10 +6,12 @@ file is imported by every way swap.py and the pipeline have for it, each as a te
 written in place (few changes), swapped with the missing rows carried over, MERGEd in (a file small against the
 partition), staged and MERGEd (the fast path for a file that cannot swap), and the careful path. All must
 leave exactly the model's rows (the file's row wins, every other stored row kept) and count the same.
+Then what readers see while rows are carried over: the old rows or the new, whole, never a mix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 from collections.abc import Iterator
@@ -193,3 +195,39 @@ async def test_a_file_of_a_small_part_of_the_tenants_rows_is_merged_in_and_a_lar
             assert merged.called == (tenant == "small"), tenant
             assert outcome["rows_changed"] == (10 if tenant == "small" else 0)
             assert len(outcome["table"]) == 3000
+
+
+async def test_a_reader_sees_the_old_rows_or_the_new_with_the_carried_ones_never_a_mix(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    """While a swap carries 500 rows the file lacks into the new table, a reader polling the tenant's rows sees
+    yesterday's 3,000 (all `a`), then today's (500 carried `a`, 3,000 `b`), and nothing in between."""
+    config = ImporterSettings(database_url=database_url, importer_temp_dir=tmp_path)
+    stored = {k: ("a", "1", "2024-05-01") for k in range(1, 3001)}
+    data = "\n".join([HEADER, *(f"{k},b,2,2024-05-02" for k in range(501, 3501))]).encode() + b"\n"
+    old, new = (3000, 3000, 0), (3500, 500, 3000)
+    count = (
+        "SELECT count(*), count(*) FILTER (WHERE account_code = 'a'), count(*) FILTER (WHERE account_code = 'b') "
+        f"FROM {MODULE.table_name}"
+    )
+    seen: list[tuple[int, int, int]] = []
+    done = asyncio.Event()
+    async with db.pool.acquire() as conn, db.pool.acquire() as reader:
+        await conn.execute(create_table_sql(MODULE))
+        await _seed(conn, "acme", stored)
+
+        async def read() -> None:
+            while not done.is_set():
+                seen.append(tuple(await reader.fetchrow(count)))
+            seen.append(tuple(await reader.fetchrow(count)))
+
+        polling = asyncio.create_task(read())
+        try:
+            with _way("swap"):
+                outcome = await _outcome(conn, config, data, "acme")
+        finally:
+            done.set()
+            await polling
+    assert outcome["parse_path"] == "swap"
+    assert set(seen) == {old, new}, set(seen)
+    assert seen[0] == old and seen[-1] == new and all(s == new for s in seen[seen.index(new) :])
