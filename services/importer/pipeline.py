@@ -318,21 +318,27 @@ async def _careful_path(run: Run, source: Source, plan: MergePlan, fallback: Fal
             async with run.conn.transaction():
                 if read.copy_encoding is not None:
                     return Loaded(fallback.path, await _byte_pass(run, source, plan, fallback, read))
-                return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, checks))
+                return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, read, checks))
         except NotDirect as exc:
             log.info("careful path stages every row", run_id=run.attempt.id, module=run.module.name, why=str(exc)[:200])
             run.rejects.clear()
             run.record.restart()
-    return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, None))
+    return Loaded(fallback.path, await _careful_pass(run, source, plan, fallback, read, None))
 
 
-async def _careful_pass(run: Run, source: Source, plan: MergePlan, fallback: Fallback, checks: Checks | None) -> Merged:
+async def _careful_pass(
+    run: Run, source: Source, plan: MergePlan, fallback: Fallback, first: _Read, checks: Checks | None
+) -> Merged:
     """One read of the file: unzip → decode → parse → validate → chunked COPY → merge."""
     settings, conn, tenant, timings, record = run.settings, run.conn, run.key.tenant, run.timings, run.record
     count, seen, record.csv, record.read = RecordCount(), TextSeen(), Tally(), Tally()
     text = decode_text(count.through(source.read(record.csv)), run.module.encoding, timings, seen)
     records = CsvRecords(text, settings.importer_copy_chunk_rows, settings.importer_max_field_chars)
     layout = plan_layout(run.module, await records.header())
+    if layout != first.layout:
+        # The plan (the staging table's columns, their order) was made from the header as first read: a header
+        # read otherwise now would put values in the wrong columns. Never seen since the cut byte order mark.
+        raise RuntimeError(f"the header read again maps {layout.columns}, first {first.layout.columns}")
     rows = prefetch(validate(records.batches(timings), layout, run.rejects, seen, timings, record.read), depth=1)
     split = None if checks is None else Split(rows, checks, len(plan.columns), settings.importer_copy_chunk_rows)
     try:

@@ -8,11 +8,15 @@ import gzip
 import os
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from services.importer import pipeline
 from services.importer.fetch import max_body_bytes
+from services.importer.validate import Layout, plan_layout
+from shared.modules import ModuleDef
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, envelope, export_body, zip_bytes
 
@@ -262,3 +266,30 @@ async def test_one_inch_mark_an_odd_count_of_quotes_is_a_valid_file(
     assert result.startswith("succeeded: 3 rows imported"), result
     rows = await importer.db.rows("SELECT user_id, login FROM users ORDER BY user_id")
     assert [(r["user_id"], r["login"]) for r in rows] == [(1, "ann"), (2, '5" screen'), (3, "carl")]
+
+
+async def test_a_header_read_otherwise_the_second_time_fails_the_run_and_keeps_the_rows(
+    importer: Importer, exports: Exports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The careful path reads the header again; were it to map the columns otherwise than the first read (a cut
+    byte order mark once did), values would land in the wrong columns: the run fails instead, nothing written."""
+    head = "code,name,decimals,symbol\n"
+    exports.set("currencies", export_body("currencies", head + "EUR,Euro,2,€\n"))
+    await importer.run("acme", "currencies", "2024-05-01")
+    exports.set("currencies", export_body("currencies", head + "EUR,Euro,3,E\nUSD,Dollar,2,$\n"))
+    layouts: list[Layout] = []
+
+    def second_read_otherwise(module: ModuleDef, header: list[str]) -> Layout:
+        layout = plan_layout(module, header)
+        layouts.append(layout)
+        return layout if len(layouts) == 1 else replace(layout, columns=layout.columns[::-1])
+
+    monkeypatch.setattr(pipeline, "plan_layout", second_read_otherwise)
+    await importer.with_settings(importer_fast_path=False).run("acme", "currencies", "2024-05-02")
+
+    run = await importer.last_run()
+    assert (run["status"], run["error_class"]) == ("failed", "internal_error"), run
+    assert "the header read again" in run["error_message"]
+    assert await importer.db.rows("SELECT code, name, decimals FROM currencies") == [
+        {"code": "EUR", "name": "Euro", "decimals": 2}
+    ]
