@@ -213,7 +213,12 @@ def changes_sql(module: ModuleDef, old: str, new: str) -> str:
 
 
 async def write_in_place(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, changes: Changes) -> None:
-    """Insert and update in the old partition the few rows of the new table that changed, then drop it."""
+    """Insert and update in the old partition the few rows of the new table that changed, then drop it.
+
+    The rows are fetched by ctid (a TID scan): left to itself the planner scanned the whole new table for
+    them, 0.31-0.40 s for 10,000 rows of a million against 0.21-0.24 s.
+    """
+    await conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
     columns = [TENANT_COLUMN, *(c.name for c in module.columns)]
     names = ", ".join(quote(c) for c in columns)
     if changes.inserts:
@@ -229,6 +234,7 @@ async def write_in_place(conn: asyncpg.Connection, module: ModuleDef, old: str, 
             f"UPDATE {quote(old)} o SET {sets} FROM {quote(new)} n WHERE n.ctid = ANY($1::tid[]) AND {on}",
             changes.updates,
         )
+    await conn.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = 'enable_seqscan'")
     await conn.execute(f"DROP TABLE {quote(new)}")
 
 
