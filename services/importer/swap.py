@@ -11,12 +11,15 @@ so nothing is left for VACUUM: the module's disk is one day's rows, whatever
 the number of days.
 
 A module that keeps rows missing from its export (``missing_rows: keep``)
-swaps the same way, with those rows carried over from the old partition into
-the new table first (frozen too: :func:`carry_missing`). Where the file is
-the smaller part of what the tenant has (an export of the day's changes, not
-of everything), rewriting all the rest each day would cost more than the
-file: the new table is then MERGEd into the partition instead and dropped
-(:func:`swap_in`).
+writes only what changed. The same join finds the changed rows: where they
+are few, they are inserted and updated in the tenant's partition and the new
+table is dropped (:func:`write_in_place`; an unchanged export writes
+nothing); where more changed, the new table is swapped in as above, the rows
+the file lacks carried over into it first (frozen too: :func:`carry_missing`).
+Where the file is the smaller part of what the tenant has (an export of the
+day's changes, not of everything), the new table is MERGEd into the
+partition instead, without walking all of it (:func:`swap_in`). Rows written
+in place leave dead versions for VACUUM, as any UPDATE does.
 
 All of it is in the import's transaction, with its ledger row: a run that dies
 anywhere (SIGKILL, PostgreSQL restarting) leaves the old partition as it was
@@ -66,7 +69,7 @@ _CARRY_MEMORY = 16 * 1024 * 1024
 
 
 async def is_partitioned(conn: asyncpg.Connection, module: ModuleDef) -> bool:
-    """Whether the module's table is partitioned by tenant (migrations/0006), so an import can swap."""
+    """Whether the module's table is partitioned by tenant (migrations/0006, 0009), so an import can swap."""
     kind = await conn.fetchval("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)", quote(module.table_name))
     return bool(kind == b"p")
 
@@ -102,8 +105,9 @@ async def swap_in(
 ) -> Swapped:
     """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
 
-    A module that keeps missing rows carries them over into the new table first (spooled in ``temp_dir``), or
-    MERGEs the new table in where the file is less than half the tenant's rows (:func:`_merges_in`).
+    A module that keeps missing rows writes the few changed rows in place instead, or carries the rows the
+    file lacks into the new table before the swap (spooled in ``temp_dir``), or MERGEs the new table in where
+    the file is less than half the tenant's partition (:func:`_merges_in`).
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
@@ -182,10 +186,10 @@ def in_place_limit(rows: int) -> int:
 async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, rows: int) -> Changes:
     """One merge join of the new table (``rows`` rows) and the old partition on the key: the counts, and the rows
     to insert and update while they are few."""
-    await _plan_count(conn)
+    await _plan(conn, _COUNT_PLAN)
     limit = in_place_limit(rows)
     row = await conn.fetchrow(changes_sql(module, old, new), limit + 1)
-    await _plan_default(conn)
+    await _plan_default(conn, list(_COUNT_PLAN))
     matched, updated = row["matched"], row["updated"]
     inserts, updates = row["inserts"] or [], row["updates"] or []
     if len(inserts) + len(updates) > limit:
@@ -196,8 +200,7 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
 def changes_sql(module: ModuleDef, old: str, new: str) -> str:
     """Rows matched by key, those of them updated, and up to $1 of the new table's rows to insert and to update
     (ctids): a left join of the new table to the old on the key."""
-    on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
-    others = [c.name for c in module.columns if c.name not in module.key]
+    on, others = _same_key(module, "o", "n"), _others(module)
     changed = rows_differ(module, others, "o", "n") if others else "false"
     # OFFSET 0: the subquery is not pulled up, so each row's comparison runs once, not once per use of `what`.
     joined = (
@@ -218,7 +221,7 @@ async def write_in_place(conn: asyncpg.Connection, module: ModuleDef, old: str, 
     The rows are fetched by ctid (a TID scan): left to itself the planner scanned the whole new table for
     them, 0.31-0.40 s for 10,000 rows of a million against 0.21-0.24 s.
     """
-    await conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
+    await _plan(conn, {"enable_seqscan": "off"})
     columns = [TENANT_COLUMN, *(c.name for c in module.columns)]
     names = ", ".join(quote(c) for c in columns)
     if changes.inserts:
@@ -226,15 +229,15 @@ async def write_in_place(conn: asyncpg.Connection, module: ModuleDef, old: str, 
             f"INSERT INTO {quote(old)} ({names}) SELECT {names} FROM {quote(new)} WHERE ctid = ANY($1::tid[])",
             changes.inserts,
         )
-    others = [c.name for c in module.columns if c.name not in module.key]
+    others = _others(module)
     if changes.updates and others:
         sets = ", ".join(f"{quote(c)} = n.{quote(c)}" for c in others)
-        on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
+        on = _same_key(module, "o", "n")
         await conn.execute(
             f"UPDATE {quote(old)} o SET {sets} FROM {quote(new)} n WHERE n.ctid = ANY($1::tid[]) AND {on}",
             changes.updates,
         )
-    await conn.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = 'enable_seqscan'")
+    await _plan_default(conn, ["enable_seqscan"])
     await conn.execute(f"DROP TABLE {quote(new)}")
 
 
@@ -246,7 +249,7 @@ async def carry_missing(conn: asyncpg.Connection, module: ModuleDef, old: str, n
     the swap cannot see, and it would read the file's rows without them, a mix. Spooled, so the worker's
     memory stays flat however many rows are carried.
     """
-    match = " AND ".join(f"n.{quote(k)} = o.{quote(k)}" for k in module.key)
+    match = _same_key(module, "n", "o")
     query = f"SELECT o.* FROM {quote(old)} o WHERE NOT EXISTS (SELECT 1 FROM {quote(new)} n WHERE {match})"
     with tempfile.SpooledTemporaryFile(_CARRY_MEMORY, dir=None if temp_dir is None else str(temp_dir)) as spool:
         await conn.copy_from_query(query, output=spool, format="binary")
@@ -265,21 +268,21 @@ _COUNT_PLAN = {"enable_nestloop": "off", "enable_hashjoin": "off", "max_parallel
 
 async def count_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, new: str, rows: int) -> Merged:
     """What a MERGE of ``new`` (``rows`` rows) into ``old`` would have counted: rows inserted or updated, deleted."""
-    await _plan_count(conn)
+    await _plan(conn, _COUNT_PLAN)
     row = await conn.fetchrow(count_sql(module, old, new))
     matched, updated, before = row["matched"], row["updated"], row["before"]
     return Merged(changed=rows - matched + updated, deleted=before - matched)
 
 
-async def _plan_count(conn: asyncpg.Connection) -> None:
-    settings = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _COUNT_PLAN.items())
-    await conn.execute(f"SELECT {settings}")
+async def _plan(conn: asyncpg.Connection, settings: dict[str, str]) -> None:
+    """Planner settings for the rest of the import's transaction (until :func:`_plan_default`)."""
+    calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
+    await conn.execute(f"SELECT {calls}")
 
 
-async def _plan_default(conn: asyncpg.Connection) -> None:
-    """The planner's settings as the session began, for what follows the count (a write of a few rows by key)."""
-    reset = "SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY($1)"
-    await conn.execute(reset, list(_COUNT_PLAN))
+async def _plan_default(conn: asyncpg.Connection, names: list[str]) -> None:
+    """The planner's settings as the session began, for what follows (a write of a few rows by key)."""
+    await conn.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY($1)", names)
 
 
 def count_sql(module: ModuleDef, old: str, new: str) -> str:
@@ -287,13 +290,22 @@ def count_sql(module: ModuleDef, old: str, new: str) -> str:
 
     An inner join, not a full one: the planner may then merge the two primary keys or hash in parallel.
     """
-    on = " AND ".join(f"o.{quote(k)} = n.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
-    others = [c.name for c in module.columns if c.name not in module.key]
+    on, others = _same_key(module, "o", "n"), _others(module)
     changed = rows_differ(module, others, "o", "n") if others else "false"
     return (
         f"SELECT count(*) AS matched, count(*) FILTER (WHERE {changed}) AS updated, "
         f"(SELECT count(*) FROM {quote(old)}) AS before FROM {quote(old)} o JOIN {quote(new)} n ON {on}"
     )
+
+
+def _same_key(module: ModuleDef, a: str, b: str) -> str:
+    """SQL: rows ``a`` and ``b`` of one module have the same tenant and key."""
+    return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in [TENANT_COLUMN, *module.key])
+
+
+def _others(module: ModuleDef) -> list[str]:
+    """The module's columns that are not its key."""
+    return [c.name for c in module.columns if c.name not in module.key]
 
 
 async def ensure_partition(conn: asyncpg.Connection, module: ModuleDef, tenant: str) -> None:
