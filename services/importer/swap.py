@@ -107,9 +107,10 @@ async def swap_in(
 ) -> Swapped:
     """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
 
-    A module that keeps missing rows writes the few changed rows in place instead, or carries the rows the
-    file lacks into the new table before the swap (spooled in ``temp_dir``), or MERGEs the new table in where
-    the file is less than half the tenant's partition (:func:`_merges_in`).
+    A module that keeps missing rows writes the few changed rows in place instead where the file lacks some of
+    the partition's (:func:`writes_in_place`), or carries the rows the file lacks into the new table before
+    the swap (spooled in ``temp_dir``), or MERGEs the new table in where the file is less than half the
+    tenant's partition (:func:`_merges_in`).
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
@@ -128,12 +129,12 @@ async def swap_in(
     elif keeps:
         with timings.timed("count"):
             changes = await find_changes(conn, module, old, load, rows)
-        if changes.few:
+        if writes_in_place(changes):
             with timings.timed("write"):
                 await write_in_place(conn, module, old, load, changes)
             return Swapped(ImportPath.FAST, changes.merged)
         merged, path = changes.merged, ImportPath.SWAP
-        if changes.before is not None and changes.before > changes.matched:
+        if changes.carries:
             with timings.timed("carry"):
                 await carry_missing(conn, module, old, load, temp_dir)
     else:
@@ -178,6 +179,20 @@ class Changes:
     def few(self) -> bool:
         return self.inserts is not None and self.updates is not None
 
+    @property
+    def carries(self) -> bool:
+        """The partition holds rows the file lacks (known where something changed)."""
+        return self.before is not None and self.before > self.matched
+
+
+def writes_in_place(changes: Changes) -> bool:
+    """Whether the changed rows are written into the partition rather than the new table swapped in: where they
+    are few and the file lacks some of the partition's rows (a swap would first copy those over), or where
+    nothing changed (nothing to write). A file holding every row of the partition is swapped in however few
+    changed: the new table is whole already, and no row version is left behind for VACUUM (docs/benchmarks.md).
+    """
+    return changes.few and (changes.merged.changed == 0 or changes.carries)
+
 
 # A file changing more than a tenth of its rows (and more than a thousand) swaps instead of writing in place: a row
 # written in place costs an index probe, a new row version and an index entry (a swapped-in table's pages are
@@ -191,8 +206,9 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
     """The rows of the new table (``rows`` rows) to insert and update in the old partition while they are few,
     from a join of the two on the key that stops at the first row past the limit; else the counts alone.
 
-    Few: a row of the file matches an old one or is inserted (both keyed), so the counts follow from the rows.
-    More: the join stopped early (at a tenth of the file where every row changed) and a count follows.
+    Few: a row of the file matches an old one or is inserted (both keyed), so the counts follow from the rows;
+    the partition's rows are counted where any changed (:func:`writes_in_place` asks). More: the join stopped
+    early (at a tenth of the file where every row changed) and a count follows.
     """
     limit = in_place_limit(rows)
     await _plan(conn, _COUNT_PLAN)
@@ -202,10 +218,11 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
         await _plan_default(conn, list(_COUNT_PLAN))
         merged = Merged(changed=rows - row["matched"] + row["updated"])
         return Changes(merged, row["matched"], row["before"], None, None)
+    before = (await conn.fetch(f"SELECT count(*) FROM {quote(old)}"))[0][0] if found else None
     await _plan_default(conn, list(_COUNT_PLAN))
     inserts = [r["tid"] for r in found if r["inserted"]]
     updates = [r["tid"] for r in found if not r["inserted"]]
-    return Changes(Merged(changed=len(found)), rows - len(inserts), None, inserts, updates)
+    return Changes(Merged(changed=len(found)), rows - len(inserts), before, inserts, updates)
 
 
 def changed_rows_sql(module: ModuleDef, old: str, new: str) -> str:
