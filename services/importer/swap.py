@@ -103,14 +103,22 @@ class Swapped:
 
 
 async def swap_in(
-    conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, rows: int, temp_dir: Path | None
+    conn: asyncpg.Connection,
+    plan: MergePlan,
+    tenant: str,
+    timings: Timings,
+    rows: int,
+    temp_dir: Path | None,
+    lock_wait: float = 1.0,
 ) -> Swapped:
     """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
 
     A module that keeps missing rows writes the few changed rows in place instead where the file lacks some of
     the partition's (:func:`writes_in_place`), or carries the rows the file lacks into the new table before
     the swap (spooled in ``temp_dir``), or MERGEs the new table in where the file is less than half the
-    tenant's partition (:func:`_merges_in`).
+    tenant's partition (:func:`_merges_in`). Where few changed and the module's table is not free within
+    ``lock_wait`` seconds (a long query over it), the few are written in place rather than queue every
+    reader of the module behind the swap's lock (:func:`_locked_at_once`).
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
@@ -129,7 +137,7 @@ async def swap_in(
     elif keeps:
         with timings.timed("count"):
             changes = await find_changes(conn, module, old, load, rows)
-        if writes_in_place(changes):
+        if writes_in_place(changes) or (changes.few and not await _locked_at_once(conn, table, lock_wait)):
             with timings.timed("write"):
                 await write_in_place(conn, module, old, load, changes)
             return Swapped(ImportPath.FAST, changes.merged)
@@ -149,6 +157,24 @@ async def swap_in(
         # Names no other tenant's partition or key can take, counted in bytes (migrations/0007).
         await conn.execute("SELECT conduit_name_tenant_partition($1, $2, $3::regclass)", table, tenant, quote(load))
     return Swapped(path, merged)
+
+
+async def _locked_at_once(conn: asyncpg.Connection, table: str, wait: float) -> bool:
+    """Whether the module's table was locked for the swap (ACCESS EXCLUSIVE, as dropping a partition takes it)
+    within ``wait`` seconds; else nothing is held and the transaction goes on.
+
+    While a swap waits for that lock, every query on the module's table (each tenant's) queues behind it: a
+    long report would stall them all until it ends. Only a swap that has another way (few rows changed) is
+    bounded; the others wait, as they must.
+    """
+    try:
+        async with conn.transaction():  # a savepoint: a lock not taken in time leaves the import as it was
+            await conn.execute(f"SELECT set_config('lock_timeout', '{round(wait * 1000)}ms', true)")
+            await conn.execute(f"LOCK TABLE ONLY {quote(table)} IN ACCESS EXCLUSIVE MODE")
+    except asyncpg.LockNotAvailableError:
+        return False
+    await _plan_default(conn, ["lock_timeout"])
+    return True
 
 
 async def _merges_in(conn: asyncpg.Connection, old: str, new: str) -> bool:
