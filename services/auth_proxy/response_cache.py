@@ -97,7 +97,15 @@ class ResponseCache:
             # No body, digest or reason in the line: what failed is the entry, what it holds is not ours to show.
             log.warning("response cache entry refused", tenant=key.tenant, provider=key.provider)
             CACHE.labels(key.tenant, key.provider, "refused").inc()
+            await self._drop(key)
             return None
+
+    async def _drop(self, key: EntryKey) -> None:
+        # Gone, it is refused (and logged) once, even where the fresh answer may not be stored in its place.
+        try:
+            await self._redis.delete(key.redis_key)
+        except RedisError as exc:
+            log.warning("response cache unavailable", error=type(exc).__name__)
 
     async def put(self, key: EntryKey, status: int, headers: list[tuple[str, str]], body: bytes, ttl: float) -> None:
         now = time.time()

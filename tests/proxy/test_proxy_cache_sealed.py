@@ -82,15 +82,22 @@ async def test_an_entry_moved_to_another_tenants_key_is_not_served(cached: Proxy
     assert len(cached.party.api_calls) == calls + 1
 
 
-async def test_a_refused_entry_is_logged_without_its_content(
-    cached: Proxy, redis: Redis, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+async def test_a_refused_entry_is_logged_once_without_its_content(
+    upstreams: Upstreams, redis: Redis, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    await _answer(cached, "globex")
-    await _answer(cached, "acme")
+    """Once even where the fresh answer is not stored in its place (the upstream now says no-store)."""
+    proxy = upstreams.proxy
+    proxy.party.cache_profiles["/echo-cache/a"] = [STORED]
+    for tenant in ("globex", "acme"):
+        assert (await proxy.get("/echo-cache/a", tenant=tenant)).status == 200
     acme_key = await _only_key(redis, "acme")
     await _move(redis, await _only_key(redis, "globex"), acme_key)
+    proxy.party.cache_profiles["/echo-cache/a"] = [("Cache-Control", "no-store")]
     capsys.readouterr()
-    await _answer(cached, "acme")
+    calls = len(proxy.party.api_calls)
+    for _ in range(2):
+        assert (await (await proxy.get("/echo-cache/a")).json())["client"] == "acme-demo"
+    assert len(proxy.party.api_calls) == calls + 2
     logged = capsys.readouterr().err + "\n".join(str(r.msg) for r in caplog.records)
     refusals = [line for line in logged.splitlines() if "response cache entry refused" in line]
     assert len(refusals) == 1, logged
