@@ -147,8 +147,8 @@ class _Supervisor:
         if self.stopping:
             self.codes.append(code)
             return
-        if ready_at is None and code >= 0:
-            log.error("proxy process could not start", pid=pid, status=_status(code), reason=reason)
+        if ready_at is None and (code >= 0 or reason is not None):  # it exited, or it said why it could not start
+            log.error("proxy process could not start", pid=pid, status=_status(code), reason=reason or _NOT_READY)
             self.codes.append(_COULD_NOT_START)
             self._stop(signal.SIGTERM)
             return
@@ -242,8 +242,8 @@ def _reason(exc: BaseException) -> str:
     return f"uncaught {type(exc).__name__}"
 
 
-def _read_note(reader: int) -> tuple[float | None, str]:
-    """What an exited child wrote: (when it was ready, ""), or (None, why it could not start)."""
+def _read_note(reader: int) -> tuple[float | None, str | None]:
+    """What an exited child wrote: when it was ready, or why it could not start; (None, None) if nothing."""
     try:
         note = os.read(reader, _NOTE_SIZE)
     except BlockingIOError:  # nothing written, and somehow a writer left (never this child: it has exited)
@@ -253,10 +253,10 @@ def _read_note(reader: int) -> tuple[float | None, str]:
     kind, _, rest = note.decode(errors="replace").partition(" ")
     if kind == "ready":
         try:
-            return float(rest), ""
+            return float(rest), None
         except ValueError:
             pass
-    return None, rest if kind == "failed" else _NOT_READY
+    return None, rest if kind == "failed" else None
 
 
 def _die_with(parent: int) -> None:
