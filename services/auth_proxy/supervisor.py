@@ -11,17 +11,17 @@ while idle, after a child died, while one is restarted) waits for that loop, and
 while it is not reaped yet, so its pid cannot belong to another process.
 
 Each child tells the parent, over a pipe of its own, either that it is ready (``serve`` calls ``ready`` once it
-listens) or why it could not start; the parent reads that note when it reaps the child. A child that exits
-before it is ready (invalid configuration, a taken port, an exception while starting) could not start, and a
-restart would only repeat it: the parent logs its reason, stops the others and exits 1, as one process would.
-Any death after ready (an uncaught exception at runtime exits 1 too, the OOM killer, a crash in C code, a stray
-kill), and a kill while starting, is restarted instead: at once if it had served :data:`STEADY` seconds, else
-after a back-off that doubles, so one that crashes again and again does not spin. Exit codes cannot tell the two
-apart (Python exits 1 for any uncaught exception) and neither can time (a start can take seconds); a note is
-written only by the child's own code, and an exit writes none. Each child dies with the parent
+listens) or why it could not start; the parent reads that note when it reaps the child. A child that exits before
+it is ready (invalid configuration, a taken port, an exception while starting) could not start, and a restart would
+only repeat it: the parent logs its reason, stops the others and exits 1, as one process would. Any death after
+ready (an uncaught exception at runtime exits 1 too, the OOM killer, a crash in C code, a stray kill), and a kill
+by a signal while starting that left no note, is restarted instead: at once if it had served :data:`STEADY`
+seconds, else after a back-off that doubles, so one that crashes again and again does not spin. Exit codes cannot
+tell the two apart (Python exits 1 for any uncaught exception) and neither can time (a start can take seconds); a
+note is written only by the child's own code, and an exit writes none. Each child dies with the parent
 (``PR_SET_PDEATHSIG``): a parent killed by SIGKILL leaves no child serving on, unsupervised. (Hand-written:
-multiprocessing has no supervisor, and gunicorn's arbiter would bring a second server and its own worker model
-for these few lines.)
+multiprocessing has no supervisor, and gunicorn's arbiter would bring a second server and its own worker model for
+these few lines.)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class _Slot:
 
     child: BaseProcess | None = None
     notes: int | None = None  # the read end of the running child's pipe
-    quick_deaths: int = 0  # in a row, each before STEADY
+    quick_deaths: int = 0  # in a row, each before STEADY of serving (or while starting)
     due: float | None = None  # when its next child starts; None while one runs (or none will)
 
 
