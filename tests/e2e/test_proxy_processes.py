@@ -155,7 +155,8 @@ async def test_a_child_that_crashes_while_serving_is_replaced_and_the_proxy_answ
     proxy = Service("proxy", proc, log, f"http://127.0.0.1:{port}")
     services = Services(env, tmp_path, [proxy])
     try:
-        async with aiohttp.ClientSession() as session:
+        # A connection each: none kept alive to the child that crashes, every one spread by SO_REUSEPORT anew.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
 
             async def answers() -> None:
                 for _ in range(20):
