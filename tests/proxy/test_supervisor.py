@@ -1,6 +1,7 @@
-"""The supervisor of ``conduit proxy --processes``, with children that only wait for a stop (or crash at once):
-fast enough to send SIGTERM at many generated moments (before, while and after the forks; after a child was
-killed, while it waits to be restarted, while its replacement starts), and to kill the parent itself.
+"""The supervisor of ``conduit proxy --processes``, with children that only follow a plan (get ready, wait for a
+stop or SIGUSR1, crash or exit): fast enough to send SIGTERM at many generated moments (before, while and after
+the forks; after a child was killed, while it waits to be restarted, while its replacement starts), to kill the
+parent itself, and to end a child before or after it is ready (could not start, against crashed once serving).
 
 The parent runs in a process of its own (it blocks signals and forks, which pytest's process must not do).
 Every process it starts carries a marker in its environment, so one left behind is found after its
