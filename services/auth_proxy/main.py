@@ -12,8 +12,8 @@ import asyncio
 import gc
 import os
 import signal
-import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from services.auth_proxy.settings import ProxySettings
@@ -36,8 +36,9 @@ def _remember_stop(signum: int, _: object) -> None:
     _stop_early = True
 
 
-def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests."""
+def serve(settings: ProxySettings, reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting and drain in-flight requests. ``ready`` is called once
+    listening (the supervisor's sign that this process started: an exit before it means it could not)."""
     if threading.current_thread() is threading.main_thread():  # signal.signal refuses other threads (tests)
         for signum in STOPS:
             signal.signal(signum, _remember_stop)
@@ -52,19 +53,18 @@ def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
         app = create_app(settings)
     except (ConfigError, TokenKeyError) as exc:
         log.error("invalid configuration", error=str(exc))
-        print(f"conduit proxy: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None  # docs/operations.md, "Exit codes": 1 for configuration errors
+        # Printed on stderr at exit, with status 1 (docs/operations.md, "Exit codes"); the supervisor logs it too.
+        raise SystemExit(f"conduit proxy: {exc}") from None
     log.info("proxy starting", host=settings.proxy_host, port=settings.proxy_port, pid=os.getpid())
     try:
-        asyncio.run(_serve(app, reuse_port))
+        asyncio.run(_serve(app, reuse_port, ready))
     except ListenError as exc:
         log.error("cannot listen", host=settings.proxy_host, port=settings.proxy_port, error=str(exc))
-        print(f"conduit proxy: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(f"conduit proxy: {exc}") from None
     log.info("proxy stopped", pid=os.getpid())
 
 
-async def _serve(app: ProxyApp, reuse_port: bool) -> None:
+async def _serve(app: ProxyApp, reuse_port: bool, ready: Callable[[], None] | None) -> None:
     from services.auth_proxy.transport.server import Server
 
     settings = app.settings
@@ -79,6 +79,8 @@ async def _serve(app: ProxyApp, reuse_port: bool) -> None:
         server = Server(app.handle, app.limits)
         await server.listen(settings.proxy_host, settings.proxy_port, reuse_port)
         _settle_gc()
+        if ready is not None:
+            ready()
         await stop.wait()
         _hold_later_stops()
         await server.shutdown(settings.proxy_shutdown_timeout)

@@ -10,13 +10,18 @@ SIGTERM, SIGINT and SIGCHLD stay blocked from before the first fork, and one loo
 while idle, after a child died, while one is restarted) waits for that loop, and a child is signalled only
 while it is not reaped yet, so its pid cannot belong to another process.
 
-A child that dies before any stop (the OOM killer, a crash in C code, a stray kill) is started again, at
-once if it had served :data:`STEADY` seconds, else after a back-off that doubles, so one that crashes at once
-does not spin. Exit code 1 is the exception: it is the proxy's "could not be done" (invalid configuration,
-a taken port), which a restart would only repeat; the parent then stops the others and exits 1, as one
-process would. Each child dies with the parent (``PR_SET_PDEATHSIG``): a parent killed by SIGKILL leaves
-no child serving on, unsupervised. (Hand-written: multiprocessing has no supervisor, and gunicorn's arbiter
-would bring a second server and its own worker model for these few lines.)
+Each child tells the parent, over a pipe of its own, either that it is ready (``serve`` calls ``ready`` once it
+listens) or why it could not start; the parent reads that note when it reaps the child. A child that exits before
+it is ready (invalid configuration, a taken port, an exception while starting) could not start, and a restart would
+only repeat it: the parent logs its reason, stops the others and exits 1, as one process would. Any death after
+ready (an uncaught exception at runtime exits 1 too, the OOM killer, a crash in C code, a stray kill), and a kill
+by a signal while starting that left no note, is restarted instead: at once if it had served :data:`STEADY`
+seconds, else after a back-off that doubles, so one that crashes again and again does not spin. Exit codes cannot
+tell the two apart (Python exits 1 for any uncaught exception) and neither can time (a start can take seconds); a
+note is written only by the child's own code, and an exit writes none. Each child dies with the parent
+(``PR_SET_PDEATHSIG``): a parent killed by SIGKILL leaves no child serving on, unsupervised. (Hand-written:
+multiprocessing has no supervisor, and gunicorn's arbiter would bring a second server and its own worker model for
+these few lines.)
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -35,12 +41,19 @@ from shared.logging import get_logger
 from shared.stops import STOPS
 
 _WATCHED = STOPS | {signal.SIGCHLD}
-# A child that lived this long had started fine: its successor starts at once and its back-off starts over.
-STEADY = 10.0
+# A child that served this long after it was ready has shown it can serve, and died of something new (the OOM
+# killer, a rare bug): its successor starts at once, to bring the capacity back, and its back-off starts over.
+# As long as the longest back-off, so a crash that repeats the same way (the same bug on a timer or on a request
+# that keeps coming) starts a slot at most once per MAX_DELAY once the back-off has grown: crashing every P >= STEADY
+# seconds restarts at once, every P; sooner, the back-off grows to MAX_DELAY. (It was 10 s, counted from the
+# fork: a crash every 10 to 30 s of serving then restarted at once each time, and a slow start counted as serving.)
+STEADY = 30.0
 # Back-off after a child that died sooner: 0.1 s, doubling with each such death in a row, at most 30 s.
 FIRST_DELAY = 0.1
 MAX_DELAY = 30.0
 _COULD_NOT_START = 1  # the proxy's own exit code for configuration and listen errors (docs/operations.md)
+_NOT_READY = "exited before it was ready"
+_NOTE_SIZE = select.PIPE_BUF  # a child's one note to the parent: one write, whole in the pipe when it has exited
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 log = get_logger(__name__)
@@ -51,16 +64,17 @@ class _Slot:
     """One of the N places a child serves from, across its restarts."""
 
     child: BaseProcess | None = None
-    started: float = 0.0
-    quick_deaths: int = 0  # in a row, each before STEADY
+    notes: int | None = None  # the read end of the running child's pipe
+    quick_deaths: int = 0  # in a row, each before STEADY of serving (or while starting)
     due: float | None = None  # when its next child starts; None while one runs (or none will)
 
 
 def supervise(target: Callable[..., None], args: tuple[Any, ...], count: int) -> int:
-    """Keep ``count`` forked copies of ``target(*args)`` running until the first SIGTERM/SIGINT, which goes to
-    each of them, then wait for them all. Returns their exit code (:func:`exit_code`).
+    """Keep ``count`` forked copies of ``target(*args, ready=...)`` running until the first SIGTERM/SIGINT, which
+    goes to each of them, then wait for them all. Returns their exit code (:func:`exit_code`).
 
-    ``target`` starts with SIGTERM and SIGINT blocked and unblocks them once it handles them (``serve`` does).
+    ``target`` calls ``ready()`` once it serves; if it exits before, it could not start, and all stop with 1.
+    It starts with SIGTERM and SIGINT blocked and unblocks them once it handles them (``serve`` does).
     Call it from the main thread of a process that has no other threads.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
@@ -108,9 +122,18 @@ class _Supervisor:
             child.join()
 
     def _start(self, slot: _Slot) -> None:
-        child = self.context.Process(target=_child, args=(os.getpid(), self.target, self.args))
-        child.start()  # only a started child goes in its slot: ``abandon`` joins what is there
-        slot.child, slot.started, slot.due = child, time.monotonic(), None
+        reader, writer = os.pipe()
+        os.set_blocking(reader, False)  # read once the child has exited: what it wrote is there, or nothing
+        inherited = [reader, *(other.notes for other in self.slots if other.notes is not None)]
+        child = self.context.Process(target=_child, args=(os.getpid(), writer, inherited, self.target, self.args))
+        try:
+            child.start()  # only a started child goes in its slot: ``abandon`` joins what is there
+        except BaseException:
+            os.close(reader)
+            raise
+        finally:
+            os.close(writer)  # before any other fork: the child alone can write a note
+        slot.child, slot.notes, slot.due = child, reader, None
 
     def _reap(self) -> None:
         for slot in self.slots:
@@ -118,20 +141,29 @@ class _Supervisor:
                 self._ended(slot, slot.child.pid, slot.child.exitcode)
 
     def _ended(self, slot: _Slot, pid: int | None, code: int) -> None:
-        slot.child = None
+        assert slot.notes is not None
+        ready_at, reason = _read_note(slot.notes)
+        slot.child, slot.notes = None, None
         if self.stopping:
             self.codes.append(code)
             return
-        if code == _COULD_NOT_START:
-            log.error("proxy process exited", pid=pid, status=_status(code), restart_in=None)
-            self.codes.append(code)
+        if ready_at is None and (code >= 0 or reason is not None):  # it exited, or it said why it could not start
+            log.error("proxy process could not start", pid=pid, status=_status(code), reason=reason or _NOT_READY)
+            self.codes.append(_COULD_NOT_START)
             self._stop(signal.SIGTERM)
             return
-        lived = time.monotonic() - slot.started
-        slot.quick_deaths = slot.quick_deaths + 1 if lived < STEADY else 0
+        # Ready and then dead, or killed while starting (the OOM killer, a stray kill: nothing says why).
+        served = None if ready_at is None else time.monotonic() - ready_at
+        slot.quick_deaths = 0 if served is not None and served >= STEADY else slot.quick_deaths + 1
         delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (slot.quick_deaths - 1)) if slot.quick_deaths else 0.0
         slot.due = time.monotonic() + delay
-        log.warning("proxy process exited", pid=pid, status=_status(code), restart_in=round(delay, 3))
+        log.warning(
+            "proxy process exited",
+            pid=pid,
+            status=_status(code),
+            served=None if served is None else round(served, 3),
+            restart_in=round(delay, 3),
+        )
 
     def _start_due(self) -> None:
         if signal.sigpending() & STOPS:  # a stop is waiting for this loop: starting a child now only delays it
@@ -161,10 +193,70 @@ class _Supervisor:
         return [slot.child for slot in self.slots if slot.child is not None and slot.child.exitcode is None]
 
 
-def _child(parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
-    _die_with(parent)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    target(*args)
+def _child(
+    parent: int, writer: int, inherited: Sequence[int], target: Callable[..., None], args: tuple[Any, ...]
+) -> None:
+    for fd in inherited:  # the parent's read ends, its siblings' too: nothing for this child to read
+        os.close(fd)
+    note = _Note(writer)
+    try:
+        _die_with(parent)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        target(*args, ready=note.ready)
+    except BaseException as exc:
+        note.failed(exc)  # only if it never got ready: then this is why it could not start
+        raise
+
+
+class _Note:
+    """The child's end of its pipe: one note, ``ready`` with the moment it was, or why it could not start."""
+
+    def __init__(self, writer: int) -> None:
+        self.writer: int | None = writer
+
+    def ready(self) -> None:
+        """Call once serving: a death from now on is a crash, restarted; before it, a failure to start."""
+        self._send(f"ready {time.monotonic()!r}")  # CLOCK_MONOTONIC: the parent's clock too
+
+    def failed(self, exc: BaseException) -> None:
+        self._send(f"failed {_reason(exc)}")
+
+    def _send(self, note: str) -> None:
+        if self.writer is None:  # sent already: a child says once whether it started
+            return
+        writer, self.writer = self.writer, None
+        try:
+            os.write(writer, note.encode()[:_NOTE_SIZE])  # at most PIPE_BUF bytes: written whole or not at all
+        except BrokenPipeError:
+            pass  # the parent is gone, and its death signal stops this child
+        finally:
+            os.close(writer)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a child could not start, fit for a log line: the proxy's own message (``SystemExit("conduit proxy:
+    cannot listen on ...")``, which it printed already), else only the exception's type: another message may
+    carry anything, a URL with its password included, and the traceback is on the child's stderr."""
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, str) else _NOT_READY
+    return f"uncaught {type(exc).__name__}"
+
+
+def _read_note(reader: int) -> tuple[float | None, str | None]:
+    """What an exited child wrote: when it was ready, or why it could not start; (None, None) if nothing."""
+    try:
+        note = os.read(reader, _NOTE_SIZE)
+    except BlockingIOError:  # nothing written, and somehow a writer left (never this child: it has exited)
+        note = b""
+    finally:
+        os.close(reader)
+    kind, _, rest = note.decode(errors="replace").partition(" ")
+    if kind == "ready":
+        try:
+            return float(rest), None
+        except ValueError:
+            pass
+    return None, rest if kind == "failed" else None
 
 
 def _die_with(parent: int) -> None:

@@ -79,15 +79,21 @@ async def test_a_store_out_of_reach_is_one_line_and_exit_code_1(env: dict[str, s
     assert wrong == {}
 
 
-@pytest.mark.parametrize("service", ["proxy", "importer", "worker", "scheduler"])  # worker: the deprecated name
+# worker: the deprecated name; proxy --processes: its children read the tenants file, the parent only settings
+@pytest.mark.parametrize("service", ["proxy", "proxy --processes 2", "importer", "worker", "scheduler"])
 async def test_every_service_exits_1_on_bad_configuration(env: dict[str, str], tmp_path: Path, service: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("providers: {}\ntenants: {}\n")
+    command = service.split()
     (code, _, err), (code2, _, err2) = await asyncio.gather(
-        run({**env, "CONDUIT_TENANTS_FILE": str(bad)}, service), run({**env, "CONDUIT_REDIS_TIMEOUT": "-1"}, service)
+        run({**env, "CONDUIT_TENANTS_FILE": str(bad)}, *command),
+        run({**env, "CONDUIT_REDIS_TIMEOUT": "-1"}, *command),
     )
     assert code == 1 and str(bad) in err and "Traceback" not in err, err
     assert code2 == 1 and "CONDUIT_REDIS_TIMEOUT" in err2 and "Traceback" not in err2, err2
+    if "--processes" in command:  # the parent names the child that could not start, and why
+        (line,) = [orjson.loads(line) for line in err.splitlines() if '"proxy process' in line]
+        assert line["event"] == "proxy process could not start" and str(bad) in line["reason"], err
 
 
 async def test_the_importer_still_answers_to_its_old_names_and_says_so(env: dict[str, str], tmp_path: Path) -> None:

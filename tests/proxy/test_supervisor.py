@@ -1,6 +1,7 @@
-"""The supervisor of ``conduit proxy --processes``, with children that only wait for a stop (or crash at once):
-fast enough to send SIGTERM at many generated moments (before, while and after the forks; after a child was
-killed, while it waits to be restarted, while its replacement starts), and to kill the parent itself.
+"""The supervisor of ``conduit proxy --processes``, with children that only follow a plan (get ready, wait for a
+stop or SIGUSR1, crash or exit): fast enough to send SIGTERM at many generated moments (before, while and after
+the forks; after a child was killed, while it waits to be restarted, while its replacement starts), to kill the
+parent itself, and to end a child before or after it is ready (could not start, against crashed once serving).
 
 The parent runs in a process of its own (it blocks signals and forks, which pytest's process must not do).
 Every process it starts carries a marker in its environment, so one left behind is found after its
@@ -35,26 +36,39 @@ import os, signal, sys, time
 from services.auth_proxy import supervisor
 from shared.logging import configure_logging
 
-def child(crash):
+def child(plan, ready=lambda: None):
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-    # Ready, in one write (whole on a pipe): its stops stay blocked until sigwait takes one, so none is lost.
-    os.write(1, b"%d %f\n" % (os.getpid(), time.monotonic()))
-    if crash:
-        sys.exit(crash)  # at once, at every start
-    if signal.sigwait(supervisor.STOPS | {signal.SIGUSR1}) == signal.SIGUSR1:  # told to fail as a bad configuration
-        sys.exit(1)
+    for step in plan.split(","):
+        if step == "seen":  # in one write (whole on a pipe): the test reads it as this child's start
+            os.write(1, b"%d %f\n" % (os.getpid(), time.monotonic()))
+        elif step == "ready":
+            ready()
+        elif step == "wait":  # for a stop (then exits 0) or SIGUSR1 (then the next step); none is lost meanwhile
+            if signal.sigwait(supervisor.STOPS | {signal.SIGUSR1}) != signal.SIGUSR1:
+                return
+        elif step == "raise":
+            raise RuntimeError("token=" + SECRET)
+        elif step == "say":  # as serve() does for a taken port or invalid settings
+            sys.exit("conduit proxy: cannot listen on 127.0.0.1:1: Address already in use")
+        elif step.startswith("_exit"):  # bypasses every Python handler, the supervisor's included
+            os._exit(int(step[5:]))
+        else:
+            sys.exit(int(step[4:]))  # "exitN"
 
 configure_logging(json=True)  # to stderr
-count, crash, supervisor.STEADY = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-sys.exit(supervisor.supervise(child, (crash,), count))
+count, plan, supervisor.STEADY, SECRET = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+sys.exit(supervisor.supervise(child, (plan,), count))
 """
+SECRET = "s3cr3t-" + secrets.token_hex(8)
+SERVE = "ready,seen,wait"  # ready, then serves until stopped (or SIGUSR1, which ends its plan: exit 0)
 
 
 @dataclass
 class Finished:
     code: int
-    kids: list[int]  # every child that started, in order, replacements included
-    exits: list[dict[str, Any]]  # the parent's "proxy process exited" lines
+    kids: list[int]  # every child seen, in order, replacements included
+    exits: list[dict[str, Any]]  # the parent's "proxy process exited" and "... could not start" lines
+    stderr: str
 
 
 @dataclass
@@ -64,10 +78,10 @@ class Supervisor:
     starts: list[tuple[int, float]] = field(default_factory=list)
 
     def started(self, timeout: float = 10.0) -> tuple[int, float]:
-        """The next child to start: its pid and its start (CLOCK_MONOTONIC, which all processes share)."""
+        """The next child seen: its pid and when (CLOCK_MONOTONIC, which all processes share)."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"no child started within {timeout} s"
+        assert ready, f"no child seen within {timeout} s"
         pid, at = self.proc.stdout.readline().split()
         self.starts.append((int(pid), float(at)))
         return self.starts[-1]
@@ -81,17 +95,18 @@ class Supervisor:
         assert marked(self.mark) == [], logged.decode()
         assert self.proc.returncode is not None
         kids = [pid for pid, _ in self.starts] + [int(line.split()[0]) for line in printed.splitlines()]
-        exits = [orjson.loads(line) for line in logged.splitlines() if b'"proxy process exited"' in line]
-        return Finished(self.proc.returncode, kids, exits)
+        lines = [orjson.loads(line) for line in logged.splitlines() if line.startswith(b"{")]
+        exits = [line for line in lines if line["event"].startswith("proxy process")]
+        return Finished(self.proc.returncode, kids, exits, logged.decode())
 
 
 @contextmanager
-def parent(count: int, crash: int = 0, steady: float = STEADY) -> Iterator[Supervisor]:
-    """The supervisor over ``count`` children (each exiting with ``crash`` at once if not 0, each death after
-    ``steady`` seconds restarted at once); whatever it started is killed at the end, passed or failed."""
+def parent(count: int, plan: str = SERVE, steady: float = STEADY) -> Iterator[Supervisor]:
+    """The supervisor over ``count`` children, each running ``plan`` (PARENT's steps) at every start, each death
+    ``steady`` seconds after ready restarted at once; whatever it started is killed at the end, passed or failed."""
     mark = secrets.token_hex(8)
     env = {**os.environ, "CONDUIT_TEST_MARK": mark}
-    args = [sys.executable, "-c", PARENT, str(count), str(crash), str(steady)]
+    args = [sys.executable, "-c", PARENT, str(count), plan, str(steady), SECRET]
     # Unbuffered: a line is read only once select saw it, and none waits in a buffer select cannot see.
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     with proc:
@@ -117,6 +132,10 @@ def alive(pid: int) -> bool:
         return False
 
 
+def could_not_start(pid: int, status: str, reason: str) -> dict[str, Any]:
+    return {"event": "proxy process could not start", "level": "error", "pid": pid, "status": status, "reason": reason}
+
+
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGKILL, "killed by SIGKILL"), (signal.SIGTERM, "exit code 0")])
 def test_a_child_that_dies_is_replaced_and_its_exit_logged(signum: int, status: str) -> None:
     with parent(2) as run:
@@ -131,6 +150,7 @@ def test_a_child_that_dies_is_replaced_and_its_exit_logged(signum: int, status: 
     assert done.exits == [
         {**done.exits[0], "level": "warning", "pid": kids[0], "status": status, "restart_in": FIRST_DELAY}
     ]
+    assert done.exits[0]["event"] == "proxy process exited" and done.exits[0]["served"] >= 0
 
 
 def test_a_death_after_a_steady_run_is_replaced_at_once() -> None:
@@ -143,26 +163,96 @@ def test_a_death_after_a_steady_run_is_replaced_at_once() -> None:
     assert done.code == 0 and [line["restart_in"] for line in done.exits] == [0.0]
 
 
-def test_a_child_that_dies_at_once_is_restarted_ever_more_slowly() -> None:
-    with parent(1, crash=3) as run:
+@pytest.mark.parametrize(
+    ("crash", "status"),
+    [
+        ("raise", "exit code 1"),  # an uncaught exception at runtime: exit 1, as for a bad configuration
+        ("exit1", "exit code 1"),
+        ("exit3", "exit code 3"),
+    ],
+)
+def test_a_child_that_crashes_once_ready_is_restarted_ever_more_slowly(crash: str, status: str) -> None:
+    with parent(1, plan=f"ready,seen,{crash}") as run:
         starts = [run.started() for _ in range(5)]
         reaped(starts[-1][0])  # its successor waits out the back-off: the stop comes with no child running
         run.proc.send_signal(signal.SIGTERM)
         done = run.finish()
     delays = [line["restart_in"] for line in done.exits]
     assert done.code == 0 and delays == [FIRST_DELAY * 2**n for n in range(5)]
-    assert {line["status"] for line in done.exits} == {"exit code 3"}
+    assert {(line["event"], line["status"]) for line in done.exits} == {("proxy process exited", status)}
+    assert all(0 <= line["served"] < STEADY for line in done.exits)
     for (_, before), (_, after), delay in zip(starts, starts[1:], delays, strict=False):
         assert after - before >= delay
+    assert SECRET not in str(done.exits)
 
 
-def test_a_child_that_cannot_start_stops_the_others_and_the_parent_exits_1() -> None:
-    with parent(3) as run:
+def test_the_back_off_counts_from_ready_and_starts_over_after_a_steady_run() -> None:
+    steady = 1.0
+    with parent(1, plan="seen,wait,ready,seen,wait,raise", steady=steady) as run:
+        for slow_start, served in [(steady, 0.0), (0.0, steady), (0.0, 0.0)]:
+            kid = run.started()[0]
+            time.sleep(slow_start)  # how long it takes to start: an input, not a wait for an event
+            os.kill(kid, signal.SIGUSR1)  # ready
+            assert run.started()[0] == kid
+            time.sleep(served)  # how long it serves: an input too
+            os.kill(kid, signal.SIGUSR1)  # raises
+        run.started()  # the fourth, still starting: the stop ends it
+        run.proc.send_signal(signal.SIGTERM)
+        done = run.finish()
+    # A long start does not count as serving; a steady run restarts at once and the back-off starts over.
+    assert done.code == 0 and [line["restart_in"] for line in done.exits] == [FIRST_DELAY, 0.0, FIRST_DELAY]
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        ("exit1", "exited before it was ready"),
+        ("say", "conduit proxy: cannot listen on 127.0.0.1:1: Address already in use"),  # serve()'s message
+        ("raise", "uncaught RuntimeError"),  # its message may hold anything: left to the child's traceback
+    ],
+)
+def test_a_child_that_cannot_start_stops_the_others_and_the_parent_exits_1(cause: str, reason: str) -> None:
+    with parent(3, plan=f"seen,wait,{cause},ready") as run:
         kids = run.ready(3)
-        os.kill(kids[1], signal.SIGUSR1)  # exits 1, the proxy's code for a bad configuration or a taken port
+        os.kill(kids[1], signal.SIGUSR1)
         done = run.finish()
     assert (done.code, done.kids) == (1, kids)
-    assert [(line["level"], line["pid"], line["restart_in"]) for line in done.exits] == [("error", kids[1], None)]
+    assert done.exits == [{**done.exits[0], **could_not_start(kids[1], "exit code 1", reason)}]
+    assert SECRET not in str(done.exits)
+
+
+@settings(max_examples=8, deadline=None)
+@given(code=st.integers(0, 255), bypass=st.booleans())
+@example(code=0, bypass=False)  # a clean exit is no sign that it started
+@example(code=3, bypass=False)  # what the supervisor used to restart
+@example(code=0, bypass=True)
+def test_an_exit_before_ready_is_never_taken_for_a_start(code: int, bypass: bool) -> None:
+    """``bypass``: ``os._exit``, past every Python handler, the child's side of the supervisor's included."""
+    with parent(2, plan=f"seen,wait,{'_exit' if bypass else 'exit'}{code},ready") as run:
+        kids = run.ready(2)
+        os.kill(kids[0], signal.SIGUSR1)
+        done = run.finish()
+    assert (done.code, done.kids) == (1, kids)
+    assert done.exits == [
+        {**done.exits[0], **could_not_start(kids[0], f"exit code {code}", "exited before it was ready")}
+    ]
+
+
+def test_a_child_killed_while_starting_is_restarted_with_a_back_off() -> None:
+    """Killed from outside (the OOM killer, a stray kill): nothing says a second start would fail too."""
+    with parent(1, plan="seen,wait,ready,seen,wait") as run:
+        kid = run.started()[0]
+        os.kill(kid, signal.SIGKILL)
+        replacement = run.started()[0]
+        os.kill(replacement, signal.SIGUSR1)  # this one gets ready
+        assert run.started()[0] == replacement
+        run.proc.send_signal(signal.SIGTERM)
+        done = run.finish()
+    assert done.code == 0
+    assert done.exits == [
+        {**done.exits[0], "event": "proxy process exited", "pid": kid, "status": "killed by SIGKILL", "served": None}
+    ]
+    assert done.exits[0]["restart_in"] == FIRST_DELAY
 
 
 def test_the_children_stop_when_the_parent_is_killed() -> None:
