@@ -30,6 +30,9 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 _VARY_OK = frozenset({"accept", "accept-encoding"})
+# In every key's digest: bumped when what an entry holds changes. 2: bodies decoded before masking (codings.py);
+# entries stored before could hold a compressed body with the token in it, and are never read again.
+_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ class ResponseCache:
     @staticmethod
     def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> str:
         # A JSON array: no value can end one field and start the next, whatever bytes it holds.
-        material = orjson.dumps([target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
+        material = orjson.dumps([_FORMAT, target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
         return redis_keys.response_cache(tenant, provider, hashlib.sha256(material).hexdigest())
 
     async def get(self, key: str) -> CachedResponse | None:
