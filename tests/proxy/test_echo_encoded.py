@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import random
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -21,12 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
+from redis.asyncio import Redis
 
 from services.auth_proxy.echo import mask_body
+from shared import redis_keys
 from tests.proxy.conftest import Proxy
 from tests.third_party import ECHOES, ThirdParty
 
@@ -331,3 +336,18 @@ async def test_a_head_or_304_of_a_coded_answer_describes_the_decoded_one(
     assert response.headers["ETag"] == 'W/"v1"'
     (token,) = provider.tokens
     assert token not in str(response.raw_headers)
+
+
+async def test_an_entry_cached_before_answers_were_decoded_is_never_served(
+    coded: tuple[Proxy, CodingProvider], redis: Redis
+) -> None:
+    """An entry stored before the fix may hold a compressed body with the token in it: its key is never read."""
+    proxy, provider = coded
+    provider.plans["cached/old"] = Plan([b"fresh"])
+    old_digest = hashlib.sha256(orjson.dumps(["/cached/old", "application/json", CALLER_ACCEPTS])).hexdigest()
+    meta = orjson.dumps({"status": 200, "headers": [["Content-Encoding", "gzip"]], "stored_at": time.time()})
+    await redis.hset(
+        redis_keys.response_cache("acme", "demo", old_digest), mapping={"meta": meta, "body": gzip.compress(b"t0ken")}
+    )
+    response, body = await fetch(proxy, "/cached/old", Accept="application/json")
+    assert (response.status, body, provider.calls) == (200, b"fresh", 1)
