@@ -70,8 +70,8 @@ async def daily(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
     await b._sql(stack, f"TRUNCATE {b.MODULE}")
     runs, psql = await paired_scenarios(stack, opts, "daily", f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
     memory = await _memory(stack, opts)
-    disk = await _disk(stack, opts)
-    return {"runs": runs, "psql": psql, "memory": memory, "disk": disk}
+    on_disk = await disk(stack, opts, (DAYS["first"], DAYS["all_changed"]), "daily")
+    return {"runs": runs, "psql": psql, "memory": memory, "disk": on_disk}
 
 
 async def paired_scenarios(
@@ -117,11 +117,11 @@ async def _memory(stack: b._Stack, opts: argparse.Namespace) -> dict[str, float]
     return out
 
 
-async def _disk(stack: b._Stack, opts: argparse.Namespace) -> dict[str, Any]:
-    """The tenant's rows on disk after 7 daily imports (alternating day 1 and day 2), against one day's table."""
+async def disk(stack: b._Stack, opts: argparse.Namespace, days: tuple[str, str], tag: str) -> dict[str, Any]:
+    """The tenant's rows on disk after 7 daily imports (alternating the two ``days``), against one day's table."""
     await b._sql(stack, f'DROP TABLE IF EXISTS "{b.MODULE}$acme"')
     for day in range(7):
-        await b._conduit(stack, f"daily-disk-{day}", DAYS["first"] if day % 2 == 0 else DAYS["all_changed"])
+        await b._conduit(stack, f"{tag}-disk-{day}", days[day % 2])
     await b._psql(stack, b._extract(b._build(b.MODULE, "acme-demo", DAYS["first"], opts.rows)))
     sizes = await b._fetch(
         stack,
@@ -161,16 +161,18 @@ def render(f: Any) -> list[str]:
             f"| {names[scenario]} | {total:.2f} | {copy:.2f} | **{copy / total:.2f}** | {stage['copy']:.2f} | "
             f"{stage['index']:.2f} | {stage['count']:.2f} | {stage['swap']:.2f} | {runs[-1]['changed']:,} |"
         )
-    memory, disk = d["memory"], d["disk"]
-    if memory:
-        sizes = ", ".join(f"{int(k):,} rows {v:.0f} MB" for k, v in memory.items())
+    if d["memory"]:
+        sizes = ", ".join(f"{int(k):,} rows {v:.0f} MB" for k, v in d["memory"].items())
         out += ["", f"Worker peak RSS of a swap: {sizes}."]
-    if disk:
-        out += [
-            "",
-            f"Disk after 7 daily imports (alternating two different days): {disk['after_7'] / 2**20:.1f} MiB for the "
-            f"module's partitions against {disk['one_day'] / 2**20:.1f} MiB for one day's table loaded by psql "
-            f"(`pg_total_relation_size`): **{disk['after_7'] / disk['one_day']:.2f} ×**; "
-            f"{disk['leftover']} load tables left behind.",
-        ]
+    if d["disk"]:
+        out += ["", disk_line(d["disk"], "alternating two different days")]
     return out + [""]
+
+
+def disk_line(sizes: dict[str, Any], days: str) -> str:
+    """What :func:`disk` measured, as a sentence of the report."""
+    return (
+        f"Disk after 7 daily imports ({days}): {sizes['after_7'] / 2**20:.1f} MiB for the module's partitions "
+        f"against {sizes['one_day'] / 2**20:.1f} MiB for one day's table loaded by psql (`pg_total_relation_size`): "
+        f"**{sizes['after_7'] / sizes['one_day']:.2f} ×**; {sizes['leftover']} load tables left behind."
+    )

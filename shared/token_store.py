@@ -156,10 +156,12 @@ class TokenStore:
         return [(*redis_keys.parse_pair(m.decode()), score) for m, score in rows]
 
     async def all(self) -> AsyncIterator[TokenRecord]:
+        """Every stored record, each checked against its key as ``get`` does (raises on the first that is not)."""
         async for key in self.redis.scan_iter(match=redis_keys.token("*", "*"), count=500):
             sealed = await self.redis.hget(key, "sealed")  # type: ignore[misc]
             if sealed is not None:
-                yield _decode(self._sealer.open(sealed))
+                _, _, tenant, provider = (key.decode() if isinstance(key, bytes) else key).split(":")
+                yield self._open(sealed, tenant, provider)
 
     def _open(self, sealed: bytes, tenant: str, provider: str) -> TokenRecord:
         """The record under this pair's key, refused unless it is this pair's own.

@@ -24,7 +24,7 @@ from services.auth_proxy.token_cache import TokenCache, listen_for_changes
 from services.auth_proxy.transport.exchange import Exchange
 from services.auth_proxy.transport.server import Limits, Server
 from services.auth_proxy.transport.upstream import UpstreamPool
-from shared.crypto import RecordUnreadable, Sealer
+from shared.crypto import BoundSealer, RecordUnreadable, Sealer
 from shared.logging import get_logger
 from shared.ops_http import OPS_PATHS, ops_answer
 from shared.redis_client import create_redis
@@ -53,6 +53,7 @@ class ProxyApp:
         self.settings = settings = settings or ProxySettings()
         self.tenants = tenants or load_tenants(settings.tenants_file)
         self._sealer = Sealer(settings.token_key, settings.token_key_old)
+        self._cache_sealer = BoundSealer("response cache", settings.token_key, settings.token_key_old)
         self.feed_connected = False
         self._stack: contextlib.AsyncExitStack | None = None
         self._redis: Redis | None = None
@@ -129,7 +130,9 @@ class ProxyApp:
         stack.push_async_callback(pool.close)
         cache = None
         if settings.proxy_cache_enabled:
-            cache = ResponseCache(redis, settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes)
+            cache = ResponseCache(
+                redis, settings.proxy_cache_routes, settings.proxy_cache_max_entry_bytes, self._cache_sealer
+            )
         self._forwarder = Forwarder(settings, self.tenants, tokens, pool, cache)
         stack.callback(self._forwarder.close)
 

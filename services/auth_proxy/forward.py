@@ -28,7 +28,7 @@ from services.auth_proxy.headers import (
     upstream_headers,
 )
 from services.auth_proxy.metrics import REFUSED, STREAMED, RequestCounters
-from services.auth_proxy.response_cache import ResponseCache, caller_bypasses, storable_ttl
+from services.auth_proxy.response_cache import EntryKey, ResponseCache, caller_bypasses, storable_ttl
 from services.auth_proxy.settings import ProxySettings
 from services.auth_proxy.token_cache import NoToken, TokenCache
 from services.auth_proxy.transport.errors import CallerBodyError, UpstreamUnreachable
@@ -131,10 +131,12 @@ class Forwarder:
         cache_key, cache_ttl = None, None
         if self._cache is not None:
             cache_ttl = self._cache.route_ttl(request.method, target)
-            if cache_ttl is not None and not caller_bypasses(request.headers, request.body_exists):
+            if cache_ttl is not None and caller_bypasses(request.headers, request.body_exists):
+                self._cache_result(ex, "bypass")
+            elif cache_ttl is not None:
                 cache_key = self._cache.key(ex.tenant, ex.provider, target, request.headers)
                 cached = await self._cache.get(cache_key)
-                ex.cache = "hit" if cached else "miss"
+                self._cache_result(ex, "hit" if cached else "miss")
                 if cached is not None:
                     headers = CIMultiDict(cached.headers)
                     headers["Age"] = str(cached.age)
@@ -238,7 +240,7 @@ class Forwarder:
         request: Exchange,
         upstream: UpstreamResponse,
         ex: _Trace,
-        cache_key: str | None,
+        cache_key: EntryKey | None,
         cache_ttl: float | None,
         token: str,
     ) -> None:
@@ -287,7 +289,7 @@ class Forwarder:
         request: Exchange,
         upstream: UpstreamResponse,
         ex: _Trace,
-        cache: tuple[str | None, float | None],
+        cache: tuple[EntryKey | None, float | None],
         token: str,
         headers: CIMultiDict[str],
         decoder: Decoder,
@@ -417,7 +419,7 @@ class Forwarder:
 
     async def _maybe_store(
         self,
-        cache_key: str | None,
+        cache_key: EntryKey | None,
         cache_ttl: float | None,
         upstream: UpstreamResponse,
         headers: CIMultiDict[str],
@@ -431,7 +433,11 @@ class Forwarder:
             return
         kept = [(k, v) for k, v in headers.items() if k.lower() not in _NOT_CACHED_HEADERS]
         await self._cache.put(cache_key, upstream.status, kept, payload, ttl)
-        ex.cache = "store"
+        self._cache_result(ex, "store")
+
+    def _cache_result(self, ex: _Trace, result: str) -> None:
+        ex.cache = result
+        self._counters.cache(ex.tenant, ex.provider, result)
 
 
 async def _decoded_pieces(upstream: UpstreamResponse, decoder: Decoder) -> AsyncGenerator[bytes, None]:

@@ -17,7 +17,7 @@ UPSTREAM_LATENCY = Histogram(
 )
 CACHE = Counter(
     "conduit_proxy_cache_total",
-    "Response cache lookups by result (hit, miss, store, bypass).",
+    "Response cache lookups by result (hit, miss, store, bypass; refused: an entry that failed to open for its key).",
     ["tenant", "provider", "result"],
 )
 STREAMED = Counter(
@@ -38,12 +38,20 @@ class RequestCounters:
     def __init__(self) -> None:
         self._children: dict[tuple[str, str, str, str], object] = {}
         self._latency: dict[str, object] = {}
+        self._cache: dict[tuple[str, str, str], object] = {}
 
     def count(self, tenant: str, provider: str, method: str, status: int) -> None:
         key = (tenant, provider, method, f"{status // 100}xx")
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = REQUESTS.labels(*key)
+        child.inc()  # type: ignore[attr-defined]
+
+    def cache(self, tenant: str, provider: str, result: str) -> None:
+        key = (tenant, provider, result)
+        child = self._cache.get(key)
+        if child is None:
+            child = self._cache[key] = CACHE.labels(*key)
         child.inc()  # type: ignore[attr-defined]
 
     def latency(self, provider: str, seconds: float) -> None:

@@ -8,6 +8,13 @@ the route's TTL, an Expires in the past or unreadable means stale, and every lin
 of ``Vary`` and ``Cache-Control`` counts. Requests with a body, ``Range`` or
 ``If-Range`` neither use nor fill it. ``private`` is stored, because every entry
 is private to its tenant already.
+
+The key alone does not keep tenants apart: anyone who can write Redis could copy
+one tenant's entry under another's key, or write an answer of their own. So each
+entry is sealed (``shared.crypto.BoundSealer``, under the token key) with its
+Redis key as associated data, and holds its own expiry: an entry that does not
+open for the key it is read from, has expired, or predates sealing is a miss,
+never served, and the upstream's fresh answer replaces it.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.auth_proxy.metrics import CACHE
 from services.auth_proxy.settings import CacheRoute
 from shared import redis_keys
+from shared.crypto import BoundSealer, RecordUnreadable
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,6 +42,15 @@ _VARY_OK = frozenset({"accept", "accept-encoding"})
 # In every key's digest: bumped when what an entry holds changes. 2: bodies decoded before masking (codings.py);
 # entries stored before could hold a compressed body with the token in it, and are never read again.
 _FORMAT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EntryKey:
+    """Where one entry lives; ``redis_key`` names tenant, provider and the request's digest, and seals it."""
+
+    tenant: str
+    provider: str
+    redis_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +64,11 @@ class CachedResponse:
 class ResponseCache:
     """Looks up and stores GET responses; every Redis failure degrades to a miss, never to an error."""
 
-    def __init__(self, redis: Redis, routes: list[CacheRoute], max_entry_bytes: int) -> None:
+    def __init__(self, redis: Redis, routes: list[CacheRoute], max_entry_bytes: int, sealer: BoundSealer) -> None:
         self._redis = redis
         self._routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self.max_entry_bytes = max_entry_bytes
+        self._sealer = sealer
 
     def route_ttl(self, method: str, target: str) -> float | None:
         """The TTL of the longest matching route for a cacheable request, else None."""
@@ -61,32 +80,58 @@ class ResponseCache:
         return None
 
     @staticmethod
-    def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> str:
+    def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> EntryKey:
         # A JSON array: no value can end one field and start the next, whatever bytes it holds.
         material = orjson.dumps([_FORMAT, target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
-        return redis_keys.response_cache(tenant, provider, hashlib.sha256(material).hexdigest())
+        digest = hashlib.sha256(material).hexdigest()
+        return EntryKey(tenant, provider, redis_keys.response_cache(tenant, provider, digest))
 
-    async def get(self, key: str) -> CachedResponse | None:
+    async def get(self, key: EntryKey) -> CachedResponse | None:
         try:
-            meta, body = await self._redis.hmget(key, ["meta", "body"])  # type: ignore[misc]
+            sealed = await self._redis.hget(key.redis_key, "sealed")  # type: ignore[misc]
         except RedisError as exc:
             log.warning("response cache unavailable", error=type(exc).__name__)
             return None
-        if meta is None or body is None:
+        if sealed is None:
+            return None  # nothing, or an entry from before sealing (fields meta and body): put replaces it
+        try:
+            return _opened(self._sealer.open(sealed, key.redis_key.encode()), time.time())
+        except (RecordUnreadable, ValueError, KeyError, TypeError):
+            # No body, digest or reason in the line: what failed is the entry, what it holds is not ours to show.
+            log.warning("response cache entry refused", tenant=key.tenant, provider=key.provider)
+            CACHE.labels(key.tenant, key.provider, "refused").inc()
+            await self._drop(key)
             return None
-        data = orjson.loads(meta)
-        age = max(0, int(time.time() - data["stored_at"]))
-        return CachedResponse(data["status"], [tuple(h) for h in data["headers"]], body, age)
 
-    async def put(self, key: str, status: int, headers: list[tuple[str, str]], body: bytes, ttl: float) -> None:
-        meta = orjson.dumps({"status": status, "headers": headers, "stored_at": time.time()})
+    async def _drop(self, key: EntryKey) -> None:
+        # Gone, it is refused (and logged) once, even where the fresh answer may not be stored in its place.
+        try:
+            await self._redis.delete(key.redis_key)
+        except RedisError as exc:
+            log.warning("response cache unavailable", error=type(exc).__name__)
+
+    async def put(self, key: EntryKey, status: int, headers: list[tuple[str, str]], body: bytes, ttl: float) -> None:
+        now = time.time()
+        meta = orjson.dumps({"status": status, "headers": headers, "stored_at": now, "expires_at": now + ttl})
+        sealed = self._sealer.seal(len(meta).to_bytes(4, "big") + meta + body, key.redis_key.encode())
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"meta": meta, "body": body})
-                pipe.pexpire(key, int(ttl * 1000))
+                pipe.delete(key.redis_key)  # an unsealed entry's fields go with it
+                pipe.hset(key.redis_key, mapping={"sealed": sealed})
+                pipe.pexpire(key.redis_key, int(ttl * 1000))
                 await pipe.execute()
         except RedisError as exc:
             log.warning("response cache store failed", error=type(exc).__name__)
+
+
+def _opened(plain: bytes, now: float) -> CachedResponse | None:
+    """The entry sealed as ``put`` writes it; None once past the expiry sealed in it (Redis's TTL can be lifted)."""
+    size = int.from_bytes(plain[:4], "big")
+    data = orjson.loads(plain[4 : 4 + size])
+    if now >= data["expires_at"]:
+        return None  # a clock apart from Redis's, or a TTL lifted: a miss either way
+    age = max(0, int(now - data["stored_at"]))
+    return CachedResponse(data["status"], [(k, v) for k, v in data["headers"]], plain[4 + size :], age)
 
 
 def storable_ttl(status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], route_ttl: float) -> float | None:

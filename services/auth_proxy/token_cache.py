@@ -204,5 +204,11 @@ def _dispatch(cache: TokenCache, message: dict[str, object]) -> None:
     data = message.get("data")
     if not isinstance(data, bytes):
         return
-    tenant, provider, generation = data.decode().rsplit("/", 2)
-    cache.changed(tenant, provider, int(generation))
+    try:
+        tenant, provider, generation = data.decode().rsplit("/", 2)
+        number = int(generation)
+    except ValueError:
+        # Anyone who can publish on the channel can send this; raised, it ended the feed for good.
+        log.warning("token change message ignored: not tenant/provider/generation", size=len(data))
+        return
+    cache.changed(tenant, provider, number)

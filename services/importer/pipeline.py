@@ -270,7 +270,10 @@ async def _copy_and_merge(
     path, merged = target.path, Merged(changed=copied.rows)
     if path is ImportPath.SWAP:
         await run.progress.stage("swap")
-        swapped = await swap.swap_in(conn, plan, tenant, timings, copied.rows, run.settings.importer_temp_dir)
+        settings = run.settings
+        swapped = await swap.swap_in(
+            conn, plan, tenant, timings, copied.rows, settings.importer_temp_dir, settings.importer_swap_lock_wait
+        )
         path, merged = swapped.path, swapped.merged
     elif path is ImportPath.FAST:
         await run.progress.stage("merge")

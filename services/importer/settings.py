@@ -80,6 +80,9 @@ class ImporterSettings(TokenSettings, DatabaseSettings):
     # Let PostgreSQL parse clean files (COPY FORMAT csv); off sends every file down the careful path
     # (aiocsv in the importer), which is slower but names every bad row's line. A kill switch and for benches.
     importer_fast_path: bool = True
+    # Seconds a swap of a few changed rows waits for its module table's lock (a long query over the table holds
+    # it off, and every query on the table queues behind the wait) before writing the rows in place instead.
+    importer_swap_lock_wait: float = Field(default=1.0, gt=0)
     # Rows per COPY into the staging table on the careful path, chosen by measurement (docs/benchmarks.md):
     # 1,000 pays a round trip per chunk (2x slower), 20,000 is 4% faster than 5,000 but holds 40 MB more
     # parsed rows at once, which takes a million-row careful import over 150 MB.

@@ -103,13 +103,22 @@ class Swapped:
 
 
 async def swap_in(
-    conn: asyncpg.Connection, plan: MergePlan, tenant: str, timings: Timings, rows: int, temp_dir: Path | None
+    conn: asyncpg.Connection,
+    plan: MergePlan,
+    tenant: str,
+    timings: Timings,
+    rows: int,
+    temp_dir: Path | None,
+    lock_wait: float = 1.0,
 ) -> Swapped:
     """Key the filled new table (``rows`` rows), count against the old partition, and put it in its place.
 
-    A module that keeps missing rows writes the few changed rows in place instead, or carries the rows the
-    file lacks into the new table before the swap (spooled in ``temp_dir``), or MERGEs the new table in where
-    the file is less than half the tenant's partition (:func:`_merges_in`).
+    A module that keeps missing rows writes the few changed rows in place instead where the file lacks some of
+    the partition's (:func:`writes_in_place`), or carries the rows the file lacks into the new table before
+    the swap (spooled in ``temp_dir``), or MERGEs the new table in where the file is less than half the
+    tenant's partition (:func:`_merges_in`). Where few changed and the module's table is not free within
+    ``lock_wait`` seconds (a long query over it), the few are written in place rather than queue every
+    reader of the module behind the swap's lock (:func:`_locked_at_once`).
     Raises asyncpg's UniqueViolationError (one of merge.REFUSED) when the file repeats a key.
     """
     module = plan.module
@@ -128,12 +137,12 @@ async def swap_in(
     elif keeps:
         with timings.timed("count"):
             changes = await find_changes(conn, module, old, load, rows)
-        if changes.few:
+        if writes_in_place(changes) or (changes.few and not await _locked_at_once(conn, table, lock_wait)):
             with timings.timed("write"):
                 await write_in_place(conn, module, old, load, changes)
             return Swapped(ImportPath.FAST, changes.merged)
         merged, path = changes.merged, ImportPath.SWAP
-        if changes.before is not None and changes.before > changes.matched:
+        if changes.carries:
             with timings.timed("carry"):
                 await carry_missing(conn, module, old, load, temp_dir)
     else:
@@ -148,6 +157,24 @@ async def swap_in(
         # Names no other tenant's partition or key can take, counted in bytes (migrations/0007).
         await conn.execute("SELECT conduit_name_tenant_partition($1, $2, $3::regclass)", table, tenant, quote(load))
     return Swapped(path, merged)
+
+
+async def _locked_at_once(conn: asyncpg.Connection, table: str, wait: float) -> bool:
+    """Whether the module's table was locked for the swap (ACCESS EXCLUSIVE, as dropping a partition takes it)
+    within ``wait`` seconds; else nothing is held and the transaction goes on.
+
+    While a swap waits for that lock, every query on the module's table (each tenant's) queues behind it: a
+    long report would stall them all until it ends. Only a swap that has another way (few rows changed) is
+    bounded; the others wait, as they must.
+    """
+    try:
+        async with conn.transaction():  # a savepoint: a lock not taken in time leaves the import as it was
+            await conn.execute(f"SELECT set_config('lock_timeout', '{round(wait * 1000)}ms', true)")
+            await conn.execute(f"LOCK TABLE ONLY {quote(table)} IN ACCESS EXCLUSIVE MODE")
+    except asyncpg.LockNotAvailableError:
+        return False
+    await _plan_default(conn, ["lock_timeout"])
+    return True
 
 
 async def _merges_in(conn: asyncpg.Connection, old: str, new: str) -> bool:
@@ -178,6 +205,20 @@ class Changes:
     def few(self) -> bool:
         return self.inserts is not None and self.updates is not None
 
+    @property
+    def carries(self) -> bool:
+        """The partition holds rows the file lacks (known where something changed)."""
+        return self.before is not None and self.before > self.matched
+
+
+def writes_in_place(changes: Changes) -> bool:
+    """Whether the changed rows are written into the partition rather than the new table swapped in: where they
+    are few and the file lacks some of the partition's rows (a swap would first copy those over), or where
+    nothing changed (nothing to write). A file holding every row of the partition is swapped in however few
+    changed: the new table is whole already, and no row version is left behind for VACUUM (docs/benchmarks.md).
+    """
+    return changes.few and (changes.merged.changed == 0 or changes.carries)
+
 
 # A file changing more than a tenth of its rows (and more than a thousand) swaps instead of writing in place: a row
 # written in place costs an index probe, a new row version and an index entry (a swapped-in table's pages are
@@ -191,8 +232,9 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
     """The rows of the new table (``rows`` rows) to insert and update in the old partition while they are few,
     from a join of the two on the key that stops at the first row past the limit; else the counts alone.
 
-    Few: a row of the file matches an old one or is inserted (both keyed), so the counts follow from the rows.
-    More: the join stopped early (at a tenth of the file where every row changed) and a count follows.
+    Few: a row of the file matches an old one or is inserted (both keyed), so the counts follow from the rows;
+    the partition's rows are counted where any changed (:func:`writes_in_place` asks). More: the join stopped
+    early (at a tenth of the file where every row changed) and a count follows.
     """
     limit = in_place_limit(rows)
     await _plan(conn, _COUNT_PLAN)
@@ -202,10 +244,11 @@ async def find_changes(conn: asyncpg.Connection, module: ModuleDef, old: str, ne
         await _plan_default(conn, list(_COUNT_PLAN))
         merged = Merged(changed=rows - row["matched"] + row["updated"])
         return Changes(merged, row["matched"], row["before"], None, None)
+    before = (await conn.fetch(f"SELECT count(*) FROM {quote(old)}"))[0][0] if found else None
     await _plan_default(conn, list(_COUNT_PLAN))
     inserts = [r["tid"] for r in found if r["inserted"]]
     updates = [r["tid"] for r in found if not r["inserted"]]
-    return Changes(Merged(changed=len(found)), rows - len(inserts), None, inserts, updates)
+    return Changes(Merged(changed=len(found)), rows - len(inserts), before, inserts, updates)
 
 
 def changed_rows_sql(module: ModuleDef, old: str, new: str) -> str:

@@ -28,10 +28,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.auth_proxy.echo import mask_body
 from shared import redis_keys
+from shared.crypto import BoundSealer
 from tests.proxy.conftest import Proxy
 from tests.third_party import ECHOES, ThirdParty
 
@@ -339,15 +341,18 @@ async def test_a_head_or_304_of_a_coded_answer_describes_the_decoded_one(
 
 
 async def test_an_entry_cached_before_answers_were_decoded_is_never_served(
-    coded: tuple[Proxy, CodingProvider], redis: Redis
+    coded: tuple[Proxy, CodingProvider], redis: Redis, token_key: SecretStr
 ) -> None:
-    """An entry stored before the fix may hold a compressed body with the token in it: its key is never read."""
+    """An entry stored (sealed, well formed) before the fix may hold a compressed body with the token in it."""
     proxy, provider = coded
     provider.plans["cached/old"] = Plan([b"fresh"])
     old_digest = hashlib.sha256(orjson.dumps(["/cached/old", "application/json", CALLER_ACCEPTS])).hexdigest()
-    meta = orjson.dumps({"status": 200, "headers": [["Content-Encoding", "gzip"]], "stored_at": time.time()})
-    await redis.hset(
-        redis_keys.response_cache("acme", "demo", old_digest), mapping={"meta": meta, "body": gzip.compress(b"t0ken")}
+    key = redis_keys.response_cache("acme", "demo", old_digest)
+    now = time.time()
+    meta = orjson.dumps(
+        {"status": 200, "headers": [["Content-Encoding", "gzip"]], "stored_at": now, "expires_at": now + 60}
     )
+    entry = len(meta).to_bytes(4, "big") + meta + gzip.compress(b"t0ken")
+    await redis.hset(key, "sealed", BoundSealer("response cache", token_key).seal(entry, key.encode()))
     response, body = await fetch(proxy, "/cached/old", Accept="application/json")
     assert (response.status, body, provider.calls) == (200, b"fresh", 1)

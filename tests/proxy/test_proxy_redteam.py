@@ -14,9 +14,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from shared import redis_keys
+from shared.crypto import RecordUnreadable, Sealer
+from shared.token_store import TokenRecord, TokenStore
 from tests.proxy.conftest import Proxy
 from tests.third_party import ECHOES, ThirdParty, running_third_party
 
@@ -167,3 +170,16 @@ async def test_a_path_that_always_answers_401_cannot_make_the_proxy_churn_the_te
     assert len(proxy.party.token_calls) == 2
     assert (await proxy.get("/x")).status == 200
     assert len(proxy.party.token_calls) == 2
+
+
+async def test_listing_every_token_record_refuses_one_moved_to_another_pairs_key(
+    redis: Redis, token_key: SecretStr
+) -> None:
+    """``TokenStore.all`` read records without the pair check ``get`` makes: a moved one was listed as its own."""
+    store = TokenStore(redis, Sealer(token_key))
+    await store.put(TokenRecord("acme", "demo", access_token=SecretStr("a")), await store.next_fence("acme", "demo"))
+    assert [(r.tenant, r.provider) async for r in store.all()] == [("acme", "demo")]
+    sealed = await redis.hget(redis_keys.token("acme", "demo"), "sealed")  # type: ignore[misc]
+    await redis.hset(redis_keys.token("globex", "demo"), "sealed", sealed)  # type: ignore[misc]
+    with pytest.raises(RecordUnreadable, match="stored for globex/demo is sealed for acme/demo"):
+        [r async for r in store.all()]

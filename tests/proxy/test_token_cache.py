@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.auth_proxy.token_cache import TokenCache, listen_for_changes
+from shared import redis_keys
 from shared.crypto import Sealer
 from shared.redis_client import create_redis
 from shared.refresh import Refresher
@@ -111,3 +112,26 @@ async def test_the_change_feed_stops_when_cancelled_at_any_point(
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(feed, 5)
     await client.aclose()
+
+
+@pytest.mark.parametrize("message", [b"", b"acme", b"acme/demo/x", b"acme/demo/", b"\xff/demo/1", b"acme/demo/1e3"])
+async def test_the_change_feed_survives_a_message_it_cannot_read(
+    redis: Redis, token_key: SecretStr, tmp_path: Path, party: ThirdParty, message: bytes
+) -> None:
+    """Anyone who can publish on Redis can send anything on the channel: the feed skips it and goes on."""
+    cache, store = cache_for(redis, token_key, tmp_path, party)
+    first = await cache.get("acme", "demo")
+    connected = asyncio.Event()
+    feed = asyncio.create_task(listen_for_changes(cache, store, lambda up: connected.set()))
+    try:
+        await asyncio.wait_for(connected.wait(), 5)
+        await redis.publish(redis_keys.tokens_changed(redis), message)
+        newer = await cache._refresher.refresh("acme", "demo", trigger="operator", force=True)
+        assert newer is not None and newer.generation == first.generation + 1
+        deadline = time.monotonic() + 2
+        while (await cache.get("acme", "demo")).generation != newer.generation:
+            assert not feed.done(), "the feed ended"
+            assert time.monotonic() < deadline, "the feed did not deliver the change after the bad message"
+            await asyncio.sleep(0.01)
+    finally:
+        feed.cancel()
