@@ -9,7 +9,9 @@ spelling cut between two reads is held back until it can be told). Each
 character of a spelling becomes ``*``, so a body keeps its length. An answer
 with a ``Content-Length`` over the limit passes as sent: it is spliced in the
 kernel or copied at the speed large downloads need, and searching it would cost
-about 0.4 ns a byte (30 µs per 64 KiB read, more than the copy itself).
+about 0.4 ns a byte (30 µs per 64 KiB read, more than the copy itself). A
+compressed answer is decoded first (``codings.py``), whatever its length: the
+coded bytes would hide any spelling.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ too, goes upstream through the one ``UpstreamPool`` (transport/upstream.py).
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
 
 from services.auth_proxy.access_log import ACCESS_LOGGER, AccessLog
+from services.auth_proxy.codings import Decoder, UndecodableAnswer, answer_codings, coded, decoded_headers, decoder_for
 from services.auth_proxy.echo import BodyMask, mask_body, mask_headers
 from services.auth_proxy.egress import EgressRefused, upstream_target
 from services.auth_proxy.errors import ProxyError
@@ -250,6 +252,12 @@ class Forwarder:
         buffer_limit = self._buffer_limit
         if cache_key is not None and self._cache is not None:
             buffer_limit = max(buffer_limit, self._cache.max_entry_bytes)
+        if coded(upstream.headers):
+            decoder = self._decoder(upstream, headers, ex)
+            if not no_body:
+                await self._respond_decoded(request, upstream, ex, (cache_key, cache_ttl), token, headers, decoder)
+                return
+            length = None  # the decoded length, which a HEAD or 304 cannot tell
         if not no_body and length is not None and length <= buffer_limit:
             try:
                 payload = await upstream.read()
@@ -267,6 +275,83 @@ class Forwarder:
                 await request.finish()
         except ConnectionError:
             pass  # the caller hung up: nothing to answer, and not the upstream's fault
+
+    def _decoder(self, upstream: UpstreamResponse, headers: CIMultiDict[str], ex: _Trace) -> Decoder:
+        try:
+            decoder = decoder_for(answer_codings(upstream.headers), self._settings.proxy_max_decoded_ratio)
+        except UndecodableAnswer as exc:
+            raise self._undecodable(exc, ex) from None
+        decoded_headers(headers)
+        return decoder
+
+    async def _respond_decoded(
+        self,
+        request: Exchange,
+        upstream: UpstreamResponse,
+        ex: _Trace,
+        cache: tuple[EntryKey | None, float | None],
+        token: str,
+        headers: CIMultiDict[str],
+        decoder: Decoder,
+    ) -> None:
+        """A compressed answer decoded, masked and sent plain: whole when it decodes within the buffer limit.
+
+        Never spliced, whatever its length: the coded bytes hide an echo from the mask, so a large one
+        is decoded and masked through the process (about 1.2 ns a decoded byte, the mask included)
+        rather than passed unsearched like a large plain one.
+        """
+        hold = self._buffer_limit
+        if cache[0] is not None and self._cache is not None:
+            hold = max(hold, self._cache.max_entry_bytes)
+        pieces = _decoded_pieces(upstream, decoder)
+        try:
+            kept, size = [], 0
+            try:
+                async for piece in pieces:
+                    kept.append(piece)
+                    size += len(piece)
+                    if size > hold:
+                        break
+                else:
+                    payload = mask_body(b"".join(kept), token)
+                    await self._maybe_store(*cache, upstream, headers, payload, ex)
+                    request.answer(upstream.status, headers, payload)
+                    return
+            except (UndecodableAnswer, TimeoutError, aiohttp.ClientError) as exc:
+                raise self._undecodable(exc, ex) from None
+            # Too large to hold: the rest streams, a bomb or bad data past here cutting the caller short.
+            COPIED.inc()
+            request.begin(upstream.status, headers, None)
+            if await self._stream_decoded(request, b"".join(kept), pieces, BodyMask(token), ex):
+                await request.finish()
+        except ConnectionError:
+            pass  # the caller hung up
+        finally:
+            await pieces.aclose()
+
+    async def _stream_decoded(
+        self, request: Exchange, first: bytes, pieces: AsyncIterator[bytes], mask: BodyMask, ex: _Trace
+    ) -> bool:
+        try:
+            await request.write(mask.feed(first))
+            async for piece in pieces:
+                masked = mask.feed(piece)
+                if masked:
+                    await request.write(masked)
+        except (UndecodableAnswer, TimeoutError, aiohttp.ClientError) as exc:
+            return _cut_short(request, ex, exc.code if isinstance(exc, UndecodableAnswer) else type(exc).__name__)
+        rest = mask.rest()
+        if rest:
+            await request.write(rest)
+        return True
+
+    def _undecodable(self, exc: Exception, ex: _Trace) -> ProxyError:
+        if isinstance(exc, UndecodableAnswer):
+            log.warning("upstream answer refused", provider=ex.provider, request_id=ex.req_id, error=exc.code)
+            return ProxyError(502, exc.code, f"provider {ex.provider!r}: {exc}")
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            return ProxyError(504, "upstream_timeout", f"provider {ex.provider!r} stopped sending")
+        return ProxyError(502, "upstream_error", f"provider {ex.provider!r}: {type(exc).__name__}")
 
     async def _copy_body(self, request: Exchange, upstream: UpstreamResponse, ex: _Trace, token: str) -> bool:
         """The body by ``splice`` where both legs allow it, else through the process; False if the caller left."""
@@ -353,6 +438,15 @@ class Forwarder:
     def _cache_result(self, ex: _Trace, result: str) -> None:
         ex.cache = result
         self._counters.cache(ex.tenant, ex.provider, result)
+
+
+async def _decoded_pieces(upstream: UpstreamResponse, decoder: Decoder) -> AsyncGenerator[bytes, None]:
+    content = upstream.content
+    while chunk := await content.readany():
+        for piece in decoder.feed(chunk):
+            yield piece
+    for piece in decoder.end():
+        yield piece
 
 
 def _cut_short(request: Exchange, ex: _Trace, error: str) -> bool:

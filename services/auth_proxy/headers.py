@@ -7,6 +7,8 @@ import re
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from services.auth_proxy.codings import upstream_accept_encoding
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto Proxy-Connection.
 HOP_BY_HOP = frozenset(
     {
@@ -92,8 +94,16 @@ def _without(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDic
 
 
 def upstream_headers(headers: CIMultiDictProxy[str], authorization: str, req_id: str) -> CIMultiDict[str]:
-    """The caller's headers minus hop-by-hop and caller-only ones, plus the tenant's token."""
+    """The caller's headers minus hop-by-hop and caller-only ones, plus the tenant's token.
+
+    ``Accept-Encoding`` keeps only codings the proxy can undo to mask an echoed token (codings.py).
+    """
     out = _without(headers, _DROP_UPSTREAM)
+    given = out.getall("Accept-Encoding", None)
+    if given is not None or "Range" in out:
+        wanted = upstream_accept_encoding(", ".join(given) if given else "", "Range" in out)
+        if given is None or len(given) > 1 or given[0] != wanted:
+            out["Accept-Encoding"] = wanted
     out["Authorization"] = authorization
     out["X-Request-ID"] = req_id
     return out

@@ -39,6 +39,9 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 _VARY_OK = frozenset({"accept", "accept-encoding"})
+# In every key's digest: bumped when what an entry holds changes. 2: bodies decoded before masking (codings.py);
+# entries stored before could hold a compressed body with the token in it, and are never read again.
+_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class ResponseCache:
     @staticmethod
     def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> EntryKey:
         # A JSON array: no value can end one field and start the next, whatever bytes it holds.
-        material = orjson.dumps([target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
+        material = orjson.dumps([_FORMAT, target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
         digest = hashlib.sha256(material).hexdigest()
         return EntryKey(tenant, provider, redis_keys.response_cache(tenant, provider, digest))
 

@@ -32,6 +32,10 @@ class ProxySettings(TokenSettings):
     proxy_replay_body_limit: int = Field(default=1 << 20, ge=0)
     # Responses up to this size are read whole (cheaper); larger ones stream with backpressure.
     proxy_buffer_response_limit: int = Field(default=64 << 10, ge=0)
+    # A compressed answer (decoded so an echoed token can be masked) may decode to at most this many times
+    # its compressed size: gzip reaches 1032:1 only on a run of one byte, real JSON or CSV 20 to 50:1.
+    # Past it the answer is a decompression bomb, refused with a 502.
+    proxy_max_decoded_ratio: float = Field(default=200.0, gt=1)
     # Limit on one request header line; larger headers are refused with a 431.
     proxy_max_header_size: int = Field(default=8190, gt=0)
     # Seconds an idle caller connection is kept open for its next request.
