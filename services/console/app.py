@@ -21,6 +21,7 @@ from services.console.settings import ConsoleSettings
 from services.console.templating import FILTERS
 from shared.crypto import Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
+from shared.job_json import JsonArqRedis
 from shared.ops_http import add_ops_routes
 from shared.tenants import load_tenants
 from shared.token_store import TokenStore
@@ -98,7 +99,7 @@ async def _no_icon(_: web.Request) -> web.Response:
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Redis, PostgreSQL, the tenants file, the token store (read-only use) and the board's two tasks."""
     settings = app[keys.SETTINGS]
-    redis: ArqRedis = ArqRedis.from_url(
+    redis: ArqRedis = JsonArqRedis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout,
         socket_keepalive=True,

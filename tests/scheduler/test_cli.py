@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from conduit.cli import main
 from services.scheduler.main import Scheduler, catalogue_modules
+from shared.job_json import CODEC
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN, import_job_id
 from shared.tenants import TenantsConfig
 from tests.importer.conftest import with_search_path
@@ -135,6 +136,7 @@ async def _one_failed_import(redis: ArqRedis) -> None:
         burst=True,
         poll_delay=0,
         handle_signals=False,
+        **CODEC,
     )
     await worker.main()
     assert worker.jobs_failed == 1
