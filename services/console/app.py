@@ -10,7 +10,6 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from services.console import actions, auth, keys, pages
@@ -99,7 +98,7 @@ async def _no_icon(_: web.Request) -> web.Response:
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Redis, PostgreSQL, the tenants file, the token store (read-only use) and the board's two tasks."""
     settings = app[keys.SETTINGS]
-    redis: ArqRedis = JsonArqRedis.from_url(
+    redis = JsonArqRedis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout,
         socket_keepalive=True,
