@@ -173,21 +173,23 @@ async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
 def _describe(job_id: str, payload: bytes | None) -> tuple[str, float]:
     """The job's function name and when it was enqueued (ms; 0 if unknown).
 
-    A job whose payload expired is named by its id's prefix.
+    A job whose payload expired, or cannot be read (not JSON: queued by an older version, which pickled, or
+    not by Conduit; the importer refuses it), is named by its id's prefix and which of the two it is.
     """
     from arq.jobs import DeserializationError, deserialize_job
 
     from shared.job_json import loads
 
+    state = "(expired)"
     if payload is not None:
         try:
             job = deserialize_job(payload, deserializer=loads)
         except DeserializationError:
-            pass
+            state = "(unreadable)"
         else:
             return job.function, job.enqueue_time.timestamp() * 1000
     prefix, sep, _ = job_id.partition(":")
-    return (f"{prefix} (expired)" if sep else "(expired)"), 0.0
+    return (f"{prefix} {state}" if sep else state), 0.0
 
 
 def _chunks(entries: list[tuple[bytes, float]]) -> Iterator[list[tuple[bytes, float]]]:
