@@ -254,6 +254,7 @@ async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: floa
     from arq.jobs import Job
 
     from shared.import_runs import RunKey
+    from shared.job_json import JobFailed
     from shared.reruns import enqueue
 
     async with _queue_and_db() as (arq, conn):
@@ -266,4 +267,6 @@ async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: floa
             result = await Job(job_id, arq, _deserializer=arq.job_deserializer).result(timeout=timeout, poll_delay=0.2)
         except TimeoutError:
             return f"not finished after {timeout:.0f} s (is an importer running?); job {job_id} stays queued"
+        except JobFailed as exc:  # the job raised: its exception's type and message, as the importer kept them
+            raise click.ClickException(f"job {job_id} failed: {_printable(str(exc))}") from None
         return str(result)
