@@ -88,8 +88,9 @@ class JsonArqRedis(ArqRedis):
     """arq's Redis client with the JSON pair: use it wherever an ``ArqRedis`` is made (``from_url``, ``connect``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("job_serializer", dumps)
-        kwargs.setdefault("job_deserializer", loads)
+        for name, value in CODEC.items():
+            if kwargs.get(name) is None:  # arq passes None for "not given", which means pickle
+                kwargs[name] = value
         super().__init__(*args, **kwargs)
 
 

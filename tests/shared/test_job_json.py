@@ -26,7 +26,7 @@ from arq.jobs import (
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shared.job_json import JobFailed, PayloadRefused, dumps, is_refusal, loads
+from shared.job_json import JobFailed, JsonArqRedis, PayloadRefused, dumps, is_refusal, loads
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 
 # The argument shapes Conduit's jobs take (tenant, module or provider names, YYYY-MM-DD dates, a force flag),
@@ -157,3 +157,10 @@ def test_a_pickled_payload_is_never_unpickled(tmp_path: Path) -> None:
     with pytest.raises(DeserializationError):
         deserialize_result(raw, deserializer=loads)
     assert not marker.exists()
+
+
+def test_the_json_client_keeps_the_json_pair_when_told_none() -> None:
+    # arq passes None for "not given", which it reads as pickle.
+    client = JsonArqRedis(job_serializer=None, job_deserializer=None)
+    assert (client.job_serializer, client.job_deserializer) == (dumps, loads)
+    assert JsonArqRedis.from_url("redis://127.0.0.1:1/0").job_deserializer is loads
