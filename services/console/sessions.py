@@ -69,7 +69,7 @@ class Sessions:
             return None
         key = _key(session_id)
         raw = await self.redis.get(key)
-        if not raw:
+        if raw is None:
             return None
         try:
             record = orjson.loads(self.sealer.open(raw, key.encode()))
