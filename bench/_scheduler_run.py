@@ -108,11 +108,10 @@ def _start(arq: str, target: str, env: dict[str, str], log: Path) -> subprocess.
 
 async def stand_in_outcome(redis_url: str, f: Run) -> None:
     """Jobs done, first start to last finish, and the peak per tenant the stand-in counted."""
-    from arq.connections import ArqRedis
-
     from bench._scheduler_worker import PEAK
+    from shared.job_json import JsonArqRedis
 
-    redis = ArqRedis.from_url(redis_url)
+    redis = JsonArqRedis.from_url(redis_url)
     try:
         results = await _results(redis)
         f.jobs_ok = sum(r.success for r in results)
@@ -128,10 +127,14 @@ async def stand_in_outcome(redis_url: str, f: Run) -> None:
 async def _results(redis: Any) -> list[Any]:
     from arq.jobs import deserialize_result
 
+    from shared.job_json import loads
+
     keys = [k async for k in redis.scan_iter(match="arq:result:*", count=1000)]
     found = []
     for start in range(0, len(keys), 1000):
-        found += [deserialize_result(raw) for raw in await redis.mget(keys[start : start + 1000]) if raw]
+        found += [
+            deserialize_result(raw, deserializer=loads) for raw in await redis.mget(keys[start : start + 1000]) if raw
+        ]
     return found
 
 
@@ -184,9 +187,9 @@ async def import_outcome(dsn: str, redis_url: str, f: Run) -> None:
 
 async def _busy_deferrals(redis_url: str) -> int:
     """Tries beyond the first that arq made: with transient failures excluded, the waits for a tenant slot."""
-    from arq.connections import ArqRedis
+    from shared.job_json import JsonArqRedis
 
-    redis = ArqRedis.from_url(redis_url)
+    redis = JsonArqRedis.from_url(redis_url)
     try:
         return sum(max(r.job_try - 1, 0) for r in await _results(redis))
     finally:

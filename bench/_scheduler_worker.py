@@ -15,6 +15,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from shared.job_json import dumps, loads
 from shared.jobs import IMPORT_EXPORT
 
 RUNNING = "bench:scheduler:running:"
@@ -44,3 +45,5 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(os.environ.get("CONDUIT_REDIS_URL", "redis://127.0.0.1:6379/12"))
     poll_delay = 0.05
     max_jobs = int(os.environ.get("CONDUIT_IMPORTER_MAX_JOBS", "10"))
+    job_serializer = dumps
+    job_deserializer = loads

@@ -540,8 +540,9 @@ def _extract(zipped: Path) -> Path:
 
 async def _enqueue_and_wait(stack: _Stack, jobs: list[tuple[str, str, str, str]], timeout: float = 1800) -> float:
     """Enqueue the jobs and wait until the ledger has a final attempt for each; returns the wall time."""
-    from arq.connections import RedisSettings, create_pool
+    from arq.connections import RedisSettings
 
+    from shared.job_json import create_pool
     from shared.jobs import IMPORT_EXPORT
 
     arq = await create_pool(RedisSettings.from_dsn(stack.env["CONDUIT_REDIS_URL"]))

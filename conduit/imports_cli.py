@@ -210,10 +210,9 @@ async def _with_db(action: Any) -> Any:
 
 @asynccontextmanager
 async def _queue_and_db() -> AsyncIterator[tuple[Any, Any]]:
-    from arq.connections import create_pool
-
     from services.importer.settings import ImporterSettings
     from shared.db import create_pool as create_db_pool
+    from shared.job_json import create_pool
     from shared.redis_connect import arq_settings
 
     settings = ImporterSettings()
@@ -255,6 +254,7 @@ async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: floa
     from arq.jobs import Job
 
     from shared.import_runs import RunKey
+    from shared.job_json import JobFailed
     from shared.reruns import enqueue
 
     async with _queue_and_db() as (arq, conn):
@@ -264,7 +264,9 @@ async def _run_now(tenant: str, module: str, day: str, wait: bool, timeout: floa
         job_id = line.split(" as job ", 1)[1].split(" ", 1)[0]
         click.echo(line, err=True)
         try:
-            result = await Job(job_id, arq).result(timeout=timeout, poll_delay=0.2)
+            result = await Job(job_id, arq, _deserializer=arq.job_deserializer).result(timeout=timeout, poll_delay=0.2)
         except TimeoutError:
             return f"not finished after {timeout:.0f} s (is an importer running?); job {job_id} stays queued"
+        except JobFailed as exc:  # the job raised: its exception's type and message, as the importer kept them
+            raise click.ClickException(f"job {job_id} failed: {_printable(str(exc))}") from None
         return str(result)

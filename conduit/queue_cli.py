@@ -60,9 +60,8 @@ def queue_status(as_json: bool) -> None:
 
 
 async def _status() -> list[KindStatus]:
-    from arq.connections import ArqRedis
-
     from shared.db import DatabaseSettings
+    from shared.job_json import JsonArqRedis
     from shared.redis_connect import connect
     from shared.settings import CommonSettings
 
@@ -71,7 +70,7 @@ async def _status() -> list[KindStatus]:
     redis = connect(
         settings.redis_url,
         settings.redis_location(),
-        ArqRedis,
+        JsonArqRedis,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
     )
@@ -152,13 +151,15 @@ async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
     from arq.constants import result_key_prefix
     from arq.jobs import DeserializationError, deserialize_result
 
+    from shared.job_json import loads
+
     keys = [key async for key in redis.scan_iter(match=result_key_prefix + "*", count=_CHUNK)]
     for start in range(0, len(keys), _CHUNK):
         for raw in await redis.mget(keys[start : start + _CHUNK]):
             if raw is None:
                 continue
             try:
-                result = deserialize_result(raw)
+                result = deserialize_result(raw, deserializer=loads)
             except DeserializationError:
                 continue
             # A job that fails returns "failed: ..." (an import after recording it in the ledger, which
@@ -172,19 +173,23 @@ async def _count_failed(redis: Any, kinds: dict[str, KindStatus]) -> None:
 def _describe(job_id: str, payload: bytes | None) -> tuple[str, float]:
     """The job's function name and when it was enqueued (ms; 0 if unknown).
 
-    A job whose payload expired is named by its id's prefix.
+    A job whose payload expired, or cannot be read (not JSON: queued by an older version, which pickled, or
+    not by Conduit; the importer refuses it), is named by its id's prefix and which of the two it is.
     """
     from arq.jobs import DeserializationError, deserialize_job
 
+    from shared.job_json import loads
+
+    state = "(expired)"
     if payload is not None:
         try:
-            job = deserialize_job(payload)
+            job = deserialize_job(payload, deserializer=loads)
         except DeserializationError:
-            pass
+            state = "(unreadable)"
         else:
             return job.function, job.enqueue_time.timestamp() * 1000
     prefix, sep, _ = job_id.partition(":")
-    return (f"{prefix} (expired)" if sep else "(expired)"), 0.0
+    return (f"{prefix} {state}" if sep else state), 0.0
 
 
 def _chunks(entries: list[tuple[bytes, float]]) -> Iterator[list[tuple[bytes, float]]]:

@@ -94,16 +94,20 @@ async def _enqueue(arq: ArqRedis, conn: asyncpg.Connection, key: RunKey) -> tupl
 async def busy(arq: ArqRedis, conn: asyncpg.Connection, key: RunKey) -> str | None:
     """Why a new attempt must not be queued now (None if it may): arq or the ledger say one is pending."""
     scheduled = import_job_id(key.tenant, key.module, key.export_date.isoformat())
-    status = await Job(scheduled, arq).status()
+    status = await _job(arq, scheduled).status()
     if status in _PENDING:
         return f"job {scheduled} is already {status.value}"
     for run in await active_runs(conn, key):
-        status = await Job(run["job_id"], arq).status() if run["job_id"] else JobStatus.not_found
+        status = await _job(arq, run["job_id"]).status() if run["job_id"] else JobStatus.not_found
         if status in _PENDING:
             return f"run {run['id']} is {run['status']} (job {run['job_id']})"
         if run["status"] == "queued":
             await mark_lost(conn, run["id"])
     return None
+
+
+def _job(arq: ArqRedis, job_id: str) -> Job:
+    return Job(job_id, arq, _deserializer=arq.job_deserializer)
 
 
 def keys_of(runs: list[dict[str, Any]]) -> list[RunKey]:

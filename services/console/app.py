@@ -10,7 +10,6 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from services.console import actions, auth, keys, pages
@@ -19,8 +18,9 @@ from services.console.oidc import Oidc
 from services.console.sessions import Sessions
 from services.console.settings import ConsoleSettings
 from services.console.templating import FILTERS
-from shared.crypto import Sealer
+from shared.crypto import BoundSealer, Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
+from shared.job_json import JsonArqRedis
 from shared.ops_http import add_ops_routes
 from shared.tenants import load_tenants
 from shared.token_store import TokenStore
@@ -98,7 +98,9 @@ async def _no_icon(_: web.Request) -> web.Response:
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Redis, PostgreSQL, the tenants file, the token store (read-only use) and the board's two tasks."""
     settings = app[keys.SETTINGS]
-    redis: ArqRedis = ArqRedis.from_url(
+    # Sessions are sealed under a key derived from the token key (sessions.py); a bad key stops the start here.
+    sealer = BoundSealer("console session", settings.token_key, settings.token_key_old)
+    redis = JsonArqRedis.from_url(
         settings.redis_url,
         socket_connect_timeout=settings.redis_timeout,
         socket_keepalive=True,
@@ -116,7 +118,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
     app[keys.REDIS], app[keys.POOL], app[keys.TENANTS] = redis, pool, tenants
-    app[keys.SESSIONS] = Sessions(redis, settings.console_session_ttl)
+    app[keys.SESSIONS] = Sessions(redis, settings.console_session_ttl, sealer)
     app[keys.OIDC] = Oidc(settings, redis) if settings.oidc_enabled else None
     app[keys.TOKENS] = (
         TokenStore(redis, Sealer(settings.token_key, settings.token_key_old)) if settings.token_key else None

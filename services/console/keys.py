@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
-from arq.connections import ArqRedis
+
+from shared.job_json import JsonArqRedis
 
 if TYPE_CHECKING:
     from services.console.board import Board
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from shared.token_store import TokenStore
 
 SETTINGS: web.AppKey[ConsoleSettings] = web.AppKey("settings")
-REDIS = web.AppKey("redis", ArqRedis)
+REDIS = web.AppKey("redis", JsonArqRedis)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 OIDC: web.AppKey[Oidc | None] = web.AppKey("oidc")

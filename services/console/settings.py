@@ -74,6 +74,13 @@ class ConsoleSettings(CommonSettings, DatabaseSettings):
                 "CONDUIT_CONSOLE_OIDC_ISSUER is set but OIDC is incomplete: it needs CONDUIT_CONSOLE_OIDC_CLIENT_ID "
                 "and at least one of CONDUIT_CONSOLE_ALLOWED_GROUPS/_EMAILS or CONDUIT_CONSOLE_ADMIN_GROUPS/_EMAILS"
             )
+        if self.token_key is None:
+            # Sign-in sessions live in Redis, sealed under a key derived from it: unsealed, anyone able to write
+            # Redis could write themselves an admin session. Every deployment gives the console this key already.
+            raise ValueError(
+                "the console needs CONDUIT_TOKEN_KEY: its sign-in sessions are sealed under a key derived from it "
+                "(the same key as the proxy's and the importer's; `conduit tokens new-key` makes one)"
+            )
         return self
 
     @property

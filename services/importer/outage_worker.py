@@ -15,7 +15,10 @@ methods, each around arq's own code:
   hands it on, and the ledger keeps a committed import from being imported twice);
 - a job whose start failed is handed back at once rather than when its in-progress key expires;
 - at start it waits for Redis as long as it takes (arq tries ``RedisSettings.conn_retries`` times and
-  exits), serving /health_check and /ready (503) meanwhile through ``before_connect``.
+  exits), serving /health_check and /ready (503) meanwhile through ``before_connect``;
+- a job whose payload is not JSON of this version (shared/job_json.py: pickled by an older version, or
+  garbage) is dropped without a kept result, so the id it held is free at once, and a scheduled import's
+  id also leaves the scheduler's ledger, so the scheduler's catch-up can enqueue it again.
 
 Run it with ``conduit importer``; the plain ``arq`` command runs arq's own ``Worker`` (no class setting).
 """
@@ -24,29 +27,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable
 from signal import Signals
 from typing import Any
 
-from arq.connections import create_pool
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.typing import StartupShutdown
 from arq.worker import Worker
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from shared.job_json import CODEC, PayloadRefused, create_pool, is_refusal, loads
 from shared.logging import get_logger
+from shared.redis_keys import scheduler_imports
 
 log = get_logger(__name__)
 REDIS_AWAY = (RedisError, OSError)
 # 0.1 s, 0.2 s, ... 2 s: quick after a blip, at most 2 s late after a long outage.
 PAUSES = ExponentialBackoff(cap=2.0, base=0.05)
+# The id the scheduler gives a day's import (shared/jobs.py import_job_id), the date last.
+_SCHEDULED_IMPORT = re.compile(r"import:[^:]+:[^:]+:(\d{4}-\d{2}-\d{2})")
 
 
 class OutageTolerantWorker(Worker):
     """arq's worker, waiting for Redis where arq would exit (see the module docstring)."""
 
     def __init__(self, *args: Any, before_connect: StartupShutdown | None = None, **kwargs: Any) -> None:
+        for name, value in CODEC.items():
+            if kwargs.get(name) is None:
+                kwargs[name] = value
         super().__init__(*args, **kwargs)
         self._before_connect = before_connect
         self._poll_failures = 0
@@ -71,8 +82,6 @@ class OutageTolerantWorker(Worker):
             try:
                 self._pool = await create_pool(
                     settings,
-                    job_deserializer=self.job_deserializer,
-                    job_serializer=self.job_serializer,
                     default_queue_name=self.queue_name,
                     expires_extra_ms=self.expires_extra_ms,
                 )
@@ -124,9 +133,28 @@ class OutageTolerantWorker(Worker):
         parent = super().finish_job
         await self._until_written(job_id, lambda: parent(job_id, *args, **kwargs))
 
-    async def finish_failed_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        if _refused(result_data):
+            scheduled = _SCHEDULED_IMPORT.fullmatch(job_id)
+            log.error(
+                "job refused: its payload is not a JSON job of this version; dropped without running",
+                job_id=job_id,
+                scheduler_may_enqueue_again=scheduled is not None or job_id.startswith("refresh:"),
+            )
+            await self._until_written(job_id, lambda: self._drop(job_id, scheduled and scheduled.group(1)))
+            return
         parent = super().finish_failed_job
-        await self._until_written(job_id, lambda: parent(job_id, *args, **kwargs))
+        await self._until_written(job_id, lambda: parent(job_id, result_data))
+
+    async def _drop(self, job_id: str, export_date: str | None) -> None:
+        """arq's finish_failed_job without the kept result, which would hold the id (and its ledger entry)."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            tr.zrem(abort_jobs_ss, job_id)
+            tr.zrem(self.queue_name, job_id)
+            if export_date is not None:
+                tr.srem(scheduler_imports(export_date), job_id)
+            await tr.execute()
 
     async def _until_written(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
         # arq's outcome writes are one MULTI/EXEC of deletes, ZREMs and SETs: writing again is harmless.
@@ -187,3 +215,13 @@ class OutageTolerantWorker(Worker):
 
 def _name(exc: BaseException) -> str:
     return type(exc).__name__
+
+
+def _refused(result_data: bytes | None) -> bool:
+    """Whether arq is failing a job because shared/job_json.py refused its payload."""
+    if result_data is None:
+        return False
+    try:
+        return is_refusal(loads(result_data))
+    except PayloadRefused:
+        return False

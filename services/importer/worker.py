@@ -29,6 +29,7 @@ from services.importer.token_jobs import REFRESH_MAX_TRIES, refresh_token
 from shared import stops
 from shared.crypto import Sealer
 from shared.db import UNAVAILABLE, create_pool_with_retry
+from shared.job_json import dumps, loads
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
@@ -181,6 +182,9 @@ class WorkerSettings:
     redis_settings = arq_settings(_settings.redis_url, _settings.redis_location())
     poll_delay = _settings.importer_poll_delay
     max_jobs = _settings.importer_max_jobs
+    # JSON, never arq's default pickle (shared/job_json.py).
+    job_serializer = dumps
+    job_deserializer = loads
     # Startup must not fail just because Redis is slow to come up in a fresh cluster.
     redis_settings.conn_retries = 30
     # `arq --check` (the liveness probe) reads this key: one per host so replicas are told apart,

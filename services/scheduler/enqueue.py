@@ -20,7 +20,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
 from services.scheduler.import_plan import PlannedImport
-from shared import pauses
+from shared import job_json, pauses
 from shared.jobs import IMPORT_EXPORT
 from shared.redis_keys import SCHEDULES_PAUSED, scheduler_imports
 
@@ -92,7 +92,7 @@ class ImportEnqueuer:
                 {},
                 None,
                 now_ms,
-                serializer=self.redis.job_serializer,
+                serializer=job_json.dumps,
             )
             keys += [job_key_prefix + job.job_id, result_key_prefix + job.job_id, ledger_key(job.export_date)]
             args += [job.job_id, score, score - now_ms + self.redis.expires_extra_ms, payload]

@@ -15,6 +15,7 @@ from services.scheduler.metrics import LAST_TICK, REDIS_UP
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.token_refresh import RecentRefreshes, enqueue_refreshes, plan_refreshes
 from shared import stops
+from shared.job_json import JsonArqRedis
 from shared.logging import configure_logging, get_logger
 from shared.modules import catalogue
 from shared.ops_http import start_ops_server
@@ -95,7 +96,7 @@ def connect(settings: SchedulerSettings) -> ArqRedis:
     redis: ArqRedis = connect_redis(
         settings.redis_url,
         settings.redis_location(),
-        ArqRedis,
+        JsonArqRedis,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,

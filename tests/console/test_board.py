@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from services.console.board import Board
+from shared.job_json import JsonArqRedis
 from tests.console.test_console_http import add_run
 from tests.importer.conftest import Database
 
@@ -23,7 +23,7 @@ async def test_a_run_the_seed_counted_is_not_counted_again_by_its_late_event(
     # The board subscribes, then seeds from the ledger: a run that finished in between is in the ledger
     # and its "finished" event arrives after the seed.
     seen = await add_run(db, status="failed", finished_at=dt.datetime.now(dt.UTC))
-    arq = ArqRedis.from_url(redis_url)
+    arq = JsonArqRedis.from_url(redis_url)
     try:
         board = Board()
         await board.seed(db.pool, arq)

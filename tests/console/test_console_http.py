@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
@@ -24,6 +24,7 @@ from services.console.pages import inert
 from services.console.settings import ConsoleSettings
 from shared import events
 from shared.crypto import Sealer
+from shared.job_json import create_pool
 from shared.token_store import TokenRecord, TokenStore
 from tests.console.conftest import READONLY_TOKEN, Console, serve_console
 from tests.console.idp import running_idp, signing_in_with
@@ -367,6 +368,8 @@ async def test_the_board_follows_events_again_after_redis_comes_back(
 async def test_force_refresh_enqueues_an_operator_refresh_for_a_worker(console: Console, redis: Redis) -> None:
     from arq.jobs import deserialize_job
 
+    from shared.job_json import loads
+
     client, csrf = await console.signed_in()
     async with client:
         async with client.get("/tokens/refresh?tenant=acme&provider=demo") as answer:
@@ -376,7 +379,7 @@ async def test_force_refresh_enqueues_an_operator_refresh_for_a_worker(console: 
         async with client.post("/tokens/refresh", data={"csrf": csrf, "tenant": "acme", "provider": "nope"}) as answer:
             assert answer.status == 400
     (job_id,) = [m.decode() for m in await redis.zrange("arq:queue", 0, -1)]
-    job = deserialize_job(await redis.get(f"arq:job:{job_id}"))
+    job = deserialize_job(await redis.get(f"arq:job:{job_id}"), deserializer=loads)
     assert (job.function, job.args) == ("refresh_token", ("acme", "demo", True))
 
 

@@ -19,12 +19,13 @@ import aiohttp
 import asyncpg
 import pytest
 import yaml
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from devtools.processes import free_port
+from shared.job_json import create_pool
 from shared.jobs import IMPORT_EXPORT, import_job_id
 from tests.e2e.processes import Service, Services, base_env, wait_ready
 from tests.helpers import tenants_file
@@ -116,7 +117,7 @@ async def enqueue_import(redis_url: str, module: str, date: str) -> str:
 
 async def job_result(redis_url: str, job_id: str) -> object:
     async with arq_client(redis_url) as client:
-        return await Job(job_id, client).result(timeout=20, poll_delay=0.05)
+        return await Job(job_id, client, _deserializer=client.job_deserializer).result(timeout=20, poll_delay=0.05)
 
 
 async def attempts(database_url: str, job_id: str) -> list[str]:

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 import yaml
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 from arq.worker import Worker
 from hypothesis import HealthCheck, settings
@@ -25,6 +25,7 @@ from conduit.db_cli import read_migrations
 from services.importer.settings import ImporterSettings
 from services.importer.worker import functions, shutdown, startup
 from shared.db import create_pool as create_db_pool
+from shared.job_json import CODEC, create_pool
 from shared.jobs import IMPORT_EXPORT, import_job_id
 from shared.modules import catalogue
 from shared.tenants import TenantsConfig, load_tenants
@@ -198,6 +199,7 @@ class Importer:
             poll_delay=0,
             handle_signals=False,
             ctx=ctx,
+            **CODEC,
             **kwargs,
         )
         self.workers.append(worker)

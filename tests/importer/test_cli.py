@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from arq.worker import Worker, func
 
+from shared.job_json import CODEC
 from shared.jobs import IMPORT_EXPORT, import_job_id
 from tests.importer.conftest import Importer
 from tests.importer.support import Exports, export_body
@@ -132,6 +134,23 @@ async def test_run_now_enqueues_and_waits_for_the_outcome(importer: Importer, ex
     assert code == 0, err
     assert "enqueued acme/users/2024-05-09" in err
     assert out.strip() == "succeeded: 200 rows imported, 0 rejected"
+
+
+async def test_run_now_says_which_job_failed_and_why(importer: Importer) -> None:
+    cli_done = asyncio.create_task(cli(importer, "run", "acme", "users", "--date", "2024-05-09"))
+    while not await importer.redis.zcard("arq:queue"):  # the CLI has enqueued
+        await asyncio.sleep(0.05)
+
+    async def import_export(ctx: dict[str, Any], *args: str) -> None:
+        raise ValueError("missing column 'amount'")
+
+    worker = Worker([func(import_export, name=IMPORT_EXPORT, max_tries=1)], redis_pool=importer.arq, burst=True,
+                    poll_delay=0, handle_signals=False, **CODEC)  # fmt: skip
+    await worker.main()
+    code, _, err = await cli_done
+
+    assert code == 1
+    assert "failed: ValueError: missing column 'amount'" in err and "Traceback" not in err
 
 
 async def test_ddl_and_modules(importer: Importer) -> None:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from services.scheduler.main import Scheduler
 from services.scheduler.settings import SchedulerSettings
+from shared.job_json import JsonArqRedis
 from shared.tenants import TenantsConfig, load_tenants
 from tests.scheduler.support import MODULES, tenants_yaml
 
@@ -30,7 +31,7 @@ def write_tenants(tmp_path: Path) -> Callable[..., TenantsConfig]:
 @pytest.fixture
 async def arq_redis(redis: Redis, redis_url: str) -> AsyncIterator[ArqRedis]:
     """arq's client on the test database (flushed by the ``redis`` fixture)."""
-    client = ArqRedis.from_url(redis_url)
+    client = JsonArqRedis.from_url(redis_url)
     yield client
     await client.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import secrets
 import socket
 import subprocess
@@ -16,12 +17,13 @@ import orjson
 import pytest
 import yaml
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.worker import Worker, func
 from click.testing import CliRunner
 
 from conduit.cli import main
 from services.scheduler.main import Scheduler, catalogue_modules
+from shared.job_json import CODEC
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN, import_job_id
 from shared.tenants import TenantsConfig
 from tests.importer.conftest import with_search_path
@@ -121,6 +123,31 @@ async def test_queue_status_counts_each_kind(env: dict[str, str], arq_redis: Arq
     assert any(line.split()[:5] == [IMPORT_EXPORT, "2", "0", "1", "1"] for line in out.splitlines())
 
 
+class _Touch:
+    """Unpickling this creates a file: the proof that the CLI unpickled a payload."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+async def test_queue_status_never_unpickles_and_names_an_unreadable_job(
+    env: dict[str, str], arq_redis: ArqRedis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps({"t": 1, "f": IMPORT_EXPORT, "a": (), "k": {}, "et": 0, "x": _Touch(marker)})
+    job_id = import_job_id("acme", "orders", "2026-04-30")
+    await arq_redis.set(job_key_prefix + job_id, payload)
+    await arq_redis.zadd(arq_redis.default_queue_name, {job_id: 0})
+    # A kept result written as an older version (or anyone) would: pickled as well.
+    await arq_redis.set(result_key_prefix + "refresh:acme:demo:1", payload)
+    code, out, _ = await invoke(env, "queue", "status", "--json")
+    assert code == 0 and not marker.exists(), "the CLI unpickled a payload"
+    assert {r["kind"]: r["queued"] for r in orjson.loads(out)} == {"import (unreadable)": 1}
+
+
 async def _one_failed_import(redis: ArqRedis) -> None:
     """A permanent failure, as a real arq worker records it (on a queue of its own)."""
 
@@ -135,6 +162,7 @@ async def _one_failed_import(redis: ArqRedis) -> None:
         burst=True,
         poll_delay=0,
         handle_signals=False,
+        **CODEC,
     )
     await worker.main()
     assert worker.jobs_failed == 1

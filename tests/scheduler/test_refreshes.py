@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
 
 from services.scheduler.main import Scheduler
+from shared.job_json import CODEC
 from shared.jobs import IMPORT_EXPORT, REFRESH_TOKEN
 from shared.tenants import TenantsConfig
 from tests.scheduler.support import jobs, utc
@@ -78,6 +79,7 @@ async def test_a_due_refresh_runs_ahead_of_an_import_backlog(
         poll_delay=0,
         max_jobs=1,
         handle_signals=False,
+        **CODEC,
     )
     await worker.main()
     assert len(started) == 21

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +30,7 @@ from devtools.processes import free_port, wait_until
 from devtools.server_binaries import find_redis
 from services.scheduler.main import connect as scheduler_connect
 from services.scheduler.settings import SchedulerSettings
+from shared.job_json import CODEC, create_pool
 from shared.redis_client import create_redis
 from shared.redis_connect import arq_settings
 from shared.settings import CommonSettings
@@ -164,7 +165,13 @@ async def test_every_kind_of_process_finds_the_master_through_sentinel(sentinel_
     redis_settings = arq_settings(settings.redis_url, settings.redis_location())
     assert redis_settings.sentinel and redis_settings.database == 3
     worker = Worker(
-        functions=[_noop], redis_settings=redis_settings, burst=True, poll_delay=0, max_jobs=1, handle_signals=False
+        functions=[_noop],
+        redis_settings=redis_settings,
+        burst=True,
+        poll_delay=0,
+        max_jobs=1,
+        handle_signals=False,
+        **CODEC,
     )
     try:
         await worker.main()

@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 
 from services.scheduler.token_refresh import enqueue_refreshes, plan_refreshes
 from shared import redis_keys
+from shared.job_json import JsonArqRedis
 from shared.tenants import TenantsConfig, load_tenants
 
 TENANTS = """
@@ -31,7 +32,7 @@ def tenants(tmp_path: Path) -> TenantsConfig:
 
 @pytest.fixture
 async def redis() -> ArqRedis:
-    return ArqRedis(connection_pool=fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()).connection_pool)
+    return JsonArqRedis(connection_pool=fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()).connection_pool)
 
 
 async def test_plans_due_soon_and_never_refreshed(redis: ArqRedis, tenants: TenantsConfig) -> None:
