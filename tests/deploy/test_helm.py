@@ -20,6 +20,7 @@ from typing import Any
 import kubernetes_validate.utils as kubernetes_validate
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "conduit"
@@ -646,6 +647,7 @@ def test_the_consoles_chart_defaults_are_the_applications_defaults(
     for variable in [name for name in os.environ if name.startswith("CONDUIT_")]:
         monkeypatch.delenv(variable)
     monkeypatch.setenv("CONDUIT_CONSOLE_TOKEN", "a-token-for-the-test")
+    monkeypatch.setenv("CONDUIT_TOKEN_KEY", Fernet.generate_key().decode())  # sessions are sealed under it
     settings = console_settings()
     application = settings()
     fields = setting_env(settings)
