@@ -38,7 +38,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 class DatabaseSettings(BaseSettings):
     """``CONDUIT_DATABASE_URL`` and how long to wait for it, for every process that talks to PostgreSQL."""
 
-    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True)
+    # Inputs hidden in errors: the URL may carry a password (shared/settings.py says more).
+    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
     # A process starting with (or before) PostgreSQL waits this long for it before giving up.
