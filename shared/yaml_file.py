@@ -58,22 +58,27 @@ def read_yaml(path: Path, what: str) -> YamlDocument:
     except UnicodeDecodeError as exc:
         line, column = _position(raw, exc.start)
         raise ConfigError(f"{path}, line {line}, column {column}: {what} is not UTF-8") from None
-    loader = _Loader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        root, data = _parse(text)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(
             f"{_at(path, exc.problem_mark or exc.context_mark)}: not valid YAML: {_problem(exc)}"
         ) from None
-    except yaml.reader.ReaderError as exc:
+    except yaml.reader.ReaderError as exc:  # a control character, a lone surrogate: said by its code point
         line, column = _position(text, exc.position)
         raise ConfigError(f"{path}, line {line}, column {column}: not valid YAML: {exc.reason}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    return YamlDocument(path, data, root)
+
+
+def _parse(text: str) -> tuple[Node | None, Any]:
+    loader = _Loader(text)  # checks every character at once: may raise ReaderError
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
     finally:
         loader.dispose()
-    return YamlDocument(path, data, root)
 
 
 class _Loader(yaml.SafeLoader):
@@ -83,9 +88,9 @@ class _Loader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            if isinstance(exc, yaml.YAMLError):
-                raise
+        except yaml.YAMLError:
+            raise
+        except Exception:  # ValueError, KeyError (!!bool), AttributeError (!!timestamp)...: each repeats the value
             kind = str(node.tag).rsplit(":", 1)[-1]
             raise ConstructorError(None, None, f"the value cannot be read as {kind}", node.start_mark) from None
 
