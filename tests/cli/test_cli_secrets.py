@@ -88,20 +88,26 @@ async def test_a_secret_in_the_tenants_file_is_never_printed(
     assert wrong(results, str(path), where) == {}
 
 
-async def test_a_secret_in_the_environment_is_never_printed(env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "commands"),
+    [
+        ("CONDUIT_REDIS_SENTINELS", f"conduit:{SECRET}@127.0.0.1:26379", [*SERVICES, "console", "migrate"]),
+        ("CONDUIT_LOG_LEVEL", SECRET, [*SERVICES, "console", "migrate"]),
+        ("CONDUIT_REDIS_URL", f"{SECRET}:@127.0.0.1:6379/0", [*SERVICES, "console", "migrate"]),
+        # Read by the processes that talk to PostgreSQL; asyncpg's own error repeated the would-be scheme.
+        ("CONDUIT_DATABASE_URL", f"{SECRET}:@127.0.0.1:5432/x", ["importer", "console", "queue status", "migrate"]),
+    ],
+)
+async def test_a_secret_in_the_environment_is_never_printed(
+    env: dict[str, str], variable: str, value: str, commands: list[str]
+) -> None:
     """One setting wrong (with a secret in it), secrets set beside it: only the wrong one's name is printed."""
     secrets = {
         "CONDUIT_DATABASE_URL": f"postgresql://conduit:{SECRET}@127.0.0.1:5432/x",
         "CONDUIT_CONSOLE_OIDC_CLIENT_SECRET": SECRET,
     }
-    cases = {
-        "CONDUIT_REDIS_SENTINELS": f"conduit:{SECRET}@127.0.0.1:26379",
-        "CONDUIT_LOG_LEVEL": SECRET,
-        "CONDUIT_REDIS_URL": f"{SECRET}:@127.0.0.1:6379/0",
-    }
-    for variable, value in cases.items():
-        results = await run_all({**env, **secrets, variable: value}, [*SERVICES, "console"])
-        assert wrong(results, f"{variable}: ") == {}, variable
+    results = await run_all({**env, **secrets, variable: value}, commands)
+    assert wrong(results, f"{variable}: ") == {}
 
 
 async def test_a_check_across_settings_prints_none_of_them(env: dict[str, str]) -> None:
