@@ -3,8 +3,8 @@
 The documented format references secrets (``{env: NAME}``, ``{file: /path}``); an operator who writes one
 inline, or a YAML mistake near one, gets an error naming the file, the line and what is wrong, and
 nothing of what is written there. Names (tenants, providers, keys) are repeated: they say where. So the
-generated files keep the secret out of mapping keys, except inside a secret reference, where a key may
-well be the secret (``client_secret: {s3cr3t}``).
+generated files keep the secret out of mapping keys, except where a key may well be the secret: inside a
+secret reference (``client_secret: {s3cr3t}``) and a key without a value (``{client_id: acme, s3cr3t}``).
 """
 
 from __future__ import annotations
@@ -130,9 +130,10 @@ def leaked(secret: str, message: str) -> bool:
 
 
 def keys_outside_secret_refs(data: object, parent: object = None) -> Iterator[str]:
+    """Keys with a value outside secret references: names, which errors repeat."""
     if isinstance(data, dict):
         for key, value in data.items():
-            if parent not in ("client_secret", "refresh_token"):
+            if parent not in ("client_secret", "refresh_token") and value is not None:
                 yield str(key)
             yield from keys_outside_secret_refs(value, key)
     elif isinstance(data, list):
@@ -192,22 +193,38 @@ def _empty(text: str) -> bool:
         return False
 
 
+# Mappings where a secret may be written as a key without a value, the way `{s3cr3t}` reads in YAML.
+BARE = [
+    (),
+    ("providers",),
+    ("providers", "demo"),
+    ("tenants",),
+    ("tenants", "acme"),
+    ("tenants", "acme", "providers"),
+    PAIR,
+]
+
+
 @SETTINGS
 @given(
     secret=SECRETS,
-    placed=st.lists(st.tuples(st.sampled_from(PLACES), SHAPES), min_size=1, max_size=3),
+    placed=st.lists(st.tuples(st.sampled_from(PLACES), SHAPES), min_size=0, max_size=3),
+    bare=st.lists(st.sampled_from(BARE), max_size=2),
 )
-@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret", "env"), lambda s: s)])
-@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret"), lambda s: {s: None})])
-@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret", "file"), lambda s: s)])
+@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[], bare=[PAIR])
+@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret", "env"), lambda s: s)], bare=[])
+@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret"), lambda s: {s: None})], bare=[])
+@example(secret="s3cr3t-AAAAAAAAAAAA", placed=[((*PAIR, "client_secret", "file"), lambda s: s)], bare=[])
 def test_a_secret_in_any_value_of_the_tenants_file_is_never_repeated(
-    home: Path, secret: str, placed: list[tuple[tuple[str, ...], Any]]
+    home: Path, secret: str, placed: list[tuple[tuple[str, ...], Any]], bare: list[tuple[str, ...]]
 ) -> None:
     """Wrong types, unknown keys inside a secret reference, a secret where a variable's name or a file's path
     belongs: every error names the file, the tenant or provider, the key and the line, never the value."""
     data = yaml.safe_load(yaml.safe_dump(GOOD))
     for place, shape in placed:
         _put(data, place, shape(secret))
+    for place in bare:
+        _put(data, (*place, secret), None)
     path = home / "tenants.yaml"
     path.write_text(yaml.safe_dump(data))
     try:
@@ -219,7 +236,7 @@ def test_a_secret_in_any_value_of_the_tenants_file_is_never_repeated(
     assert not leaked(secret, message), message
     assert message.startswith(f"{path}: invalid tenants file\n")
     for line in message.splitlines()[1:]:
-        assert line.startswith(("  tenant 'acme'", "  provider 'demo'")) and "(line " in line, message
+        assert line.startswith(("  tenant 'acme'", "  provider 'demo'", "  key '")) and "(line " in line, message
 
 
 def _put(data: dict[str, Any], place: tuple[str, ...], value: object) -> None:
