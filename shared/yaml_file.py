@@ -105,7 +105,10 @@ def _problem(exc: yaml.MarkedYAMLError) -> str:
 
 
 def _scrub(text: str) -> str:
-    return re.sub(r"\s+", " ", _QUOTED.sub(_keep_safe, text)).strip()
+    scrubbed = re.sub(r"\s+", " ", _QUOTED.sub(_keep_safe, text)).strip()
+    # A quote left over (one the pattern could not pair) may open something from the file: say nothing of it.
+    leftover = _QUOTED.sub("", scrubbed)
+    return "syntax error" if "'" in leftover or '"' in leftover else scrubbed
 
 
 def _keep_safe(match: re.Match[str]) -> str:
