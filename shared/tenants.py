@@ -179,14 +179,15 @@ def _describe(document: YamlDocument, exc: ValidationError) -> str:
     lines = [f"{document.path}: invalid tenants file"]
     for err in exc.errors(include_url=False):  # each input decides what is said; none is ever printed
         loc, msg = list(err["loc"]), err["msg"]
-        shown = loc
+        shown = at = loc
         if _in_secret_ref([str(part) for part in loc]) and err["type"] == "extra_forbidden":
             # The unknown key may be the secret itself ({s3cr3t}): the key is named by its parent and line only.
-            shown, msg = loc[:5], "unknown key (only 'env' or 'file')"
+            shown = at = loc[:5]
+            msg = "unknown key (only 'env' or 'file')"
         elif err.get("input", ...) is None and loc and isinstance(loc[-1], str) and loc[-1] not in _FIELDS:
             # A key with no value, named as nothing we know: a value written where a key belongs ({acme, s3cr3t}).
             shown, msg = loc[:-1], "a key without a value (not repeated: it may be a value written where a key belongs)"
-        lines.append(f"  {_where([str(part) for part in shown])}{_at(document, *loc)}: {msg}")
+        lines.append(f"  {_where([str(part) for part in shown])}{_at(document, *at)}: {msg}")
     return "\n".join(lines)
 
 
