@@ -37,6 +37,7 @@ class StoreUnreachable(click.ClickException):
 def guard(action: Any) -> Any:
     """Configuration problems (and a port already taken) end the command with their message, not a traceback."""
     from pydantic import ValidationError  # not at the top: a service holds its stops before pydantic loads
+    from pydantic_settings import SettingsError
 
     try:
         return action()
@@ -44,6 +45,8 @@ def guard(action: Any) -> Any:
         raise click.ClickException(str(exc)) from None
     except ValidationError as exc:
         raise click.ClickException(describe_settings_error(exc)) from None
+    except SettingsError as exc:
+        raise click.ClickException(describe_source_error(exc)) from None
 
 
 def hold_stops() -> None:
@@ -83,9 +86,22 @@ def describe_settings_error(exc: ValidationError) -> str:
     """Name the environment variable behind each invalid setting (values are not repeated: they may be secret)."""
     lines = ["invalid settings in the environment:"]
     for err in exc.errors(include_url=False, include_input=False):
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        lines.append(f"  {_variable(field)}: {err['msg']}")
+        if not err["loc"]:  # a check across settings: its message names them
+            lines.append(f"  {err['msg']}")
+            continue
+        inside = ".".join(str(part) for part in err["loc"][1:])
+        lines.append(f"  {_variable(str(err['loc'][0]))}{f' (at {inside})' if inside else ''}: {err['msg']}")
     return "\n".join(lines)
+
+
+def describe_source_error(exc: Exception) -> str:
+    """A setting pydantic-settings could not even parse (a list or mapping that is not JSON): its variable, no
+    value."""
+    import re
+
+    field = re.search(r'field "(\w+)"', str(exc))
+    where = _variable(field.group(1)) if field else "a setting"
+    return f"invalid settings in the environment:\n  {where}: not valid JSON (a list or mapping is written as JSON)"
 
 
 def _variable(field: str) -> str:

@@ -137,14 +137,14 @@ async def migrate(dsn: str, directory: Path, wait: float = 30.0) -> list[Migrati
 @click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the database to accept connections.")
 def migrate_command(directory: Path, wait: float) -> None:
     """Apply the SQL migrations to CONDUIT_DATABASE_URL (safe to run from several places at once)."""
-    from conduit.cli_support import reaching_postgres
+    from conduit.cli_support import guard, reaching_postgres
     from shared.db import DatabaseSettings
     from shared.logging import configure_logging
     from shared.settings import CommonSettings
 
-    common = CommonSettings()
+    # Guarded like every command's settings: an invalid one is a line naming it, not a traceback.
+    common, dsn = guard(lambda: (CommonSettings(), DatabaseSettings().database_url))
     configure_logging(common.log_level, common.log_json)
-    dsn = DatabaseSettings().database_url
     try:
         with reaching_postgres(dsn):
             done = asyncio.run(migrate(dsn, directory, wait))

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logging import get_logger
@@ -38,11 +38,21 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 class DatabaseSettings(BaseSettings):
     """``CONDUIT_DATABASE_URL`` and how long to wait for it, for every process that talks to PostgreSQL."""
 
-    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True)
+    # Inputs hidden in errors: the URL may carry a password (shared/settings.py says more).
+    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/test"
     # A process starting with (or before) PostgreSQL waits this long for it before giving up.
     database_connect_wait: float = Field(default=60.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, url: str) -> str:
+        # Refused here, not at the first connection, where asyncpg's error repeats the scheme (a password, when
+        # "user:pass@host" lost its "postgresql://").
+        if url.split("://", 1)[0] not in ("postgresql", "postgres") or "://" not in url:
+            raise ValueError("expected a postgresql:// URL")
+        return url
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

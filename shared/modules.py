@@ -21,10 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.tenants import ConfigError
+from shared.yaml_file import YamlDocument, read_yaml
 
 # Column and table names go into SQL unquoted-safe: lower case identifiers, never a keyword clash
 # we have to think about (every identifier is quoted in generated SQL anyway).
@@ -175,21 +175,23 @@ def load_catalogue(directory: Path) -> Catalogue:
 
 
 def _load_one(path: Path) -> ModuleDef:
+    document = read_yaml(path, "the module definition")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        module = ModuleDef.model_validate(raw)
+        module = ModuleDef.model_validate(document.data)
     except ValidationError as exc:
         details = "; ".join(
-            f"key {'.'.join(str(p) for p in e['loc']) or '(top level)'!r}: {e['msg']}"
+            f"key {'.'.join(str(p) for p in e['loc']) or '(top level)'!r}{_at(document, e['loc'])}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(f"{path}: {details}") from None
     if module.name != path.stem:
         raise ConfigError(f"{path}: module {module.name!r} must live in {module.name}.yaml")
     return module
+
+
+def _at(document: YamlDocument, loc: tuple[str | int, ...]) -> str:
+    line = document.position(loc)
+    return f" ({line})" if line else ""
 
 
 def _check_unique(modules: list[ModuleDef], problems: list[str]) -> None:

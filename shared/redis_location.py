@@ -20,27 +20,29 @@ class RedisLocation:
 
 
 def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
-    """``host:port,host:port`` (IPv6 as ``[::1]:26379``) as pairs; raises ValueError naming a bad entry."""
+    """``host:port,host:port`` (IPv6 as ``[::1]:26379``) as pairs; raises ValueError naming a bad entry by its
+    number: an entry may carry a password (``user:pass@host:port``), so it is never repeated."""
     pairs = []
-    for entry in (part.strip() for part in value.split(",")):
+    entries = [part.strip() for part in value.split(",")]
+    for number, entry in enumerate(entries, 1):
         if not entry:
             continue
         try:
             parts = urlsplit(f"//{entry}")  # the standard library's host:port parser, brackets included
             host, port = parts.hostname, parts.port
-        except ValueError as error:
-            raise ValueError(f"sentinel {entry!r}: {error}") from None
+        except ValueError:
+            host, port = None, None  # its message repeats the port as written
         if not host or port is None or parts.path or parts.username:
-            raise ValueError(f"sentinel {entry!r}: expected host:port, e.g. redis-sentinel-0:26379")
+            raise ValueError(f"sentinel {number} of {len(entries)}: expected host:port, e.g. redis-sentinel-0:26379")
         pairs.append((host, port))
     return tuple(pairs)
 
 
 def check_scheme(url: str) -> None:
-    """redis:// or rediss://; the message repeats the scheme only, as the URL may hold a password."""
-    scheme = urlsplit(url).scheme
-    if scheme not in ("redis", "rediss"):
-        raise ValueError(f"scheme {scheme!r}, expected redis:// or rediss://")
+    """redis:// or rediss://; the message repeats nothing of the URL, which may hold a password (``pass:@host``
+    reads as the scheme ``pass``)."""
+    if urlsplit(url).scheme not in ("redis", "rediss"):
+        raise ValueError("expected a redis:// or rediss:// URL")
 
 
 def check_url(url: str, location: RedisLocation) -> None:

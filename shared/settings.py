@@ -24,7 +24,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 class CommonSettings(BaseSettings):
     """What all three services share: where Redis and the tenants file are, the token key, logging."""
 
-    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True)
+    # hide_input_in_errors: whoever prints a ValidationError (a traceback, arq's CLI) must not print a token
+    # key, a password in a URL or any other value from the environment with it.
+    model_config = SettingsConfigDict(env_prefix="CONDUIT_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     tenants_file: Path = Path("tenants.yaml")

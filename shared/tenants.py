@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, model_validator
 
 # Raised here, defined apart so `conduit` can catch it without importing this module.
 from shared.config_errors import ConfigError as ConfigError
 from shared.schedules import ImportDefaults, TenantImports
+from shared.yaml_file import YamlDocument, read_yaml
 
 # Tenant and provider names end up in Redis keys, job ids, metric labels and
 # headers, so they are kept to a conservative alphabet: no ':' or '/', which separate key and
@@ -51,16 +51,30 @@ class SecretRef(_Strict):
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
-                raise ValueError(f"environment variable {self.env} is not set or empty")
+                raise ValueError(f"environment variable {_name_of(self.env)} is not set or empty")
             return SecretStr(value)
         assert self.file is not None
         try:
             value = self.file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+            raise ValueError(f"cannot read secret file {_path_of(self.file)}: {exc.strerror}") from None
         if not value:
-            raise ValueError(f"secret file {self.file} is empty")
+            raise ValueError(f"secret file {_path_of(self.file)} is empty")
         return SecretStr(value)
+
+
+# A secret written where its variable's name or file's path belongs ({env: s3cr3t}) must not be repeated in
+# the error: a name is shown only when it looks like one (upper case, as variables are by convention), a path
+# when absolute (as mounted secrets are).
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _name_of(variable: str) -> str:
+    return variable if _VARIABLE_NAME.fullmatch(variable) else "(named at this key; not an upper-case name)"
+
+
+def _path_of(path: Path) -> str:
+    return str(path) if path.is_absolute() else "(relative path given at this key)"
 
 
 class Provider(_Strict):
@@ -100,6 +114,13 @@ class TenantsFile(_Strict):
     providers: dict[str, Provider] = Field(min_length=1)
     tenants: dict[str, Tenant]
     imports: ImportDefaults = ImportDefaults()
+
+
+_FIELDS = frozenset(
+    name
+    for model in (TenantsFile, Tenant, Provider, TenantProvider, SecretRef, TenantImports, ImportDefaults)
+    for name in model.model_fields
+)
 
 
 class Credentials:
@@ -146,25 +167,34 @@ def load_tenants(path: Path, resolve_secrets: bool = True) -> TenantsConfig:
 
     The scheduler passes ``resolve_secrets=False``: it needs to know the pairs, never their secrets.
     """
+    document = read_yaml(path, "the tenants file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the tenants file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        data = TenantsFile.model_validate(raw if raw is not None else {})
+        data = TenantsFile.model_validate(document.data if document.data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from None
-    return TenantsConfig(path, data, _resolve(path, data, resolve_secrets))
+        raise ConfigError(_describe(document, exc)) from None
+    return TenantsConfig(path, data, _resolve(document, data, resolve_secrets))
 
 
-def _describe(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid tenants file"]
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = [str(part) for part in err["loc"]]
-        lines.append(f"  {_where(loc)}: {err['msg']}")
+def _describe(document: YamlDocument, exc: ValidationError) -> str:
+    lines = [f"{document.path}: invalid tenants file"]
+    for err in exc.errors(include_url=False):  # each input decides what is said; none is ever printed
+        loc, msg = list(err["loc"]), err["msg"]
+        shown = at = loc
+        if _in_secret_ref([str(part) for part in loc]) and err["type"] == "extra_forbidden":
+            # The unknown key may be the secret itself ({s3cr3t}): the key is named by its parent and line only.
+            shown = at = loc[:5]
+            msg = "unknown key (only 'env' or 'file')"
+        elif err.get("input", ...) is None and loc and isinstance(loc[-1], str) and loc[-1] not in _FIELDS:
+            # A key with no value, named as nothing we know: a value written where a key belongs ({acme, s3cr3t}).
+            shown, msg = loc[:-1], "a key without a value (not repeated: it may be a value written where a key belongs)"
+        lines.append(f"  {_where([str(part) for part in shown])}{_at(document, *at)}: {msg}")
     return "\n".join(lines)
+
+
+def _in_secret_ref(loc: list[str]) -> bool:
+    return (
+        len(loc) > 5 and loc[0] == "tenants" and loc[2] == "providers" and loc[4] in ("client_secret", "refresh_token")
+    )
 
 
 def _where(loc: list[str]) -> str:
@@ -177,38 +207,48 @@ def _where(loc: list[str]) -> str:
     return f"key {'.'.join(loc) or '(top level)'!r}"
 
 
-def _resolve(path: Path, data: TenantsFile, resolve_secrets: bool) -> dict[tuple[str, str], Credentials]:
+def _resolve(document: YamlDocument, data: TenantsFile, resolve_secrets: bool) -> dict[tuple[str, str], Credentials]:
     problems: list[str] = []
     resolved: dict[tuple[str, str], Credentials] = {}
     for name in data.providers:
         if not re.fullmatch(NAME_PATTERN, name):
-            problems.append(f"provider {name!r}: name must match {NAME_PATTERN}")
+            problems.append(f"provider {name!r}{_at(document, 'providers', name)}: name must match {NAME_PATTERN}")
     for tenant_name, tenant in data.tenants.items():
         where = f"tenant {tenant_name!r}"
         if not re.fullmatch(NAME_PATTERN, tenant_name):
-            problems.append(f"{where}: name must match {NAME_PATTERN}")
+            problems.append(f"{where}{_at(document, 'tenants', tenant_name)}: name must match {NAME_PATTERN}")
         if tenant.default_provider is not None and tenant.default_provider not in tenant.providers:
-            problems.append(f"{where}, key 'default_provider': {tenant.default_provider!r} is not one of its providers")
+            at = _at(document, "tenants", tenant_name, "default_provider")
+            problems.append(
+                f"{where}, key 'default_provider'{at}: {tenant.default_provider!r} is not one of its providers"
+            )
         for provider_name, creds in tenant.providers.items():
-            problems.extend(_check_pair(data, where, provider_name, creds, resolved, tenant_name, resolve_secrets))
+            pair = (tenant_name, provider_name)
+            problems.extend(_check_pair(document, data, pair, creds, resolved, resolve_secrets))
     if problems:
-        raise ConfigError("\n".join([f"{path}: invalid tenants file", *(f"  {p}" for p in problems)]))
+        raise ConfigError("\n".join([f"{document.path}: invalid tenants file", *(f"  {p}" for p in problems)]))
     return resolved
 
 
+def _at(document: YamlDocument, *loc: str | int) -> str:
+    line = document.position(loc)
+    return f" ({line})" if line else ""
+
+
 def _check_pair(
+    document: YamlDocument,
     data: TenantsFile,
-    where: str,
-    provider_name: str,
+    pair: tuple[str, str],
     creds: TenantProvider,
     resolved: dict[tuple[str, str], Credentials],
-    tenant_name: str,
     resolve_secrets: bool,
 ) -> list[str]:
-    key = f"providers.{provider_name}"
+    tenant_name, provider_name = pair
+    where, key = f"tenant {tenant_name!r}", f"providers.{provider_name}"
     provider = data.providers.get(provider_name)
     if provider is None:
-        return [f"{where}, key {key!r}: unknown provider {provider_name!r} (known: {', '.join(data.providers)})"]
+        at = _at(document, "tenants", tenant_name, "providers", provider_name)
+        return [f"{where}, key {key!r}{at}: unknown provider {provider_name!r} (known: {', '.join(data.providers)})"]
     problems: list[str] = []
     secrets: dict[str, SecretStr | None] = {}
     for field in ("client_secret", "refresh_token"):
@@ -216,12 +256,12 @@ def _check_pair(
         try:
             secrets[field] = ref.resolve() if ref is not None and resolve_secrets else None
         except ValueError as exc:
-            problems.append(f"{where}, key '{key}.{field}': {exc}")
+            at = _at(document, "tenants", tenant_name, "providers", provider_name, field)
+            problems.append(f"{where}, key '{key}.{field}'{at}: {exc}")
     if provider.client_auth_method != "none" and creds.client_secret is None and resolve_secrets:
         method = provider.client_auth_method
-        problems.append(f"{where}, key '{key}.client_secret': required by client_auth_method {method}")
+        at = _at(document, "tenants", tenant_name, "providers", provider_name)
+        problems.append(f"{where}, key '{key}.client_secret'{at}: required by client_auth_method {method}")
     if not problems:
-        resolved[(tenant_name, provider_name)] = Credentials(
-            creds.client_id, secrets["client_secret"], secrets["refresh_token"]
-        )
+        resolved[pair] = Credentials(creds.client_id, secrets["client_secret"], secrets["refresh_token"])
     return problems
