@@ -11,15 +11,16 @@ so nothing is left for VACUUM: the module's disk is one day's rows, whatever
 the number of days.
 
 A module that keeps rows missing from its export (``missing_rows: keep``)
-writes only what changed. The same join finds the changed rows: where they
-are few, they are inserted and updated in the tenant's partition and the new
-table is dropped (:func:`write_in_place`; an unchanged export writes
-nothing); where more changed, the new table is swapped in as above, the rows
-the file lacks carried over into it first (frozen too: :func:`carry_missing`).
+looks for the changed rows with the same join. Where nothing changed, nothing
+is written. A file holding every row of the partition is swapped in as above,
+however few changed. A file lacking some has its few changed rows inserted and
+updated in the tenant's partition and the new table dropped
+(:func:`write_in_place`), or, where more changed, the rows it lacks carried
+over into the new table (frozen too: :func:`carry_missing`) before the swap.
 Where the file is the smaller part of what the tenant has (an export of the
-day's changes, not of everything), the new table is MERGEd into the
-partition instead, without walking all of it (:func:`swap_in`). Rows written
-in place leave dead versions for VACUUM, as any UPDATE does.
+day's changes, not of everything), the new table is MERGEd into the partition
+instead, without walking all of it (:func:`swap_in`). Rows written in place
+leave dead versions for VACUUM, as any UPDATE does.
 
 All of it is in the import's transaction, with its ledger row: a run that dies
 anywhere (SIGKILL, PostgreSQL restarting) leaves the old partition as it was
