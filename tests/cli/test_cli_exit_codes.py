@@ -16,9 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from conduit.cli import main
-from tests.e2e.processes import CONDUIT, base_env
-from tests.helpers import tenants_file
-from tests.third_party import ThirdParty
+from tests.cli.conftest import unreached_env
+from tests.e2e.processes import CONDUIT
 
 # Nothing listens on port 1; the passwords must never be printed.
 DOWN = {
@@ -43,15 +42,7 @@ COMMANDS: dict[str, tuple[list[str], set[str]]] = {
 
 @pytest.fixture
 def env(redis_url: str, server_urls: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    party = ThirdParty(url="http://127.0.0.1:9")  # never called: no token request gets that far
-    return base_env(
-        CONDUIT_REDIS_URL=redis_url,
-        CONDUIT_DATABASE_URL=server_urls["CONDUIT_DATABASE_URL"],
-        CONDUIT_DATABASE_CONNECT_WAIT="0",
-        CONDUIT_REDIS_TIMEOUT="1",
-        CONDUIT_TENANTS_FILE=str(tenants_file(tmp_path, party, ["acme"])),
-        CONDUIT_TOKEN_KEY="Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
-    )
+    return unreached_env(redis_url, server_urls["CONDUIT_DATABASE_URL"], tmp_path)
 
 
 async def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:

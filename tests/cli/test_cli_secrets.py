@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import CONDUIT, base_env
-from tests.helpers import tenants_file
-from tests.third_party import ThirdParty
+from tests.cli.conftest import unreached_env
+from tests.e2e.processes import CONDUIT
 
 SECRET = "s3cr3t-Zx9_never-printed"
 SERVICES = ["proxy", "proxy --processes 2", "importer", "scheduler", "tokens status"]
@@ -22,18 +21,8 @@ SERVICES = ["proxy", "proxy --processes 2", "importer", "scheduler", "tokens sta
 
 @pytest.fixture
 def env(redis_url: str, server_urls: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    party = ThirdParty(url="http://127.0.0.1:9")  # never called: nothing gets that far
-    return base_env(
-        CONDUIT_REDIS_URL=redis_url,
-        CONDUIT_DATABASE_URL=server_urls["CONDUIT_DATABASE_URL"],
-        CONDUIT_DATABASE_CONNECT_WAIT="0",
-        CONDUIT_REDIS_TIMEOUT="1",
-        CONDUIT_TENANTS_FILE=str(tenants_file(tmp_path, party, ["acme"])),
-        CONDUIT_TOKEN_KEY="Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
-        CONDUIT_PROXY_PORT="0",
-        CONDUIT_IMPORTER_HTTP_PORT="0",
-        CONDUIT_SCHEDULER_HTTP_PORT="0",
-    )
+    ports = {"CONDUIT_PROXY_PORT": "0", "CONDUIT_IMPORTER_HTTP_PORT": "0", "CONDUIT_SCHEDULER_HTTP_PORT": "0"}
+    return unreached_env(redis_url, server_urls["CONDUIT_DATABASE_URL"], tmp_path, **ports)
 
 
 async def run(env: dict[str, str], *args: str) -> tuple[int, str]:

@@ -21,20 +21,12 @@ from redis.asyncio import Redis
 
 from services.auth_proxy.metrics import CACHE
 from tests.proxy.conftest import Proxy
-from tests.proxy.test_proxy_cache_generated import STORED, Call, Upstreams, _a, _send
-from tests.third_party import ThirdParty, echo_of, running_third_party
+from tests.proxy.test_proxy_cache_generated import STORED, Call, Upstreams, _a, _send, upstreams
+from tests.third_party import ThirdParty, echo_of
+
+__all__ = ["upstreams"]  # a fixture of test_proxy_cache_generated, used here too
 
 ROUTES = [{"prefix": "/cached", "ttl": 30}]
-
-
-@pytest.fixture
-async def upstreams(start_proxy: Callable[..., Any], party: ThirdParty) -> AsyncIterator[Upstreams]:
-    routes = [{"prefix": "/echo-cache/", "ttl": 30}]
-    async with (
-        running_third_party(lifetime=60) as other,
-        start_proxy(party, extra={"other": other}, proxy_cache_enabled=True, proxy_cache_routes=routes) as proxy,
-    ):
-        yield Upstreams(proxy, other)
 
 
 @pytest.fixture
