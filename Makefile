@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Test files run on this many processes (each leases its own Redis database; PostgreSQL databases are per test).
-TEST_PROCESSES ?= 2
+# Three on two cores: many tests wait on processes and timers (4:56 against 5:45 for two, 2026-12-07).
+TEST_PROCESSES ?= 3
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install run test lint format bench lock clean stop-servers image-test test-aiohttp-next browser
