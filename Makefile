@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Test files run on this many processes (each leases its own Redis database; PostgreSQL databases are per test).
-# Three on two cores: many tests wait on processes and timers (4:56 against 5:45 for two, 2026-12-07).
+# Three on two cores: many tests wait on processes and timers (4:56 against 5:55 for two, 2026-12-07).
 TEST_PROCESSES ?= 3
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
