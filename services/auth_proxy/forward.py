@@ -90,6 +90,7 @@ class Forwarder:
         self._pool = pool
         self._cache = cache
         self._origins = {name: Origin.parse(str(p.api_base_url)) for name, p in tenants.providers.items()}
+        self._bases = {name: str(p.api_base_url) for name, p in tenants.providers.items()}
         self._counters = RequestCounters()
         self._replay_limit = settings.proxy_replay_body_limit
         self._buffer_limit = settings.proxy_buffer_response_limit
@@ -134,7 +135,8 @@ class Forwarder:
             if cache_ttl is not None and caller_bypasses(request.headers, request.body_exists):
                 self._cache_result(ex, "bypass")
             elif cache_ttl is not None:
-                cache_key = self._cache.key(ex.tenant, ex.provider, target, request.headers)
+                base = self._bases[ex.provider]
+                cache_key = self._cache.key(ex.tenant, ex.provider, base, target, request.headers)
                 cached = await self._cache.get(cache_key)
                 self._cache_result(ex, "hit" if cached else "miss")
                 if cached is not None:

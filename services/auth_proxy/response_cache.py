@@ -2,7 +2,8 @@
 
 Off by default. A route is cached only where a ``proxy_cache_routes`` prefix
 allows it; the key holds the tenant and provider, so one tenant's answer can
-never be served to another. The upstream's ``Cache-Control`` is honoured:
+never be served to another, and the provider's api_base_url, so a provider moved
+to another base is not answered from the old one's entries. The upstream's ``Cache-Control`` is honoured:
 ``no-store``/``no-cache`` are never stored and ``max-age``/``s-maxage`` shorten
 the route's TTL, an Expires in the past or unreadable means stale, and every line
 of ``Vary`` and ``Cache-Control`` counts. Requests with a body, ``Range`` or
@@ -80,9 +81,12 @@ class ResponseCache:
         return None
 
     @staticmethod
-    def key(tenant: str, provider: str, target: str, headers: CIMultiDictProxy[str]) -> EntryKey:
+    def key(tenant: str, provider: str, base: str, target: str, headers: CIMultiDictProxy[str]) -> EntryKey:
+        """Where the answer to ``target`` under the provider's ``base`` (its api_base_url) lives: a provider moved
+        to another base is not answered from what the old one said."""
         # A JSON array: no value can end one field and start the next, whatever bytes it holds.
-        material = orjson.dumps([_FORMAT, target, _combined(headers, "Accept"), _combined(headers, "Accept-Encoding")])
+        accepts = [_combined(headers, "Accept"), _combined(headers, "Accept-Encoding")]
+        material = orjson.dumps([_FORMAT, base, target, *accepts])
         digest = hashlib.sha256(material).hexdigest()
         return EntryKey(tenant, provider, redis_keys.response_cache(tenant, provider, digest))
 

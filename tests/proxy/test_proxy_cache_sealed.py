@@ -198,3 +198,18 @@ async def test_a_served_answer_always_came_from_its_own_key(
         answer.pop("nonce")
         expected = echo_of(f"{call.tenant}-{call.provider}", "GET", "/api" + call.target, b"", call.headers(), [STORED])
         assert (status, answer) == (200, expected), "served an answer stored for another key"
+
+
+async def test_an_answer_cached_from_another_api_base_url_is_not_served(
+    start_proxy: Callable[..., Any], party: ThirdParty
+) -> None:
+    """An operator moves a provider's api_base_url (a new API version, another region): what the old base
+    answered is not served for the new one, however long its TTL."""
+    async with start_proxy(party, proxy_cache_enabled=True, proxy_cache_routes=ROUTES) as proxy:
+        await _answer(proxy, "acme")
+    calls = len(party.api_calls)
+    moved = party.api_url.rstrip("/") + "/v2/"
+    async with start_proxy(party, api_base_url=moved, proxy_cache_enabled=True, proxy_cache_routes=ROUTES) as proxy:
+        await proxy.get("/cached", tenant="acme")
+    assert len(party.api_calls) == calls + 1, "answered from the old base's cache"
+    assert party.api_calls[-1].path_qs.endswith("/v2/cached")
