@@ -119,7 +119,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     tenants = load_tenants(settings.tenants_file, resolve_secrets=False)
     app[keys.REDIS], app[keys.POOL], app[keys.TENANTS] = redis, pool, tenants
     app[keys.SESSIONS] = Sessions(redis, settings.console_session_ttl, sealer)
-    app[keys.OIDC] = Oidc(settings, redis) if settings.oidc_enabled else None
+    oidc_sealer = BoundSealer("console oidc sign-in", settings.token_key, settings.token_key_old)
+    app[keys.OIDC] = Oidc(settings, redis, oidc_sealer) if settings.oidc_enabled else None
     app[keys.TOKENS] = (
         TokenStore(redis, Sealer(settings.token_key, settings.token_key_old)) if settings.token_key else None
     )

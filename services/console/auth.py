@@ -17,7 +17,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from services.console import keys
-from services.console.oidc import SignInRefused
+from services.console.oidc import SignInRefused, SignInUnknown
 from services.console.sessions import COOKIE, User
 from shared.logging import get_logger
 from shared.ops_http import OPS_PATHS
@@ -166,6 +166,8 @@ async def oidc_callback(request: web.Request) -> web.StreamResponse:
         return await login_page(request, "The sign-in answer lacks its code or state.", status=400)
     try:
         identity, next_path = await oidc.finish(code, state, request.cookies.get(OIDC_BROWSER))
+    except SignInUnknown as exc:
+        return await login_page(request, str(exc), status=400)
     except SignInRefused as exc:
         return await login_page(request, str(exc), status=403)
     return await _signed_in(request, identity.name, identity.role, "oidc", _next(next_path))

@@ -7,6 +7,13 @@ token's signature (the provider's JWKS), issuer, audience, expiry and nonce
 (joserfc, which authlib is built on), and decides the role from the allow
 lists. Nothing of the provider's tokens is kept: the session holds a name and
 a role.
+
+The pending record is sealed as sessions are (``shared.crypto.BoundSealer``, a
+purpose of its own, its Redis key as associated data, its expiry inside): anyone
+able to write Redis could otherwise plant one for a state of their choosing
+(their own PKCE verifier, nonce, page to go back to and browser digest) or move
+one to another state. One that does not open for its key, is malformed or has
+expired is "not known", as a missing one is.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from redis.asyncio import Redis
 
 from services.console.sessions import Role
 from services.console.settings import ConsoleSettings, split
+from shared.crypto import BoundSealer, RecordUnreadable
 from shared.logging import get_logger
 from shared.redis_keys import PREFIX
 
@@ -36,6 +44,13 @@ class SignInRefused(Exception):
     """The provider said no, or said yes for someone not on the allow lists; the message is safe to show."""
 
 
+class SignInUnknown(SignInRefused):
+    """The callback's state names no pending sign-in (expired, used, never started, or a record not ours)."""
+
+    def __init__(self) -> None:
+        super().__init__("this sign-in is not known (expired, already used or not started here); start again")
+
+
 @dataclass(frozen=True)
 class Identity:
     name: str
@@ -43,13 +58,14 @@ class Identity:
 
 
 class Oidc:
-    def __init__(self, settings: ConsoleSettings, redis: Redis) -> None:
+    def __init__(self, settings: ConsoleSettings, redis: Redis, sealer: BoundSealer) -> None:
         assert settings.console_oidc_issuer and settings.console_oidc_client_id
         self.settings = settings
         self.issuer = settings.console_oidc_issuer.rstrip("/")
         self.client_id = settings.console_oidc_client_id
         self.redirect_uri = urljoin(settings.console_public_url.rstrip("/") + "/", "login/callback")
         self.redis = redis
+        self.sealer = sealer
         self._metadata: tuple[float, dict[str, Any]] | None = None
 
     def _client(self) -> Any:
@@ -84,8 +100,10 @@ class Oidc:
 
         meta = await self.metadata()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), generate_token(64)
-        pending = orjson.dumps({"verifier": verifier, "nonce": nonce, "next": next_path, "browser": _digest(browser)})
-        await self.redis.set(f"{PREFIX}:console:oidc:{state}", pending, ex=_PENDING_TTL)
+        key = _key(state)
+        pending = orjson.dumps({"verifier": verifier, "nonce": nonce, "next": next_path, "browser": _digest(browser),
+                                "expires": time.time() + _PENDING_TTL})  # fmt: skip
+        await self.redis.set(key, self.sealer.seal(pending, key.encode()), ex=_PENDING_TTL)
         async with self._client() as client:
             url, _ = client.create_authorization_url(
                 meta["authorization_endpoint"], state=state, code_verifier=verifier, nonce=nonce
@@ -99,10 +117,7 @@ class Oidc:
         valid code and state whoever opens it, so without this, anyone could stop at their own
         callback and have an operator's browser open it, signed in as them (RFC 6749 §10.12).
         """
-        raw = await self.redis.getdel(f"{PREFIX}:console:oidc:{state[:100]}")
-        if raw is None:
-            raise SignInRefused("the sign-in expired or was already used; start again")
-        pending = orjson.loads(raw)
+        pending = await self._pending(state)
         if not browser or not hmac.compare_digest(_digest(browser), pending["browser"]):
             log.warning("oidc callback refused: the sign-in was started in another browser")
             raise SignInRefused("this sign-in was started in another browser; start again here")
@@ -121,6 +136,22 @@ class Oidc:
             jwks = (await client.request("GET", meta["jwks_uri"], withhold_token=True)).json()
         claims = self._claims(str(token.get("id_token", "")), jwks, pending["nonce"])
         return self._identity(claims), pending["next"]
+
+    async def _pending(self, state: str) -> dict[str, Any]:
+        key = _key(state)
+        raw = await self.redis.getdel(key)  # a refused record goes too, so it is logged once
+        if raw is None:
+            raise SignInUnknown()
+        try:
+            pending = _pending_fields(orjson.loads(self.sealer.open(raw, key.encode())))
+        except (RecordUnreadable, ValueError, TypeError, KeyError):
+            # No state, code or record in the line: the record may be forged, and the state is a secret until used.
+            log.warning("oidc callback refused: the pending sign-in does not open for its key (forged, moved, "
+                        "tampered with or sealed under another CONDUIT_TOKEN_KEY)")  # fmt: skip
+            raise SignInUnknown() from None
+        if float(pending["expires"]) <= time.time():
+            raise SignInUnknown()
+        return pending
 
     def _claims(self, id_token: str, jwks: dict[str, Any], nonce: str) -> dict[str, Any]:
         from joserfc import jwt
@@ -158,6 +189,20 @@ class Oidc:
             return Identity(name, "readonly")
         log.info("oidc sign-in not allowed", user=name)
         raise SignInRefused(f"{name} is not allowed to use the console")
+
+
+def _key(state: str) -> str:
+    return f"{PREFIX}:console:oidc:{state[:100]}"
+
+
+def _pending_fields(record: Any) -> dict[str, Any]:
+    """The fields of an opened pending record (sealed by us, so only a key mix-up makes it malformed)."""
+    fields = {name: record[name] for name in ("verifier", "nonce", "next", "browser", "expires")}
+    if not all(isinstance(fields[n], str) for n in ("verifier", "nonce", "next", "browser")):
+        raise ValueError("malformed pending sign-in")
+    if isinstance(fields["expires"], bool) or not isinstance(fields["expires"], float | int):
+        raise ValueError("malformed pending sign-in")
+    return fields
 
 
 def _digest(browser: str) -> str:
